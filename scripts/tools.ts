@@ -1,0 +1,257 @@
+// The real components opa-sync is tested against (OPA, etcd, kube-apiserver, kube-controller-manager,
+// kubectl), built from Go modules once per machine into a versioned cache outside the work tree.
+//
+// Run alone with `npm run tools`; `npm test` runs it first and it returns at once when nothing is
+// missing. Each binary can be brought by the user instead (OPA_BIN, ETCD_BIN, KUBE_APISERVER_BIN,
+// KUBE_CONTROLLER_MANAGER_BIN, KUBECTL_BIN), and OPA_SYNC_TOOLS_DIR moves the whole cache.
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { accessSync, constants, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+export const OPA_VERSION = 'v1.22.3';
+export const KUBERNETES_VERSION = 'v1.34.4';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const k8sModuleDir = path.join(repoRoot, 'tools', 'k8s');
+
+export type ToolName = 'opa' | 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kubectl';
+export const TOOL_NAMES: readonly ToolName[] = [
+  'opa',
+  'etcd',
+  'kube-apiserver',
+  'kube-controller-manager',
+  'kubectl',
+];
+
+/** The environment variable that points at a user-supplied binary for each tool. */
+export const TOOL_ENV: Readonly<Record<ToolName, string>> = {
+  opa: 'OPA_BIN',
+  etcd: 'ETCD_BIN',
+  'kube-apiserver': 'KUBE_APISERVER_BIN',
+  'kube-controller-manager': 'KUBE_CONTROLLER_MANAGER_BIN',
+  kubectl: 'KUBECTL_BIN',
+};
+
+export interface ToolLocation {
+  name: ToolName;
+  path: string;
+  /** Where the path came from: the user's environment variable or the build cache. */
+  from: 'env' | 'cache';
+  present: boolean;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+export function toolsCacheDir(env: Env = process.env): string {
+  if (env.OPA_SYNC_TOOLS_DIR) return path.resolve(env.OPA_SYNC_TOOLS_DIR);
+  const cacheHome = env.XDG_CACHE_HOME ? env.XDG_CACHE_HOME : path.join(homedir(), '.cache');
+  return path.join(cacheHome, 'opa-sync', 'tools');
+}
+
+/** The cache folder of the Kubernetes binaries: keyed by version and by the wrapper module's pins. */
+function k8sDirName(): string {
+  const hash = createHash('sha256');
+  for (const file of ['go.mod', 'go.sum']) hash.update(readFileSync(path.join(k8sModuleDir, file)));
+  return `k8s-${KUBERNETES_VERSION}-${hash.digest('hex').slice(0, 12)}`;
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Where each tool is (or will be once built). Reads no configuration other than the given env. */
+export function locateTools(env: Env = process.env): ToolLocation[] {
+  const cache = toolsCacheDir(env);
+  return TOOL_NAMES.map((name) => {
+    const fromEnv = env[TOOL_ENV[name]];
+    if (fromEnv) {
+      const file = path.resolve(fromEnv);
+      return { name, path: file, from: 'env', present: isExecutable(file) };
+    }
+    const dir = name === 'opa' ? `opa-${OPA_VERSION}` : k8sDirName();
+    const file = path.join(cache, dir, name);
+    return { name, path: file, from: 'cache', present: isExecutable(file) };
+  });
+}
+
+/** The path of one tool, or an error that names the binary, how to build it and how to bring one. */
+export function requireTool(name: ToolName, env: Env = process.env): string {
+  const found = locateTools(env).find((t) => t.name === name);
+  if (!found) throw new Error(`unknown tool ${name}`);
+  if (!found.present) {
+    const how =
+      found.from === 'env'
+        ? `${TOOL_ENV[name]} points at ${found.path}, which is not an executable file`
+        : `${found.path} is missing: run \`npm run tools\` to build it, or set ${TOOL_ENV[name]} to a ${name} binary`;
+    throw new Error(`the ${name} binary is not available: ${how}`);
+  }
+  return found.path;
+}
+
+function log(message: string): void {
+  process.stdout.write(`[tools] ${message}\n`);
+}
+
+function checkGo(): void {
+  const go = spawnSync('go', ['version'], { encoding: 'utf8' });
+  if (go.error || go.status !== 0) {
+    throw new Error(
+      'Go is needed to build the test tools but `go` was not found on PATH. Install Go 1.24 or newer ' +
+        '(https://go.dev/doc/install), or point OPA_BIN, ETCD_BIN, KUBE_APISERVER_BIN, ' +
+        'KUBE_CONTROLLER_MANAGER_BIN and KUBECTL_BIN at binaries you already have.',
+    );
+  }
+  log(`using ${go.stdout.trim()}`);
+}
+
+function run(cmd: string, args: string[], cwd: string, extraEnv: Record<string, string>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      cwd,
+      stdio: ['ignore', 'inherit', 'inherit'],
+      // GOTOOLCHAIN=local: fail fast rather than download another Go toolchain behind the user's back.
+      env: {
+        ...process.env,
+        CGO_ENABLED: '0',
+        GOTOOLCHAIN: 'local',
+        GOFLAGS: '-buildvcs=false',
+        ...extraEnv,
+      },
+    });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (code === 0) resolve();
+      else reject(new Error(`${cmd} ${args.join(' ')} failed (${signal ?? `exit ${String(code)}`})`));
+    });
+  });
+}
+
+/** Builds into a scratch folder beside the target and renames it in place, so a broken build never counts. */
+async function buildInto(targetDir: string, build: (scratch: string) => Promise<void>): Promise<void> {
+  const scratch = `${targetDir}.partial-${process.pid}`;
+  rmSync(scratch, { recursive: true, force: true });
+  mkdirSync(scratch, { recursive: true });
+  try {
+    await build(scratch);
+    rmSync(targetDir, { recursive: true, force: true });
+    renameSync(scratch, targetDir);
+  } catch (err) {
+    rmSync(scratch, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function buildOpa(targetDir: string): Promise<void> {
+  log(`building OPA ${OPA_VERSION} with go install (a first build takes about 5 minutes)`);
+  await buildInto(targetDir, (scratch) =>
+    run(
+      'go',
+      ['install', '-trimpath', '-ldflags=-s -w', `github.com/open-policy-agent/opa@${OPA_VERSION}`],
+      repoRoot,
+      { GOBIN: scratch },
+    ),
+  );
+}
+
+async function buildKubernetes(targetDir: string): Promise<void> {
+  const minor = KUBERNETES_VERSION.split('.')[1] ?? '';
+  const ldflags = [
+    '-s -w',
+    `-X k8s.io/component-base/version.gitVersion=${KUBERNETES_VERSION}`,
+    '-X k8s.io/component-base/version.gitMajor=1',
+    `-X k8s.io/component-base/version.gitMinor=${minor}`,
+    '-X k8s.io/component-base/version.gitTreeState=clean',
+  ].join(' ');
+  log(
+    `building kube-apiserver, kube-controller-manager and kubectl ${KUBERNETES_VERSION} and etcd ` +
+      `from tools/k8s/go.mod (a first build takes 20 minutes or more on 2 cores)`,
+  );
+  await buildInto(targetDir, async (scratch) => {
+    await run(
+      'go',
+      [
+        'build',
+        '-trimpath',
+        `-ldflags=${ldflags}`,
+        '-o',
+        `${scratch}/`,
+        'k8s.io/kubernetes/cmd/kube-apiserver',
+        'k8s.io/kubernetes/cmd/kube-controller-manager',
+        'k8s.io/kubernetes/cmd/kubectl',
+      ],
+      k8sModuleDir,
+      {},
+    );
+    log('building etcd at the version Kubernetes selects');
+    // -o names the binary: the package path ends in /v3, which would otherwise name it "server".
+    await run(
+      'go',
+      ['build', '-trimpath', '-ldflags=-s -w', '-o', path.join(scratch, 'etcd'), 'go.etcd.io/etcd/server/v3'],
+      k8sModuleDir,
+      {},
+    );
+  });
+}
+
+/** Builds whatever of the named tools is missing from the cache. Tools brought by env are never built. */
+export async function ensureTools(
+  only: readonly ToolName[] = TOOL_NAMES,
+  env: Env = process.env,
+): Promise<void> {
+  const wanted = locateTools(env).filter((t) => only.includes(t.name));
+  const broken = wanted.filter((t) => t.from === 'env' && !t.present);
+  if (broken.length > 0) {
+    throw new Error(broken.map((t) => `${TOOL_ENV[t.name]}=${t.path} is not an executable file`).join('; '));
+  }
+  const missing = wanted.filter((t) => !t.present);
+  if (missing.length === 0) return;
+
+  log(`missing: ${missing.map((t) => t.name).join(', ')} (cache: ${toolsCacheDir(env)})`);
+  checkGo();
+  const started = Date.now();
+  const dirs = new Set(missing.map((t) => path.dirname(t.path)));
+  for (const dir of dirs) {
+    mkdirSync(path.dirname(dir), { recursive: true });
+    if (path.basename(dir).startsWith('opa-')) await buildOpa(dir);
+    else await buildKubernetes(dir);
+  }
+  const stillMissing = locateTools(env).filter((t) => only.includes(t.name) && !t.present);
+  if (stillMissing.length > 0) {
+    throw new Error(
+      `the build finished but these are missing: ${stillMissing.map((t) => t.path).join(', ')}`,
+    );
+  }
+  log(`built in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const quiet = argv.includes('--quiet-if-present');
+  const onlyArg = argv.find((a) => a.startsWith('--only='));
+  const only = onlyArg
+    ? onlyArg
+        .slice('--only='.length)
+        .split(',')
+        .map((n) => {
+          if (!(TOOL_NAMES as readonly string[]).includes(n)) throw new Error(`--only: unknown tool ${n}`);
+          return n as ToolName;
+        })
+    : TOOL_NAMES;
+  await ensureTools(only);
+  const located = locateTools().filter((t) => only.includes(t.name));
+  if (!quiet) for (const t of located) log(`${t.name}: ${t.path}${t.from === 'env' ? ' (from env)' : ''}`);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main(process.argv.slice(2)).catch((err: unknown) => {
+    process.stderr.write(`[tools] ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}
