@@ -1,0 +1,106 @@
+// The test harness: one real OPA and one real control plane per test run, started on first use and
+// shared by every test file; more OPA instances on request. Tests isolate themselves by namespace.
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { requireTool } from '../../scripts/tools.js';
+import { createCa, type CertificateAuthority } from './certs.js';
+import { startControlPlane, type ControlPlane } from './control-plane.js';
+import { startOpa, type OpaOptions, type OpaServer } from './opa.js';
+import { runDir } from './run-dir.js';
+
+export type { ControlPlane } from './control-plane.js';
+export type { OpaServer, OpaOptions } from './opa.js';
+export { waitFor } from './wait.js';
+export { httpRequest } from './http.js';
+
+const execFileAsync = promisify(execFile);
+
+let ca: Promise<CertificateAuthority> | undefined;
+let opa: Promise<OpaServer> | undefined;
+let controlPlaneStarting: Promise<ControlPlane> | undefined;
+const extraOpas = new Set<OpaServer>();
+let startedControlPlane: ControlPlane | undefined;
+let startedOpa: OpaServer | undefined;
+
+/** The run's certificate authority: signs the API server's, OPA's and webhooks' certificates. */
+export function testCa(): Promise<CertificateAuthority> {
+  ca ??= createCa(runDir());
+  return ca;
+}
+
+// A failed start is remembered: every test that needs the component fails with the same reason.
+function memo<T>(start: () => Promise<T>): Promise<T> {
+  const p = start();
+  p.catch(() => undefined);
+  return p;
+}
+
+/** The shared OPA of the run (plain HTTP, no authentication). Tests must not assume it is empty. */
+export function sharedOpa(): Promise<OpaServer> {
+  opa ??= memo(async () => {
+    startedOpa = await startOpa(runDir());
+    return startedOpa;
+  });
+  return opa;
+}
+
+/** Another OPA, owned by the caller (stopped at the end of the run if the caller does not). */
+export async function extraOpa(options: OpaOptions = {}): Promise<OpaServer> {
+  const server = await startOpa(runDir(), options);
+  extraOpas.add(server);
+  return {
+    ...server,
+    stop: async () => {
+      extraOpas.delete(server);
+      await server.stop();
+    },
+  };
+}
+
+/** The shared control plane of the run. */
+export function controlPlane(): Promise<ControlPlane> {
+  controlPlaneStarting ??= memo(async () => {
+    startedControlPlane = await startControlPlane(runDir(), await testCa());
+    return startedControlPlane;
+  });
+  return controlPlaneStarting;
+}
+
+/** Creates a namespace with a unique name (`<prefix>-<random>`) for one test or suite. */
+export async function createNamespace(prefix: string): Promise<string> {
+  const cp = await controlPlane();
+  const name = `${prefix}-${randomBytes(3).toString('hex')}`;
+  await cp
+    .kubeConfig()
+    .makeApiClient(CoreV1Api)
+    .createNamespace({
+      body: { metadata: { name, labels: { 'opa-sync-test': 'true' } } },
+    });
+  return name;
+}
+
+/** Runs the real kubectl against the shared control plane; resolves with stdout, rejects with stderr. */
+export async function kubectl(args: string[], input?: string): Promise<string> {
+  const cp = await controlPlane();
+  const binary = requireTool('kubectl');
+  const child = execFileAsync(binary, [`--kubeconfig=${cp.kubeconfigFile}`, ...args], { timeout: 60_000 });
+  if (input !== undefined) {
+    child.child.stdin?.end(input);
+  }
+  try {
+    return (await child).stdout;
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`kubectl ${args.join(' ')} failed: ${e.stderr ?? e.message}`, { cause: err });
+  }
+}
+
+/** Stops everything the harness started. */
+export async function stopHarness(): Promise<void> {
+  await Promise.all([...extraOpas].map((o) => o.stop()));
+  extraOpas.clear();
+  await startedOpa?.stop();
+  await startedControlPlane?.stop();
+}

@@ -1,0 +1,93 @@
+// Real OPA servers for tests: `opa run --server` on a free loopback port, optionally with TLS and
+// bearer-token authentication, ready once /health answers.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import getPort from 'get-port';
+import { requireTool } from '../../scripts/tools.js';
+import { createServingCert, type CertificateAuthority } from './certs.js';
+import { httpRequest, type HttpOptions, type HttpResponse } from './http.js';
+import { startProcess, logTail, type ManagedProcess } from './processes.js';
+import { StopWaiting, waitFor } from './wait.js';
+
+export interface OpaOptions {
+  /** Serve HTTPS with a certificate from this CA. */
+  tlsCa?: CertificateAuthority;
+  /** Require `Authorization: Bearer <token>` on every call (OPA's token authentication + a system.authz policy). */
+  token?: string;
+  /** Extra arguments for `opa run`, e.g. `--v0-compatible`. */
+  extraArgs?: string[];
+  /** Files or folders loaded at start (policies, data, bundles). */
+  paths?: string[];
+}
+
+export interface OpaServer {
+  readonly name: string;
+  /** Base URL, without the /v1 suffix. */
+  readonly url: string;
+  readonly process: ManagedProcess;
+  readonly ca: string | undefined;
+  readonly token: string | undefined;
+  /** An HTTP call to this OPA with its CA and token already applied. */
+  request(pathAndQuery: string, options?: HttpOptions): Promise<HttpResponse>;
+  stop(): Promise<void>;
+}
+
+let counter = 0;
+
+// Token authentication alone only identifies the caller; this policy makes the token mandatory.
+function authzPolicy(token: string): string {
+  return `package system.authz
+
+default allow := false
+
+allow if input.identity == ${JSON.stringify(token)}
+`;
+}
+
+export async function startOpa(runFolder: string, options: OpaOptions = {}): Promise<OpaServer> {
+  const binary = requireTool('opa');
+  const name = `opa-${++counter}`;
+  const dir = path.join(runFolder, name);
+  mkdirSync(dir, { recursive: true });
+  const port = await getPort({ host: '127.0.0.1' });
+  const args = ['run', '--server', `--addr=127.0.0.1:${port}`, '--disable-telemetry', '--log-level=info'];
+  const scheme = options.tlsCa ? 'https' : 'http';
+  if (options.tlsCa) {
+    const cert = await createServingCert(options.tlsCa, name);
+    args.push(`--tls-cert-file=${cert.certFile}`, `--tls-private-key-file=${cert.keyFile}`);
+  }
+  const paths = [...(options.paths ?? [])];
+  if (options.token !== undefined) {
+    const authz = path.join(dir, 'authz.rego');
+    writeFileSync(authz, authzPolicy(options.token));
+    args.push('--authentication=token', '--authorization=basic');
+    paths.push(authz);
+  }
+  args.push(...(options.extraArgs ?? []), ...paths);
+
+  const proc = startProcess(name, binary, args, runFolder);
+  const url = `${scheme}://127.0.0.1:${port}`;
+  const ca = options.tlsCa?.pem;
+  const token = options.token;
+  const request = (pathAndQuery: string, opts: HttpOptions = {}): Promise<HttpResponse> =>
+    httpRequest(`${url}${pathAndQuery}`, {
+      ...opts,
+      ...(ca === undefined ? {} : { ca }),
+      headers: { ...(token === undefined ? {} : { authorization: `Bearer ${token}` }), ...opts.headers },
+    });
+  try {
+    await waitFor(
+      `${name} to answer /health`,
+      async () => {
+        if (proc.hasExited())
+          throw new StopWaiting(`${name} exited before it was ready:\n${logTail(proc, 20)}`);
+        return (await request('/health', { timeoutMs: 1000 })).status === 200 ? true : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+  return { name, url, process: proc, ca, token, request, stop: () => proc.stop() };
+}

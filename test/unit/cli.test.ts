@@ -1,0 +1,44 @@
+// The opa-sync command line: --version and --help, and a clear refusal of what it does not know.
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { expect } from 'chai';
+
+const run = promisify(execFile);
+const main = new URL('../../src/main.ts', import.meta.url).pathname;
+
+async function opaSync(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args]);
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('opa-sync command line', () => {
+  it('prints the package version with --version and -v', async () => {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    };
+    for (const flag of ['--version', '-v']) {
+      const out = await opaSync(flag);
+      expect(out.code).to.equal(0);
+      expect(out.stdout).to.equal(`opa-sync ${pkg.version}\n`);
+    }
+  });
+
+  it('prints the usage with --help', async () => {
+    const out = await opaSync('--help');
+    expect(out.code).to.equal(0);
+    expect(out.stdout).to.match(/^opa-sync: loads Rego policies/);
+    expect(out.stdout).to.include('--version');
+  });
+
+  it('refuses arguments it does not know, naming them', async () => {
+    const out = await opaSync('--no-such-flag');
+    expect(out.code).to.equal(2);
+    expect(out.stderr).to.include('unknown arguments: --no-such-flag');
+  });
+});
