@@ -1,0 +1,55 @@
+// opa-sync's error types: each has a stable `code`, an HTTP status where one applies, and a `cause`.
+// Retryable errors (transport failures, 5xx, timeouts) and permanent ones (OPA's 400 compile errors,
+// bad input) are different classes, so callers decide by type, never by message.
+
+export interface ErrorOptions {
+  cause?: unknown;
+  status?: number;
+}
+
+/** Base class of every error opa-sync raises on purpose. */
+export class OpaSyncError extends Error {
+  readonly code: string;
+  readonly status: number | undefined;
+
+  constructor(code: string, message: string, options: ErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.status = options.status;
+  }
+}
+
+/** Worth trying again later: the target was unreachable, timed out or failed on its side. */
+export class RetryableError extends OpaSyncError {}
+
+/** Trying again with the same input gives the same answer: the input must change first. */
+export class PermanentError extends OpaSyncError {}
+
+/** The configuration is unusable; `problems` lists every problem found, not only the first. */
+export class ConfigError extends PermanentError {
+  readonly problems: readonly string[];
+
+  constructor(problems: readonly string[]) {
+    super('invalid_config', `invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.problems = problems;
+  }
+}
+
+/** Input from outside (a ConfigMap key, a file) that cannot be used as it is. */
+export class InvalidInputError extends PermanentError {}
+
+export function isAbortError(err: unknown): boolean {
+  return err instanceof Error && (err.name === 'AbortError' || err.name === 'TimeoutError');
+}
+
+/** A readable one-line message for any thrown value. */
+export function messageOf(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  if (typeof err === 'string') return err;
+  try {
+    return JSON.stringify(err);
+  } catch {
+    return String(err);
+  }
+}

@@ -1,0 +1,38 @@
+// Structured logging (pino): JSON by default, a readable single line per event with --log-format=text.
+// Components take a child logger named after themselves.
+import { pino, type Logger } from 'pino';
+
+export type { Logger } from 'pino';
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type LogFormat = 'json' | 'text';
+
+export function createLogger(
+  level: LogLevel,
+  format: LogFormat,
+  destination: NodeJS.WritableStream = process.stderr,
+): Logger {
+  if (format === 'json') {
+    return pino({ level, base: { app: 'opa-sync' } }, destination as pino.DestinationStream);
+  }
+  // A plain text line without a transport thread: time level [component] msg key=value…
+  const stream = {
+    write(line: string): void {
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      const { time, level: lvl, msg, component, app: _app, pid: _pid, hostname: _host, ...rest } = entry;
+      const fields = Object.entries(rest)
+        .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+        .join(' ');
+      const label = pino.levels.labels[Number(lvl)] ?? String(lvl);
+      const comp = typeof component === 'string' ? ` [${component}]` : '';
+      destination.write(
+        `${new Date(Number(time)).toISOString()} ${label.toUpperCase()}${comp} ${typeof msg === 'string' ? msg : ''}${fields ? ` ${fields}` : ''}\n`,
+      );
+    },
+  };
+  return pino({ level, base: { app: 'opa-sync' } }, stream);
+}
+
+/** A logger that drops everything, for unit tests of components. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}
