@@ -1,0 +1,230 @@
+// The command-line flags of opa-sync, in one table: name, kind, default and help text of each, and
+// the deprecated kube-mgmt seed-era flags with what they still mean. The parser (config.ts) and the
+// --help text (usage.ts) are both driven by this table, so a new flag is one entry here plus one
+// field in `Config`. The deprecated/legacy mapping lives here and nowhere else.
+
+/** How a flag takes its value, as pflag does: bool flags never consume the next token. */
+export type FlagKind = 'string' | 'bool' | 'list' | 'duration';
+
+interface FlagSpecBase {
+  /** One line for --help. */
+  readonly help: string;
+  /** A one-letter alias (`-h`); only bool flags have one, so `-hv` can be split safely. */
+  readonly short?: string;
+  /**
+   * Set on seed-era kube-mgmt flags: accepted, listed apart in --help, and each use gives a
+   * warning; their `help` says what they still do.
+   */
+  readonly deprecated?: true;
+}
+
+export interface StringFlagSpec extends FlagSpecBase {
+  readonly kind: 'string';
+  /** `undefined` = not set; an empty value on the command line also means "not set". */
+  readonly default: string | undefined;
+}
+
+export interface BoolFlagSpec extends FlagSpecBase {
+  readonly kind: 'bool';
+  readonly default: boolean;
+}
+
+export interface ListFlagSpec extends FlagSpecBase {
+  readonly kind: 'list';
+  readonly default: readonly string[];
+}
+
+export interface DurationFlagSpec extends FlagSpecBase {
+  readonly kind: 'duration';
+  /** Go-style text (`10s`): shown as is in --help and parsed like a command-line value. */
+  readonly default: string;
+}
+
+export type FlagSpec = StringFlagSpec | BoolFlagSpec | ListFlagSpec | DurationFlagSpec;
+
+/** The flag table. Order here is the order in --help. */
+export const FLAGS = {
+  help: { kind: 'bool', short: 'h', default: false, help: 'show this help and exit' },
+  version: { kind: 'bool', short: 'v', default: false, help: 'print the version and exit' },
+  kubeconfig: {
+    kind: 'string',
+    default: undefined,
+    help: 'kubeconfig file; the in-cluster configuration when not set',
+  },
+
+  'opa-url': { kind: 'string', default: 'http://localhost:8181/v1', help: "base URL of OPA's REST API" },
+  'opa-auth-token': { kind: 'string', default: undefined, help: 'Bearer token sent to OPA' },
+  'opa-auth-token-file': {
+    kind: 'string',
+    default: undefined,
+    help: 'file whose first line is the Bearer token sent to OPA',
+  },
+  'opa-ca-file': { kind: 'string', default: undefined, help: "PEM CA certificates trusted for OPA's HTTPS" },
+  'opa-allow-insecure': { kind: 'bool', default: false, help: "do not verify OPA's HTTPS certificate" },
+  'opa-client-cert-file': {
+    kind: 'string',
+    default: undefined,
+    help: 'PEM client certificate for OPA (with --opa-client-key-file)',
+  },
+  'opa-client-key-file': {
+    kind: 'string',
+    default: undefined,
+    help: 'PEM key of the client certificate (with --opa-client-cert-file)',
+  },
+  'opa-timeout': { kind: 'duration', default: '10s', help: 'time limit of each request to OPA' },
+  'opa-resync-interval': {
+    kind: 'duration',
+    default: '5s',
+    help: 'how often to check whether OPA restarted (and then reload it all)',
+  },
+
+  'log-level': { kind: 'string', default: 'info', help: 'log level: debug, info, warn or error' },
+  'log-format': { kind: 'string', default: 'json', help: 'log format: json or text' },
+
+  'enable-policies': { kind: 'bool', default: true, help: 'load policies from labelled ConfigMaps' },
+  'policy-label': {
+    kind: 'string',
+    default: 'openpolicyagent.org/policy',
+    help: 'label key of policy ConfigMaps',
+  },
+  'policy-value': { kind: 'string', default: 'rego', help: 'label value of policy ConfigMaps' },
+  'enable-data': { kind: 'bool', default: true, help: 'load JSON data from labelled ConfigMaps' },
+  'data-label': { kind: 'string', default: 'openpolicyagent.org/data', help: 'label key of data ConfigMaps' },
+  'data-value': { kind: 'string', default: 'opa', help: 'label value of data ConfigMaps' },
+  namespaces: {
+    kind: 'list',
+    default: ['opa'],
+    help: "namespaces whose ConfigMaps are watched; '*' for all namespaces",
+  },
+  'status-annotation': {
+    kind: 'list',
+    default: ['openpolicyagent.org/policy-status'],
+    help: 'annotation keys that get the load status of each ConfigMap',
+  },
+  'health-endpoint': {
+    kind: 'string',
+    default: undefined,
+    help: 'HOST:PORT to serve GET /health on (e.g. 0.0.0.0:8000, :8000); off when not set',
+  },
+
+  // Seed-era kube-mgmt flags (see mapLegacyFlags for what each still does).
+  policies: {
+    kind: 'list',
+    default: [],
+    deprecated: true,
+    help: 'kube-mgmt <= 4.x: watch these namespaces and load EVERY ConfigMap in them as a policy',
+  },
+  'require-policy-label': {
+    kind: 'bool',
+    default: false,
+    deprecated: true,
+    help: 'kube-mgmt <= 4.x: with --policies, policy ConfigMaps also need the policy label',
+  },
+  'pod-name': { kind: 'string', default: undefined, deprecated: true, help: 'kube-mgmt <= 8.5.0: no effect' },
+  'pod-namespace': {
+    kind: 'string',
+    default: undefined,
+    deprecated: true,
+    help: 'kube-mgmt <= 8.5.0: no effect',
+  },
+  'replicate-resync': {
+    kind: 'duration',
+    default: '60s',
+    deprecated: true,
+    help: 'kube-mgmt <= 6.x: no effect',
+  },
+} as const satisfies Record<string, FlagSpec>;
+
+export type FlagName = keyof typeof FLAGS;
+
+/** The raw value a flag of a given spec holds after parsing (durations are still text). */
+export type FlagValue<S extends FlagSpec> = S extends BoolFlagSpec
+  ? boolean
+  : S extends ListFlagSpec
+    ? string[]
+    : S extends DurationFlagSpec
+      ? string
+      : string | undefined;
+
+/** The raw value of every flag of the table, typed per flag. */
+export type FlagValues = { -readonly [K in FlagName]: FlagValue<(typeof FLAGS)[K]> };
+
+/** Looks a flag up by name; `undefined` for an unknown name (never an inherited property). */
+export function flagSpec(name: string): FlagSpec | undefined {
+  return Object.hasOwn(FLAGS, name) ? (FLAGS as Record<string, FlagSpec>)[name] : undefined;
+}
+
+/** Every flag of the table with its spec, in table order. */
+export function flagEntries(): Array<[FlagName, FlagSpec]> {
+  return Object.entries(FLAGS) as Array<[FlagName, FlagSpec]>;
+}
+
+/** The defaults of the table, as fresh (mutable) values. */
+export function defaultFlagValues(): FlagValues {
+  const values = Object.fromEntries(
+    flagEntries().map(([name, spec]) => [name, spec.kind === 'list' ? [...spec.default] : spec.default]),
+  );
+  // Object.fromEntries loses the per-key types; each entry above is built from its own spec.
+  return values as FlagValues;
+}
+
+/** A default as --help shows it: `true`, `10s`, `"rego"`, `opa,kube-system`, or `none`. */
+export function formatDefault(spec: FlagSpec): string {
+  switch (spec.kind) {
+    case 'bool':
+      return String(spec.default);
+    case 'duration':
+      return spec.default;
+    case 'list':
+      return spec.default.length === 0 ? 'none' : spec.default.join(',');
+    case 'string':
+      return spec.default === undefined ? 'none' : JSON.stringify(spec.default);
+  }
+}
+
+/** What the seed-era flags change in the configuration, and the warnings they give. */
+export interface LegacyMapping {
+  /** The namespaces to watch, raw (not yet validated): --namespaces, merged with --policies. */
+  namespaces: string[];
+  /** False only for seed-era `--policies` without `--require-policy-label`. */
+  policyRequireLabel: boolean;
+  warnings: string[];
+}
+
+/**
+ * Maps the deprecated kube-mgmt flags onto today's configuration. Old manifests keep the meaning
+ * they had (kube-mgmt itself silently ignored them after 6.0.0, which broke policies on upgrade,
+ * kube-mgmt #205/#229/#242), and each use is named in a warning so the manifest gets fixed.
+ */
+export function mapLegacyFlags(values: FlagValues, given: ReadonlySet<FlagName>): LegacyMapping {
+  const warnings: string[] = [];
+  let namespaces = values.namespaces;
+  let policyRequireLabel = true;
+  const label = `${values['policy-label'] ?? ''}=${values['policy-value'] ?? ''}`;
+
+  if (given.has('policies')) {
+    // Seed era: --policies named the namespaces; with --namespaces too, both sets are watched.
+    namespaces = given.has('namespaces') ? [...values.namespaces, ...values.policies] : values.policies;
+    policyRequireLabel = values['require-policy-label'];
+    warnings.push(
+      `--policies is deprecated (kube-mgmt removed it in 6.0.0): its namespaces are watched` +
+        (given.has('namespaces') ? ' together with those of --namespaces' : '') +
+        (policyRequireLabel
+          ? `, and with --require-policy-label only ConfigMaps labelled ${label} are policies`
+          : `, and EVERY ConfigMap in the watched namespaces is loaded as a policy, labelled ${label} or not`) +
+        `; use --namespaces and label the policy ConfigMaps instead`,
+    );
+  } else if (given.has('require-policy-label')) {
+    warnings.push(
+      `--require-policy-label is deprecated and has no effect without --policies: ` +
+        `policy ConfigMaps always need the label ${label}`,
+    );
+  }
+
+  for (const [name, spec] of flagEntries()) {
+    if (spec.deprecated && given.has(name) && name !== 'policies' && name !== 'require-policy-label') {
+      warnings.push(`--${name} is deprecated and has no effect: ignored`);
+    }
+  }
+  return { namespaces, policyRequireLabel, warnings };
+}

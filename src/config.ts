@@ -1,0 +1,570 @@
+// opa-sync's one typed configuration: parses the command line (pflag syntax, as kube-mgmt's cobra
+// does) against the flag table in config-flags.ts, validates every value, and reports every problem
+// at once in a single ConfigError. It reads argv only, never the environment.
+import {
+  defaultFlagValues,
+  flagEntries,
+  flagSpec,
+  mapLegacyFlags,
+  type FlagName,
+  type FlagSpec,
+  type FlagValues,
+  type LegacyMapping,
+} from './config-flags.js';
+import { ConfigError } from './util/errors.js';
+import type { LogFormat, LogLevel } from './util/logger.js';
+
+export interface Config {
+  kubeconfig: string | undefined;
+  opa: {
+    url: string;
+    authToken: string | undefined;
+    authTokenFile: string | undefined;
+    caFile: string | undefined;
+    allowInsecure: boolean;
+    clientCertFile: string | undefined;
+    clientKeyFile: string | undefined;
+    timeoutMs: number;
+    /** How often OPA is checked for a restart. */
+    resyncIntervalMs: number;
+  };
+  log: { level: LogLevel; format: LogFormat };
+  /** `requireLabel` is false only for seed-era `--policies` (every ConfigMap there is a policy). */
+  policies: { enabled: boolean; label: string; value: string; requireLabel: boolean };
+  data: { enabled: boolean; label: string; value: string };
+  /** `all` for '*'; otherwise `names`, sorted and without duplicates. */
+  namespaces: { all: boolean; names: string[] };
+  statusAnnotations: string[];
+  healthEndpoint: { host: string; port: number } | undefined;
+}
+
+export type ParseResult =
+  { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config; warnings: string[] };
+
+/**
+ * Parses and validates the command line (without the program name). `--help` and `--version` are
+ * answered even when the rest of the line is wrong. Throws a ConfigError listing every problem.
+ */
+export function parseArgs(argv: readonly string[]): ParseResult {
+  const scan = scanArgs(argv);
+  if (scan.values.help) return { kind: 'help' };
+  if (scan.values.version) return { kind: 'version' };
+
+  const legacy = mapLegacyFlags(scan.values, scan.given);
+  const problems = [...scan.problems];
+  const warnings = [...scan.warnings, ...legacy.warnings];
+  const config = buildConfig(scan.values, legacy, problems, warnings);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { kind: 'run', config, warnings };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scanning argv into raw flag values (syntax only; meaning is checked in buildConfig).
+
+interface Scan {
+  values: FlagValues;
+  /** Flags that appeared on the command line, so a list's first use replaces its default. */
+  given: Set<FlagName>;
+  problems: string[];
+  warnings: string[];
+}
+
+function scanArgs(argv: readonly string[]): Scan {
+  const scanner = new ArgScanner(argv);
+  scanner.run();
+  return scanner.scan;
+}
+
+/** Go's strconv.ParseBool, which pflag uses for `--flag=value`. */
+const BOOL_WORDS: ReadonlyMap<string, boolean> = new Map([
+  ...['1', 't', 'T', 'TRUE', 'true', 'True'].map((w): [string, boolean] => [w, true]),
+  ...['0', 'f', 'F', 'FALSE', 'false', 'False'].map((w): [string, boolean] => [w, false]),
+]);
+
+class ArgScanner {
+  readonly scan: Scan = { values: defaultFlagValues(), given: new Set(), problems: [], warnings: [] };
+  // The same object as scan.values, seen by name: the parser sets flags chosen at run time.
+  private readonly store: Record<string, string | boolean | string[] | undefined> = this.scan.values;
+  private readonly unknown = new Set<string>();
+  private next = 0;
+  private flagsEnded = false;
+  /** The bool flag just before, if it had no `=value`: to explain a stray `false` after it. */
+  private bareBool: string | undefined;
+
+  constructor(private readonly argv: readonly string[]) {}
+
+  run(): void {
+    while (this.next < this.argv.length) {
+      const token = this.take();
+      const previousBareBool = this.bareBool;
+      this.bareBool = undefined;
+      if (this.flagsEnded || token === '-' || !token.startsWith('-')) {
+        this.positional(token, previousBareBool);
+      } else if (token === '--') {
+        this.flagsEnded = true; // pflag: everything after `--` is positional
+      } else if (token.startsWith('--')) {
+        this.long(token);
+      } else {
+        this.short(token);
+      }
+    }
+  }
+
+  private take(): string {
+    const token = this.argv[this.next] ?? '';
+    this.next += 1;
+    return token;
+  }
+
+  /** `--name`, `--name=value`, `--name value`. */
+  private long(token: string): void {
+    const body = token.slice(2);
+    const eq = body.indexOf('=');
+    const name = eq < 0 ? body : body.slice(0, eq);
+    const inline = eq < 0 ? undefined : body.slice(eq + 1);
+    if (name === '' || name.startsWith('-')) {
+      this.scan.problems.push(`bad flag syntax: ${token}`);
+      return;
+    }
+    const spec = flagSpec(name);
+    if (spec === undefined) this.unknownFlag(`--${name}`, inline !== undefined);
+    else this.known(name as FlagName, spec, `--${name}`, inline);
+  }
+
+  /** `-h`, `-v`, `-hv`, `-v=false`: every short flag is a bool, as in pflag's shorthand groups. */
+  private short(token: string): void {
+    const body = token.slice(1);
+    const eq = body.indexOf('=');
+    const letters = eq < 0 ? body : body.slice(0, eq);
+    const inline = eq < 0 ? undefined : body.slice(eq + 1);
+    const flags = [...letters].map(shortFlag);
+    const known = flags.filter((flag) => flag !== undefined);
+    if (known.length !== flags.length || (inline !== undefined && letters.length !== 1)) {
+      this.unknownFlag(`-${letters}`, inline !== undefined);
+      return;
+    }
+    for (const [name, spec] of known) this.known(name, spec, `-${spec.short}`, inline);
+  }
+
+  private known(name: FlagName, spec: FlagSpec, shown: string, inline: string | undefined): void {
+    if (spec.kind === 'bool') {
+      this.setBool(name, shown, inline);
+      return;
+    }
+    // pflag: a value flag without `=` takes the next token, whatever it looks like.
+    if (inline === undefined && this.next >= this.argv.length) {
+      this.scan.problems.push(`flag needs an argument: ${shown}`);
+      return;
+    }
+    const raw = inline ?? this.take();
+    if (spec.kind === 'list') this.appendList(name, raw);
+    else this.store[name] = raw;
+    this.scan.given.add(name);
+  }
+
+  private setBool(name: FlagName, shown: string, inline: string | undefined): void {
+    if (inline === undefined) {
+      this.store[name] = true;
+      this.bareBool = shown;
+    } else {
+      const value = BOOL_WORDS.get(inline);
+      if (value === undefined) {
+        this.scan.problems.push(
+          `invalid argument ${quote(inline)} for "${shown}" flag: must be true or false`,
+        );
+        return;
+      }
+      this.store[name] = value;
+    }
+    this.scan.given.add(name);
+  }
+
+  /** Comma-separated items; the first use replaces the default, later uses append. */
+  private appendList(name: FlagName, raw: string): void {
+    const items = raw
+      .split(',')
+      .map((item) => item.trim())
+      .filter((item) => item !== '');
+    const current = this.store[name];
+    this.store[name] = this.scan.given.has(name) && Array.isArray(current) ? [...current, ...items] : items;
+  }
+
+  /**
+   * Unknown flags are ignored, as kube-mgmt does, so that the opa-kube-mgmt chart and old manifests
+   * still start, but each is named once. Like pflag's unknown-flag whitelist, `--foo bar` takes
+   * `bar` as the value of `--foo`. Values are never repeated in the warning: they may be secrets.
+   */
+  private unknownFlag(shown: string, hasInlineValue: boolean): void {
+    const following = this.argv[this.next];
+    const swallowsNext = !hasInlineValue && following !== undefined && !following.startsWith('-');
+    if (swallowsNext) this.next += 1;
+    if (this.unknown.has(shown)) return;
+    this.unknown.add(shown);
+    this.scan.warnings.push(
+      `unknown flag ${shown} ignored${swallowsNext ? ' (and the value after it)' : ''}`,
+    );
+  }
+
+  private positional(token: string, previousBareBool: string | undefined): void {
+    const hint =
+      previousBareBool !== undefined && BOOL_WORDS.has(token)
+        ? ` (a boolean flag takes no separate value: write ${previousBareBool}=${token})`
+        : '';
+    this.scan.problems.push(`unexpected argument ${quote(token)}: opa-sync takes flags only${hint}`);
+  }
+}
+
+function shortFlag(letter: string): [FlagName, FlagSpec] | undefined {
+  return flagEntries().find(([, spec]) => spec.short === letter);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building and validating the Config from the raw values.
+
+function buildConfig(
+  values: FlagValues,
+  legacy: LegacyMapping,
+  problems: string[],
+  warnings: string[],
+): Config {
+  return {
+    kubeconfig: unlessEmpty(values.kubeconfig),
+    opa: buildOpa(values, problems, warnings),
+    log: buildLog(values, problems),
+    policies: {
+      enabled: values['enable-policies'],
+      ...buildLabel('policy', values['policy-label'], values['policy-value'], problems),
+      requireLabel: legacy.policyRequireLabel,
+    },
+    data: {
+      enabled: values['enable-data'],
+      ...buildLabel('data', values['data-label'], values['data-value'], problems),
+    },
+    namespaces: buildNamespaces(
+      legacy.namespaces,
+      values['enable-policies'] || values['enable-data'],
+      problems,
+    ),
+    statusAnnotations: buildStatusAnnotations(values['status-annotation'], problems),
+    healthEndpoint: buildHealthEndpoint(values['health-endpoint'], problems),
+  };
+}
+
+/** kube-mgmt treats an empty string flag as "not set"; so do we (`--opa-auth-token-file=`). */
+function unlessEmpty(value: string | undefined): string | undefined {
+  return value === '' ? undefined : value;
+}
+
+function buildOpa(values: FlagValues, problems: string[], warnings: string[]): Config['opa'] {
+  const opa: Config['opa'] = {
+    url: buildOpaUrl(values['opa-url'] ?? '', problems),
+    authToken: unlessEmpty(values['opa-auth-token']),
+    authTokenFile: unlessEmpty(values['opa-auth-token-file']),
+    caFile: unlessEmpty(values['opa-ca-file']),
+    allowInsecure: values['opa-allow-insecure'],
+    clientCertFile: unlessEmpty(values['opa-client-cert-file']),
+    clientKeyFile: unlessEmpty(values['opa-client-key-file']),
+    timeoutMs: buildDuration('opa-timeout', values['opa-timeout'], problems),
+    resyncIntervalMs: buildDuration('opa-resync-interval', values['opa-resync-interval'], problems),
+  };
+  checkOpaCombinations(opa, problems, warnings);
+  return opa;
+}
+
+function checkOpaCombinations(opa: Config['opa'], problems: string[], warnings: string[]): void {
+  // The first two texts are kube-mgmt's own (cmd/kube-mgmt/main.go).
+  if (opa.authToken !== undefined && opa.authTokenFile !== undefined) {
+    problems.push('You can not use both --opa-auth-token and --opa-auth-token-file');
+  }
+  if (opa.allowInsecure && opa.caFile !== undefined) {
+    problems.push('You can not use both --opa-allow-insecure and --opa-ca-file');
+  }
+  if (opa.clientCertFile !== undefined && opa.clientKeyFile === undefined) {
+    problems.push('--opa-client-cert-file needs --opa-client-key-file');
+  }
+  if (opa.clientKeyFile !== undefined && opa.clientCertFile === undefined) {
+    problems.push('--opa-client-key-file needs --opa-client-cert-file');
+  }
+  // Not an error: the opa-kube-mgmt chart always passes --opa-allow-insecure, with http too.
+  if (tryParseUrl(opa.url)?.protocol === 'http:') {
+    for (const [flag, set] of [
+      ['--opa-ca-file', opa.caFile],
+      ['--opa-client-cert-file', opa.clientCertFile],
+    ] as const) {
+      if (set !== undefined) warnings.push(`${flag} has no effect with an http:// --opa-url`);
+    }
+  }
+}
+
+/** An http(s) base URL; trailing '/' trimmed, as kube-mgmt does, so paths can be appended. */
+function buildOpaUrl(raw: string, problems: string[]): string {
+  const trimmed = raw.replace(/\/+$/, '');
+  const url = tryParseUrl(trimmed);
+  if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.host === '') {
+    problems.push(`--opa-url: ${quote(raw)} is not an http(s) URL (e.g. http://localhost:8181/v1)`);
+  } else if (url.username !== '' || url.password !== '') {
+    // Not echoed: the URL holds a secret, and problems are logged.
+    problems.push('--opa-url must not hold credentials: use --opa-auth-token-file');
+  } else if (url.search !== '' || url.hash !== '') {
+    problems.push(
+      `--opa-url: ${quote(raw)} must not have a query or fragment (API paths are appended to it)`,
+    );
+  }
+  return trimmed;
+}
+
+function tryParseUrl(text: string): URL | null {
+  return URL.canParse(text) ? new URL(text) : null;
+}
+
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const satisfies readonly LogLevel[];
+const LOG_FORMATS = ['json', 'text'] as const satisfies readonly LogFormat[];
+
+function buildLog(values: FlagValues, problems: string[]): Config['log'] {
+  const level = oneOf(LOG_LEVELS, values['log-level']);
+  const format = oneOf(LOG_FORMATS, values['log-format']);
+  if (level === undefined) {
+    problems.push(
+      `--log-level: invalid log level ${quote(values['log-level'] ?? '')} (one of ${LOG_LEVELS.join(', ')})`,
+    );
+  }
+  if (format === undefined) {
+    problems.push(
+      `--log-format: invalid log format ${quote(values['log-format'] ?? '')} (one of ${LOG_FORMATS.join(', ')})`,
+    );
+  }
+  return { level: level ?? 'info', format: format ?? 'json' };
+}
+
+function oneOf<T extends string>(allowed: readonly T[], value: string | undefined): T | undefined {
+  return allowed.find((item) => item === value);
+}
+
+/** A label key and value, validated as the label requirement `key=value`, as kube-mgmt does. */
+function buildLabel(
+  kind: 'policy' | 'data',
+  rawKey: string | undefined,
+  rawValue: string | undefined,
+  problems: string[],
+): { label: string; value: string } {
+  const label = rawKey ?? '';
+  const value = rawValue ?? '';
+  const errors = labelRequirementErrors(label, value);
+  if (errors.length > 0) {
+    // kube-mgmt's text: "Invalid --policy-label:K || --policy-value:V, <k8s aggregate error>".
+    const aggregate = errors.length === 1 ? errors[0] : `[${errors.join(', ')}]`;
+    problems.push(`Invalid --${kind}-label:${label} || --${kind}-value:${value}, ${aggregate}`);
+  }
+  return { label, value };
+}
+
+function buildNamespaces(raw: readonly string[], needed: boolean, problems: string[]): Config['namespaces'] {
+  if (raw.includes('*')) return { all: true, names: [] };
+  const names = [...new Set(raw)].sort();
+  for (const name of names) {
+    const errors = dns1123LabelErrors(name);
+    if (errors.length > 0) problems.push(fieldInvalid('--namespaces', name, errors));
+  }
+  // kube-mgmt 8.5.1's empty default watched everything and matched nothing (#242): refuse it.
+  if (names.length === 0 && needed) {
+    problems.push("--namespaces: no namespace given; name at least one, or '*' for all namespaces");
+  }
+  return { all: false, names };
+}
+
+/** Annotation keys as Kubernetes validates them: a qualified name, compared in lower case. */
+function buildStatusAnnotations(raw: readonly string[], problems: string[]): string[] {
+  const keys = [...new Set(raw)];
+  for (const key of keys) {
+    const errors = qualifiedNameErrors(key.toLowerCase());
+    if (errors.length > 0) problems.push(fieldInvalid('--status-annotation', key, errors));
+  }
+  return keys;
+}
+
+/** `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces); empty or unset = no health endpoint. */
+function buildHealthEndpoint(raw: string | undefined, problems: string[]): Config['healthEndpoint'] {
+  if (raw === undefined || raw === '') return undefined;
+  const match = /^(?:\[([^\]]*)\]|([^:[\]]*)):([0-9]+)$/.exec(raw);
+  if (match === null) {
+    problems.push(`--health-endpoint: ${quote(raw)} is not HOST:PORT (e.g. 0.0.0.0:8000 or :8000)`);
+    return undefined;
+  }
+  const [, ipv6, name = '', portText = ''] = match;
+  const port = Number(portText);
+  if (port > 65535) problems.push(`--health-endpoint: port ${portText} is not in 0-65535`);
+  if (ipv6 !== undefined) {
+    if (!isIPv6(ipv6)) problems.push(`--health-endpoint: ${quote(ipv6)} is not an IPv6 address`);
+    return { host: ipv6, port };
+  }
+  if (name !== '' && !isIPv4(name) && dns1123SubdomainErrors(name.toLowerCase()).length > 0) {
+    problems.push(`--health-endpoint: ${quote(name)} is not an IP address or host name`);
+  }
+  return { host: name === '' ? '0.0.0.0' : name, port };
+}
+
+function isIPv4(text: string): boolean {
+  return /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/.test(
+    text,
+  );
+}
+
+function isIPv6(text: string): boolean {
+  // The URL parser accepts exactly the IPv6 literals (and rejects zones, which listen() cannot use).
+  return text.includes(':') && URL.canParse(`http://[${text}]/`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durations: Go's time.ParseDuration syntax, or a plain number of seconds.
+
+/** setTimeout fires at once for delays above 2^31-1 ms; refuse them instead. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function buildDuration(name: 'opa-timeout' | 'opa-resync-interval', raw: string, problems: string[]): number {
+  const ms = parseDurationMs(raw);
+  if (ms === undefined) {
+    problems.push(
+      `invalid argument ${quote(raw)} for "--${name}" flag: not a duration (e.g. 500ms, 5s, 1m30s, or a number of seconds)`,
+    );
+    return 0;
+  }
+  if (ms <= 0) problems.push(`--${name} must be greater than 0, got ${quote(raw)}`);
+  if (ms > MAX_TIMER_MS)
+    problems.push(`--${name} must be at most ${MAX_TIMER_MS}ms (about 24 days), got ${quote(raw)}`);
+  return ms;
+}
+
+const NS_PER_UNIT: Readonly<Record<string, number>> = {
+  ns: 1,
+  us: 1e3,
+  µs: 1e3, // U+00B5, as Go accepts
+  μs: 1e3, // U+03BC
+  ms: 1e6,
+  s: 1e9,
+  m: 60e9,
+  h: 3600e9,
+};
+const NUMBER = String.raw`(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)`;
+const UNIT = 'ns|us|µs|μs|ms|s|m|h';
+const GO_DURATION = new RegExp(`^[-+]?(?:${NUMBER}(?:${UNIT}))+$`);
+const GO_DURATION_PART = new RegExp(`(${NUMBER})(${UNIT})`, 'g');
+const SECONDS = new RegExp(`^[-+]?${NUMBER}$`);
+
+/** Milliseconds, or undefined when the text is not a duration. Whole nanoseconds, as in Go. */
+function parseDurationMs(text: string): number | undefined {
+  if (SECONDS.test(text)) return Math.round(Number(text) * 1e9) / 1e6;
+  if (!GO_DURATION.test(text)) return undefined;
+  let ns = 0;
+  for (const [, amount = '', unit = ''] of text.matchAll(GO_DURATION_PART)) {
+    ns += Math.round(Number(amount) * (NS_PER_UNIT[unit] ?? Number.NaN));
+  }
+  return (text.startsWith('-') ? -ns : ns) / 1e6;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes name validation, with the texts of k8s.io/apimachinery (pkg/util/validation), so that
+// errors read as they do in kube-mgmt (its cmd/kube-mgmt/flag_test.go pins them).
+
+const QUALIFIED_NAME_FMT = '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]';
+const QUALIFIED_NAME_MSG =
+  "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const LABEL_VALUE_FMT = `(${QUALIFIED_NAME_FMT})?`;
+const LABEL_VALUE_MSG =
+  "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const DNS1123_LABEL_FMT = '[a-z0-9]([-a-z0-9]*[a-z0-9])?';
+const DNS1123_LABEL_MSG =
+  "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
+const DNS1123_SUBDOMAIN_FMT = `${DNS1123_LABEL_FMT}(\\.${DNS1123_LABEL_FMT})*`;
+const DNS1123_SUBDOMAIN_MSG =
+  "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+
+function fullMatch(fmt: string, text: string): boolean {
+  return new RegExp(`^(?:${fmt})$`).test(text);
+}
+
+/** Go's len(): Kubernetes limits are in bytes. */
+function byteLength(text: string): number {
+  return Buffer.byteLength(text, 'utf8');
+}
+
+function regexError(msg: string, fmt: string, ...examples: string[]): string {
+  if (examples.length === 0) return `${msg} (regex used for validation is '${fmt}')`;
+  // Kubernetes writes "'a', " + " or " between examples, hence the double spaces.
+  return `${msg} (e.g. ${examples.map((e) => `'${e}', `).join(' or ')}regex used for validation is '${fmt}')`;
+}
+
+function maxLenError(length: number): string {
+  return `must be no more than ${length} characters`;
+}
+
+/** k8s field.Invalid(path, value, detail).Error(). */
+function fieldInvalid(path: string, value: string, errors: readonly string[]): string {
+  return `${path}: Invalid value: ${quote(value)}: ${errors.join('; ')}`;
+}
+
+/** Go's %q, near enough for flag values (JSON escapes control characters the same way). */
+function quote(text: string): string {
+  return JSON.stringify(text);
+}
+
+function qualifiedNameErrors(value: string): string[] {
+  const errors: string[] = [];
+  const parts = value.split('/');
+  if (parts.length > 2) {
+    return [
+      `a qualified name ${regexError(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, 'MyName', 'my.name', '123-abc')}` +
+        " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+    ];
+  }
+  const name = parts.length === 2 ? (parts[1] ?? '') : value;
+  if (parts.length === 2) {
+    const prefix = parts[0] ?? '';
+    if (prefix === '') errors.push('prefix part must be non-empty');
+    else errors.push(...dns1123SubdomainErrors(prefix).map((e) => `prefix part ${e}`));
+  }
+  if (name === '') errors.push('name part must be non-empty');
+  else if (byteLength(name) > 63) errors.push(`name part ${maxLenError(63)}`);
+  if (!fullMatch(QUALIFIED_NAME_FMT, name)) {
+    errors.push(
+      `name part ${regexError(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, 'MyName', 'my.name', '123-abc')}`,
+    );
+  }
+  return errors;
+}
+
+function labelValueErrors(value: string): string[] {
+  const errors: string[] = [];
+  if (byteLength(value) > 63) errors.push(maxLenError(63));
+  if (!fullMatch(LABEL_VALUE_FMT, value)) {
+    errors.push(regexError(LABEL_VALUE_MSG, LABEL_VALUE_FMT, 'MyValue', 'my_value', '12345'));
+  }
+  return errors;
+}
+
+function dns1123LabelErrors(value: string): string[] {
+  const errors: string[] = [];
+  if (byteLength(value) > 63) errors.push(maxLenError(63));
+  if (!fullMatch(DNS1123_LABEL_FMT, value)) {
+    errors.push(regexError(DNS1123_LABEL_MSG, DNS1123_LABEL_FMT, 'my-name', '123-abc'));
+  }
+  return errors;
+}
+
+function dns1123SubdomainErrors(value: string): string[] {
+  const errors: string[] = [];
+  if (byteLength(value) > 253) errors.push(maxLenError(253));
+  if (!fullMatch(DNS1123_SUBDOMAIN_FMT, value)) {
+    errors.push(regexError(DNS1123_SUBDOMAIN_MSG, DNS1123_SUBDOMAIN_FMT, 'example.com'));
+  }
+  return errors;
+}
+
+/** labels.NewRequirement(key, Equals, [value]): its field errors, key first. */
+function labelRequirementErrors(key: string, value: string): string[] {
+  const errors: string[] = [];
+  const keyErrors = qualifiedNameErrors(key);
+  if (keyErrors.length > 0) errors.push(fieldInvalid('key', key, keyErrors));
+  const valueErrors = labelValueErrors(value);
+  if (valueErrors.length > 0) errors.push(fieldInvalid(`values[0][${key}]`, value, valueErrors));
+  return errors;
+}

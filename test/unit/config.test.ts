@@ -1,0 +1,687 @@
+// The command-line configuration: every flag's default and syntax (pflag's, as kube-mgmt uses), the
+// seed-era kube-mgmt flags and their warnings, unknown flags, every validation error's text, and the
+// --help text generated from the flag table.
+import { expect } from 'chai';
+import { parseArgs, type Config } from '../../src/config.js';
+import { FLAGS, flagEntries, formatDefault, type FlagName } from '../../src/config-flags.js';
+import { usage } from '../../src/usage.js';
+import { ConfigError } from '../../src/util/errors.js';
+
+function run(...argv: string[]): { config: Config; warnings: string[] } {
+  const result = parseArgs(argv);
+  if (result.kind !== 'run') expect.fail(`expected a configuration, got ${result.kind}`);
+  return result;
+}
+
+function problemsOf(...argv: string[]): readonly string[] {
+  try {
+    parseArgs(argv);
+  } catch (err) {
+    expect(err).to.be.instanceOf(ConfigError);
+    return (err as ConfigError).problems;
+  }
+  return expect.fail(`expected a ConfigError for ${argv.join(' ')}`);
+}
+
+const DEFAULTS: Config = {
+  kubeconfig: undefined,
+  opa: {
+    url: 'http://localhost:8181/v1',
+    authToken: undefined,
+    authTokenFile: undefined,
+    caFile: undefined,
+    allowInsecure: false,
+    clientCertFile: undefined,
+    clientKeyFile: undefined,
+    timeoutMs: 10_000,
+    resyncIntervalMs: 5_000,
+  },
+  log: { level: 'info', format: 'json' },
+  policies: { enabled: true, label: 'openpolicyagent.org/policy', value: 'rego', requireLabel: true },
+  data: { enabled: true, label: 'openpolicyagent.org/data', value: 'opa' },
+  namespaces: { all: false, names: ['opa'] },
+  statusAnnotations: ['openpolicyagent.org/policy-status'],
+  healthEndpoint: undefined,
+};
+
+// k8s.io/apimachinery's texts, as pinned by kube-mgmt's cmd/kube-mgmt/flag_test.go.
+const KEY_RULE =
+  "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const VALUE_RULE =
+  "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const NAMESPACE_RULE =
+  "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const SUBDOMAIN_RULE =
+  "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+describe('configuration (parseArgs)', () => {
+  describe('defaults', () => {
+    it('gives every flag its default when none is given, without warnings', () => {
+      expect(parseArgs([])).to.deep.equal({ kind: 'run', config: DEFAULTS, warnings: [] });
+    });
+
+    it('watches namespace opa by default, not kube-mgmt 8.5.1\'s empty ""', () => {
+      expect(run().config.namespaces).to.deep.equal({ all: false, names: ['opa'] });
+    });
+  });
+
+  describe('flag forms', () => {
+    const cases: Array<{ argv: string[]; pick: (c: Config) => unknown; expected: unknown }> = [
+      { argv: ['--kubeconfig=/k/config'], pick: (c) => c.kubeconfig, expected: '/k/config' },
+      { argv: ['--kubeconfig', '/k/config'], pick: (c) => c.kubeconfig, expected: '/k/config' },
+      { argv: ['--kubeconfig='], pick: (c) => c.kubeconfig, expected: undefined },
+      { argv: ['--opa-url=https://opa:8443/v1/'], pick: (c) => c.opa.url, expected: 'https://opa:8443/v1' },
+      {
+        argv: ['--opa-url', 'http://127.0.0.1:8181/v1//'],
+        pick: (c) => c.opa.url,
+        expected: 'http://127.0.0.1:8181/v1',
+      },
+      {
+        argv: ['--opa-url=http://a/v1', '--opa-url=http://b/v1'],
+        pick: (c) => c.opa.url,
+        expected: 'http://b/v1',
+      },
+      { argv: ['--opa-auth-token=s3cret'], pick: (c) => c.opa.authToken, expected: 's3cret' },
+      { argv: ['--opa-auth-token-file', '/t'], pick: (c) => c.opa.authTokenFile, expected: '/t' },
+      { argv: ['--opa-auth-token-file='], pick: (c) => c.opa.authTokenFile, expected: undefined },
+      {
+        argv: ['--opa-url=https://opa/v1', '--opa-ca-file=/ca.pem'],
+        pick: (c) => c.opa.caFile,
+        expected: '/ca.pem',
+      },
+      { argv: ['--opa-allow-insecure'], pick: (c) => c.opa.allowInsecure, expected: true },
+      { argv: ['--opa-allow-insecure=true'], pick: (c) => c.opa.allowInsecure, expected: true },
+      {
+        argv: ['--opa-allow-insecure', '--opa-allow-insecure=false'],
+        pick: (c) => c.opa.allowInsecure,
+        expected: false,
+      },
+      {
+        argv: [
+          '--opa-url=https://opa/v1',
+          '--opa-client-cert-file=/c.pem',
+          '--opa-client-key-file',
+          '/k.pem',
+        ],
+        pick: (c) => [c.opa.clientCertFile, c.opa.clientKeyFile],
+        expected: ['/c.pem', '/k.pem'],
+      },
+      { argv: ['--opa-timeout=500ms'], pick: (c) => c.opa.timeoutMs, expected: 500 },
+      { argv: ['--opa-timeout', '1m30s'], pick: (c) => c.opa.timeoutMs, expected: 90_000 },
+      { argv: ['--opa-timeout=2'], pick: (c) => c.opa.timeoutMs, expected: 2_000 },
+      { argv: ['--opa-timeout=1.5'], pick: (c) => c.opa.timeoutMs, expected: 1_500 },
+      { argv: ['--opa-timeout=1.1s'], pick: (c) => c.opa.timeoutMs, expected: 1_100 },
+      { argv: ['--opa-timeout=1h2m3s4ms'], pick: (c) => c.opa.timeoutMs, expected: 3_723_004 },
+      { argv: ['--opa-timeout=250us'], pick: (c) => c.opa.timeoutMs, expected: 0.25 },
+      { argv: ['--opa-timeout=1500000ns'], pick: (c) => c.opa.timeoutMs, expected: 1.5 },
+      { argv: ['--opa-resync-interval=1m'], pick: (c) => c.opa.resyncIntervalMs, expected: 60_000 },
+      { argv: ['--opa-resync-interval', '.5s'], pick: (c) => c.opa.resyncIntervalMs, expected: 500 },
+      { argv: ['--log-level=debug'], pick: (c) => c.log.level, expected: 'debug' },
+      { argv: ['--log-level', 'warn'], pick: (c) => c.log.level, expected: 'warn' },
+      { argv: ['--log-level=error'], pick: (c) => c.log.level, expected: 'error' },
+      { argv: ['--log-level=debug', '--log-level=warn'], pick: (c) => c.log.level, expected: 'warn' },
+      { argv: ['--log-format=text'], pick: (c) => c.log.format, expected: 'text' },
+      { argv: ['--enable-policies=false'], pick: (c) => c.policies.enabled, expected: false },
+      { argv: ['--enable-policies'], pick: (c) => c.policies.enabled, expected: true },
+      { argv: ['--enable-data=false'], pick: (c) => c.data.enabled, expected: false },
+      { argv: ['--enable-data=0'], pick: (c) => c.data.enabled, expected: false },
+      { argv: ['--enable-data=F'], pick: (c) => c.data.enabled, expected: false },
+      { argv: ['--enable-data=TRUE'], pick: (c) => c.data.enabled, expected: true },
+      {
+        argv: ['--policy-label=example.com/policy', '--policy-value', 'v1'],
+        pick: (c) => c.policies,
+        expected: { enabled: true, label: 'example.com/policy', value: 'v1', requireLabel: true },
+      },
+      { argv: ['--policy-value='], pick: (c) => c.policies.value, expected: '' },
+      {
+        argv: ['--data-label', 'team', '--data-value=json'],
+        pick: (c) => c.data,
+        expected: { enabled: true, label: 'team', value: 'json' },
+      },
+      { argv: ['--namespaces=b,a'], pick: (c) => c.namespaces, expected: { all: false, names: ['a', 'b'] } },
+      { argv: ['--namespaces', 'x'], pick: (c) => c.namespaces, expected: { all: false, names: ['x'] } },
+      {
+        argv: ['--namespaces=c', '--namespaces=a,c', '--namespaces', 'b'],
+        pick: (c) => c.namespaces,
+        expected: { all: false, names: ['a', 'b', 'c'] },
+      },
+      {
+        argv: ['--namespaces=a, b,'],
+        pick: (c) => c.namespaces,
+        expected: { all: false, names: ['a', 'b'] },
+      },
+      { argv: ['--namespaces=*'], pick: (c) => c.namespaces, expected: { all: true, names: [] } },
+      {
+        argv: ['--namespaces=a', '--namespaces=*'],
+        pick: (c) => c.namespaces,
+        expected: { all: true, names: [] },
+      },
+      {
+        argv: ['--enable-policies=false', '--enable-data=false', '--namespaces='],
+        pick: (c) => c.namespaces,
+        expected: { all: false, names: [] },
+      },
+      {
+        argv: ['--status-annotation=example.com/status', '--status-annotation', 'b,example.com/status'],
+        pick: (c) => c.statusAnnotations,
+        expected: ['example.com/status', 'b'],
+      },
+      {
+        argv: ['--status-annotation=Example.COM/Status'],
+        pick: (c) => c.statusAnnotations,
+        expected: ['Example.COM/Status'],
+      },
+      { argv: ['--status-annotation='], pick: (c) => c.statusAnnotations, expected: [] },
+      {
+        argv: ['--health-endpoint=0.0.0.0:8000'],
+        pick: (c) => c.healthEndpoint,
+        expected: { host: '0.0.0.0', port: 8000 },
+      },
+      {
+        argv: ['--health-endpoint', '127.0.0.1:0'],
+        pick: (c) => c.healthEndpoint,
+        expected: { host: '127.0.0.1', port: 0 },
+      },
+      {
+        argv: ['--health-endpoint=:8000'],
+        pick: (c) => c.healthEndpoint,
+        expected: { host: '0.0.0.0', port: 8000 },
+      },
+      {
+        argv: ['--health-endpoint=[::1]:9000'],
+        pick: (c) => c.healthEndpoint,
+        expected: { host: '::1', port: 9000 },
+      },
+      {
+        argv: ['--health-endpoint=localhost:65535'],
+        pick: (c) => c.healthEndpoint,
+        expected: { host: 'localhost', port: 65535 },
+      },
+      { argv: ['--health-endpoint='], pick: (c) => c.healthEndpoint, expected: undefined },
+      { argv: ['--'], pick: (c) => c, expected: DEFAULTS },
+    ];
+    for (const { argv, pick, expected } of cases) {
+      it(`${argv.join(' ')}`, () => {
+        const { config, warnings } = run(...argv);
+        expect(pick(config)).to.deep.equal(expected);
+        expect(warnings).to.deep.equal([]);
+      });
+    }
+
+    it('accepts every flag of the table (none is taken for an unknown flag)', () => {
+      // A Record over FlagName: adding a flag to the table without a sample here fails to compile.
+      const samples: Record<FlagName, string[]> = {
+        help: ['--help=false'],
+        version: ['--version=false'],
+        kubeconfig: ['--kubeconfig=/k'],
+        'opa-url': ['--opa-url=http://opa/v1'],
+        'opa-auth-token': ['--opa-auth-token=t'],
+        'opa-auth-token-file': ['--opa-auth-token-file=/t'],
+        'opa-ca-file': ['--opa-ca-file=/ca'],
+        'opa-allow-insecure': ['--opa-allow-insecure=false'],
+        'opa-client-cert-file': ['--opa-client-cert-file=/c', '--opa-client-key-file=/k'],
+        'opa-client-key-file': ['--opa-client-key-file=/k', '--opa-client-cert-file=/c'],
+        'opa-timeout': ['--opa-timeout=1s'],
+        'opa-resync-interval': ['--opa-resync-interval=1s'],
+        'log-level': ['--log-level=info'],
+        'log-format': ['--log-format=json'],
+        'enable-policies': ['--enable-policies=true'],
+        'policy-label': ['--policy-label=p'],
+        'policy-value': ['--policy-value=v'],
+        'enable-data': ['--enable-data=true'],
+        'data-label': ['--data-label=d'],
+        'data-value': ['--data-value=v'],
+        namespaces: ['--namespaces=n'],
+        'status-annotation': ['--status-annotation=s'],
+        'health-endpoint': ['--health-endpoint=:1'],
+        policies: ['--policies=n'],
+        'require-policy-label': ['--require-policy-label'],
+        'pod-name': ['--pod-name=p'],
+        'pod-namespace': ['--pod-namespace=p'],
+        'replicate-resync': ['--replicate-resync=60s'],
+      };
+      for (const [name, argv] of Object.entries(samples)) {
+        const { warnings } = run(...argv);
+        expect(warnings.join('\n'), name).not.to.include('unknown flag');
+      }
+    });
+  });
+
+  describe('help and version', () => {
+    const cases: Array<{ argv: string[]; kind: 'help' | 'version' }> = [
+      { argv: ['-h'], kind: 'help' },
+      { argv: ['--help'], kind: 'help' },
+      { argv: ['--help=true'], kind: 'help' },
+      { argv: ['-v'], kind: 'version' },
+      { argv: ['--version'], kind: 'version' },
+      { argv: ['-hv'], kind: 'help' },
+      { argv: ['--version', '--help'], kind: 'help' },
+      // Asking for help is answered even when the rest of the line is wrong.
+      { argv: ['--opa-url=ftp://x', 'stray', '-h'], kind: 'help' },
+      { argv: ['--log-level=loud', '-v'], kind: 'version' },
+    ];
+    for (const { argv, kind } of cases) {
+      it(`${argv.join(' ')} => ${kind}`, () => {
+        expect(parseArgs(argv)).to.deep.equal({ kind });
+      });
+    }
+
+    it('--help=false runs', () => {
+      expect(parseArgs(['--help=false']).kind).to.equal('run');
+    });
+  });
+
+  describe('seed-era kube-mgmt flags', () => {
+    const cases: Array<{
+      argv: string[];
+      namespaces: Config['namespaces'];
+      requireLabel: boolean;
+      warnings: RegExp[];
+    }> = [
+      {
+        argv: ['--policies=opa,kube-federation-scheduling-policy'],
+        namespaces: { all: false, names: ['kube-federation-scheduling-policy', 'opa'] },
+        requireLabel: false,
+        warnings: [
+          /^--policies is deprecated .*EVERY ConfigMap in the watched namespaces is loaded as a policy/,
+        ],
+      },
+      {
+        argv: ['--policies', 'team-a'],
+        namespaces: { all: false, names: ['team-a'] },
+        requireLabel: false,
+        warnings: [/^--policies is deprecated/],
+      },
+      {
+        argv: ['--policies=a', '--namespaces=b'],
+        namespaces: { all: false, names: ['a', 'b'] },
+        requireLabel: false,
+        warnings: [/together with those of --namespaces/],
+      },
+      {
+        argv: ['--namespaces=b,c', '--policies=a', '--policies=c'],
+        namespaces: { all: false, names: ['a', 'b', 'c'] },
+        requireLabel: false,
+        warnings: [/together with those of --namespaces/],
+      },
+      {
+        argv: ['--policies=a', '--require-policy-label'],
+        namespaces: { all: false, names: ['a'] },
+        requireLabel: true,
+        warnings: [
+          /with --require-policy-label only ConfigMaps labelled openpolicyagent\.org\/policy=rego are policies/,
+        ],
+      },
+      {
+        argv: ['--policies=a', '--require-policy-label=false'],
+        namespaces: { all: false, names: ['a'] },
+        requireLabel: false,
+        warnings: [/EVERY ConfigMap/],
+      },
+      {
+        argv: ['--policies=*'],
+        namespaces: { all: true, names: [] },
+        requireLabel: false,
+        warnings: [/^--policies is deprecated/],
+      },
+      {
+        argv: ['--policies=a', '--policy-label=team', '--policy-value=x'],
+        namespaces: { all: false, names: ['a'] },
+        requireLabel: false,
+        warnings: [/labelled team=x or not/],
+      },
+      {
+        argv: ['--require-policy-label'],
+        namespaces: { all: false, names: ['opa'] },
+        requireLabel: true,
+        warnings: [/^--require-policy-label is deprecated and has no effect without --policies/],
+      },
+      {
+        argv: ['--pod-name=opa-0'],
+        namespaces: DEFAULTS.namespaces,
+        requireLabel: true,
+        warnings: [/^--pod-name is deprecated and has no effect: ignored$/],
+      },
+      {
+        argv: ['--pod-namespace', 'opa'],
+        namespaces: DEFAULTS.namespaces,
+        requireLabel: true,
+        warnings: [/^--pod-namespace is deprecated and has no effect: ignored$/],
+      },
+      {
+        argv: ['--replicate-resync', '60s'],
+        namespaces: DEFAULTS.namespaces,
+        requireLabel: true,
+        warnings: [/^--replicate-resync is deprecated and has no effect: ignored$/],
+      },
+    ];
+    for (const { argv, namespaces, requireLabel, warnings } of cases) {
+      it(`${argv.join(' ')}`, () => {
+        const result = run(...argv);
+        expect(result.config.namespaces).to.deep.equal(namespaces);
+        expect(result.config.policies.requireLabel).to.equal(requireLabel);
+        expect(result.warnings).to.have.length(warnings.length);
+        warnings.forEach((pattern, i) => expect(result.warnings[i]).to.match(pattern));
+      });
+    }
+
+    it('validates the namespaces of --policies like those of --namespaces', () => {
+      expect(problemsOf('--policies=Bad')).to.deep.equal([
+        `--namespaces: Invalid value: "Bad": ${NAMESPACE_RULE}`,
+      ]);
+    });
+  });
+
+  describe('unknown flags', () => {
+    const cases: Array<{ argv: string[]; warnings: string[]; check?: (c: Config) => void }> = [
+      { argv: ['--foo'], warnings: ['unknown flag --foo ignored'] },
+      { argv: ['--foo=bar'], warnings: ['unknown flag --foo ignored'] },
+      { argv: ['--foo', 'bar'], warnings: ['unknown flag --foo ignored (and the value after it)'] },
+      {
+        argv: ['--foo', '--enable-data=false'],
+        warnings: ['unknown flag --foo ignored'],
+        check: (c) => expect(c.data.enabled).to.equal(false),
+      },
+      {
+        argv: ['--foo=1', '--foo', '2', '--foo'],
+        warnings: ['unknown flag --foo ignored'],
+      },
+      { argv: ['-x'], warnings: ['unknown flag -x ignored'] },
+      { argv: ['-hx'], warnings: ['unknown flag -hx ignored'] },
+      {
+        argv: ['--replicate=v1/pods', '--replicate-cluster', 'v1/namespaces', '--replicate-path='],
+        warnings: [
+          'unknown flag --replicate ignored',
+          'unknown flag --replicate-cluster ignored (and the value after it)',
+          'unknown flag --replicate-path ignored',
+        ],
+      },
+      // Old names that never existed in this form are not mistaken for real flags.
+      { argv: ['--enable-policy=false'], warnings: ['unknown flag --enable-policy ignored'] },
+      {
+        argv: ['--constructor', '--__proto__=x'],
+        warnings: ['unknown flag --constructor ignored', 'unknown flag --__proto__ ignored'],
+      },
+    ];
+    for (const { argv, warnings, check } of cases) {
+      it(`${argv.join(' ')}`, () => {
+        const result = run(...argv);
+        expect(result.warnings).to.deep.equal(warnings);
+        check?.(result.config);
+      });
+    }
+
+    it('never repeats the value of an unknown flag (it may be a secret)', () => {
+      const { warnings } = run('--password=hunter2', '--token', 'hunter3');
+      expect(warnings.join('\n')).not.to.match(/hunter/);
+    });
+
+    it('lets a token after an unknown flag be its value, but not a second one', () => {
+      expect(problemsOf('--foo', 'bar', 'baz')).to.deep.equal([
+        'unexpected argument "baz": opa-sync takes flags only',
+      ]);
+    });
+
+    it('starts with the arguments of the opa-kube-mgmt Helm chart', () => {
+      const { config, warnings } = run(
+        '--opa-auth-token-file=/bootstrap/mgmt-token',
+        '--opa-url=https://127.0.0.1:8181/v1',
+        '--opa-allow-insecure',
+        '--namespaces=opa-system',
+        '--enable-data=true',
+        '--enable-policies=true',
+        '--replicate-path=kubernetes',
+        '--replicate=v1/services',
+        '--replicate-cluster=v1/namespaces',
+        '--replicate-ignore-namespaces=',
+      );
+      expect(config.opa).to.include({
+        url: 'https://127.0.0.1:8181/v1',
+        authTokenFile: '/bootstrap/mgmt-token',
+        allowInsecure: true,
+      });
+      expect(config.namespaces).to.deep.equal({ all: false, names: ['opa-system'] });
+      expect(warnings).to.have.length(4);
+    });
+  });
+
+  describe('validation errors', () => {
+    const cases: Array<{ argv: string[]; problem: string }> = [
+      {
+        argv: ['--opa-auth-token=t', '--opa-auth-token-file=/t'],
+        problem: 'You can not use both --opa-auth-token and --opa-auth-token-file',
+      },
+      {
+        argv: ['--opa-allow-insecure', '--opa-ca-file=/ca'],
+        problem: 'You can not use both --opa-allow-insecure and --opa-ca-file',
+      },
+      { argv: ['--opa-client-cert-file=/c'], problem: '--opa-client-cert-file needs --opa-client-key-file' },
+      { argv: ['--opa-client-key-file=/k'], problem: '--opa-client-key-file needs --opa-client-cert-file' },
+      {
+        argv: ['--opa-url=ftp://opa/v1'],
+        problem: '--opa-url: "ftp://opa/v1" is not an http(s) URL (e.g. http://localhost:8181/v1)',
+      },
+      {
+        argv: ['--opa-url=localhost:8181'],
+        problem: '--opa-url: "localhost:8181" is not an http(s) URL (e.g. http://localhost:8181/v1)',
+      },
+      {
+        argv: ['--opa-url='],
+        problem: '--opa-url: "" is not an http(s) URL (e.g. http://localhost:8181/v1)',
+      },
+      {
+        argv: ['--opa-url=http://opa/v1?x=1'],
+        problem:
+          '--opa-url: "http://opa/v1?x=1" must not have a query or fragment (API paths are appended to it)',
+      },
+      {
+        argv: ['--opa-url=http://u:secret@opa/v1'],
+        problem: '--opa-url must not hold credentials: use --opa-auth-token-file',
+      },
+      { argv: ['--opa-timeout=0'], problem: '--opa-timeout must be greater than 0, got "0"' },
+      { argv: ['--opa-timeout', '-5s'], problem: '--opa-timeout must be greater than 0, got "-5s"' },
+      {
+        argv: ['--opa-resync-interval=1000h'],
+        problem: '--opa-resync-interval must be at most 2147483647ms (about 24 days), got "1000h"',
+      },
+      {
+        argv: ['--opa-timeout=soon'],
+        problem:
+          'invalid argument "soon" for "--opa-timeout" flag: not a duration (e.g. 500ms, 5s, 1m30s, or a number of seconds)',
+      },
+      {
+        argv: ['--opa-resync-interval=5 s'],
+        problem:
+          'invalid argument "5 s" for "--opa-resync-interval" flag: not a duration (e.g. 500ms, 5s, 1m30s, or a number of seconds)',
+      },
+      {
+        argv: ['--log-level=trace'],
+        problem: '--log-level: invalid log level "trace" (one of debug, info, warn, error)',
+      },
+      { argv: ['--log-format=xml'], problem: '--log-format: invalid log format "xml" (one of json, text)' },
+      // The two texts of kube-mgmt's cmd/kube-mgmt/flag_test.go, behind kube-mgmt's own prefix.
+      {
+        argv: ['--policy-label=-foo', '--policy-value=rego'],
+        problem: `Invalid --policy-label:-foo || --policy-value:rego, key: Invalid value: "-foo": ${KEY_RULE}`,
+      },
+      {
+        argv: ['--policy-label=foo', '--policy-value=-rego'],
+        problem: `Invalid --policy-label:foo || --policy-value:-rego, values[0][foo]: Invalid value: "-rego": ${VALUE_RULE}`,
+      },
+      {
+        argv: ['--data-label=-d', '--data-value=-v'],
+        problem: `Invalid --data-label:-d || --data-value:-v, [key: Invalid value: "-d": ${KEY_RULE}, values[0][-d]: Invalid value: "-v": ${VALUE_RULE}]`,
+      },
+      {
+        argv: ['--data-label='],
+        problem: `Invalid --data-label: || --data-value:opa, key: Invalid value: "": name part must be non-empty; ${KEY_RULE}`,
+      },
+      {
+        argv: ['--policy-label=Example.org/policy'],
+        problem: `Invalid --policy-label:Example.org/policy || --policy-value:rego, key: Invalid value: "Example.org/policy": prefix part ${SUBDOMAIN_RULE}`,
+      },
+      {
+        argv: ['--policy-label=/policy'],
+        problem:
+          'Invalid --policy-label:/policy || --policy-value:rego, key: Invalid value: "/policy": prefix part must be non-empty',
+      },
+      {
+        argv: [`--policy-value=${'x'.repeat(64)}`],
+        problem: `Invalid --policy-label:openpolicyagent.org/policy || --policy-value:${'x'.repeat(64)}, values[0][openpolicyagent.org/policy]: Invalid value: "${'x'.repeat(64)}": must be no more than 63 characters`,
+      },
+      { argv: ['--namespaces=Bad_NS'], problem: `--namespaces: Invalid value: "Bad_NS": ${NAMESPACE_RULE}` },
+      {
+        argv: [`--namespaces=${'n'.repeat(64)}`],
+        problem: `--namespaces: Invalid value: "${'n'.repeat(64)}": must be no more than 63 characters`,
+      },
+      {
+        argv: ['--namespaces='],
+        problem: "--namespaces: no namespace given; name at least one, or '*' for all namespaces",
+      },
+      {
+        argv: ['--status-annotation=a/b/c'],
+        problem: `--status-annotation: Invalid value: "a/b/c": a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')`,
+      },
+      {
+        argv: ['--status-annotation=bad key'],
+        problem: `--status-annotation: Invalid value: "bad key": ${KEY_RULE}`,
+      },
+      {
+        argv: ['--health-endpoint=8000'],
+        problem: '--health-endpoint: "8000" is not HOST:PORT (e.g. 0.0.0.0:8000 or :8000)',
+      },
+      {
+        argv: ['--health-endpoint=::1:8000'],
+        problem: '--health-endpoint: "::1:8000" is not HOST:PORT (e.g. 0.0.0.0:8000 or :8000)',
+      },
+      { argv: ['--health-endpoint=:70000'], problem: '--health-endpoint: port 70000 is not in 0-65535' },
+      {
+        argv: ['--health-endpoint=bad_host:80'],
+        problem: '--health-endpoint: "bad_host" is not an IP address or host name',
+      },
+      { argv: ['--health-endpoint=[zz]:80'], problem: '--health-endpoint: "zz" is not an IPv6 address' },
+      {
+        argv: ['--enable-data=maybe'],
+        problem: 'invalid argument "maybe" for "--enable-data" flag: must be true or false',
+      },
+      {
+        argv: ['--enable-data='],
+        problem: 'invalid argument "" for "--enable-data" flag: must be true or false',
+      },
+      { argv: ['-v=maybe'], problem: 'invalid argument "maybe" for "-v" flag: must be true or false' },
+      { argv: ['--opa-url'], problem: 'flag needs an argument: --opa-url' },
+      { argv: ['--namespaces'], problem: 'flag needs an argument: --namespaces' },
+      { argv: ['serve'], problem: 'unexpected argument "serve": opa-sync takes flags only' },
+      { argv: ['-'], problem: 'unexpected argument "-": opa-sync takes flags only' },
+      {
+        argv: ['--', '--enable-data'],
+        problem: 'unexpected argument "--enable-data": opa-sync takes flags only',
+      },
+      {
+        argv: ['--enable-data', 'false'],
+        problem:
+          'unexpected argument "false": opa-sync takes flags only (a boolean flag takes no separate value: write --enable-data=false)',
+      },
+      { argv: ['---x'], problem: 'bad flag syntax: ---x' },
+      { argv: ['--=x'], problem: 'bad flag syntax: --=x' },
+    ];
+    for (const { argv, problem } of cases) {
+      it(`${argv.join(' ')}`, () => {
+        expect(problemsOf(...argv)).to.deep.equal([problem]);
+      });
+    }
+
+    it('takes the next token as a value even when it looks like a flag, as pflag does', () => {
+      expect(run('--kubeconfig', '--opa-url=x').config.kubeconfig).to.equal('--opa-url=x');
+    });
+
+    it('reports every problem together, in one ConfigError', () => {
+      let caught: unknown;
+      try {
+        parseArgs([
+          '--log-level=trace',
+          '--opa-timeout=0',
+          'stray',
+          '--namespaces=Bad',
+          '--opa-auth-token=t',
+          '--opa-auth-token-file=/t',
+          '--health-endpoint=nope',
+          '--foo',
+        ]);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught).to.be.instanceOf(ConfigError);
+      const error = caught as ConfigError;
+      expect(error.code).to.equal('invalid_config');
+      expect(error.problems).to.deep.equal([
+        'unexpected argument "stray": opa-sync takes flags only',
+        '--opa-timeout must be greater than 0, got "0"',
+        'You can not use both --opa-auth-token and --opa-auth-token-file',
+        '--log-level: invalid log level "trace" (one of debug, info, warn, error)',
+        `--namespaces: Invalid value: "Bad": ${NAMESPACE_RULE}`,
+        '--health-endpoint: "nope" is not HOST:PORT (e.g. 0.0.0.0:8000 or :8000)',
+      ]);
+      for (const problem of error.problems) expect(error.message).to.include(problem);
+    });
+
+    it('never puts the auth token into a problem', () => {
+      const problems = problemsOf(
+        '--opa-auth-token=s3cret-token',
+        '--opa-auth-token-file=/t',
+        '--log-level=x',
+      );
+      expect(problems.join('\n')).not.to.include('s3cret-token');
+    });
+  });
+
+  describe('warnings that are not errors', () => {
+    it('says TLS files are unused with an http:// OPA URL, but not --opa-allow-insecure (the chart always sets it)', () => {
+      expect(run('--opa-ca-file=/ca').warnings).to.deep.equal([
+        '--opa-ca-file has no effect with an http:// --opa-url',
+      ]);
+      expect(run('--opa-allow-insecure').warnings).to.deep.equal([]);
+      expect(run('--opa-url=https://opa/v1', '--opa-ca-file=/ca').warnings).to.deep.equal([]);
+    });
+  });
+});
+
+describe('usage()', () => {
+  const text = usage();
+  const lines = text.split('\n');
+
+  it('starts with one line saying what opa-sync is', () => {
+    expect(lines[0]).to.match(/^opa-sync: loads Rego policies .*OPA/);
+  });
+
+  it('lists every flag of the table with its kind, description and default', () => {
+    for (const [name, spec] of flagEntries()) {
+      const line = lines.find((l) => l.includes(`--${name} ${spec.kind} `));
+      expect(line, `--${name}`).to.be.a('string');
+      expect(line).to.include(spec.help);
+      expect(line).to.include(`(default ${formatDefault(spec)})`);
+    }
+  });
+
+  it('shows the defaults as a user reads them', () => {
+    const lineOf = (flag: string): string => lines.find((l) => l.includes(`${flag} `)) ?? '';
+    expect(lineOf('--opa-url')).to.include('(default "http://localhost:8181/v1")');
+    expect(lineOf('--opa-timeout')).to.include('(default 10s)');
+    expect(lineOf('--opa-resync-interval')).to.include('(default 5s)');
+    expect(lineOf('--enable-data')).to.include('(default true)');
+    expect(lineOf('--namespaces')).to.include('(default opa)');
+    expect(lineOf('--kubeconfig')).to.include('(default none)');
+    expect(lineOf('-h, --help')).to.include('(default false)');
+  });
+
+  it('lists the deprecated flags in their own section, after the current ones', () => {
+    const section = lines.findIndex((l) => l.startsWith('Deprecated'));
+    expect(section).to.be.greaterThan(0);
+    for (const [name, spec] of flagEntries()) {
+      const at = lines.findIndex((l) => l.includes(`--${name} ${spec.kind} `));
+      if (spec.deprecated === true) expect(at, name).to.be.greaterThan(section);
+      else expect(at, name).to.be.within(1, section - 1);
+    }
+    expect(Object.values(FLAGS).filter((spec) => 'deprecated' in spec)).to.have.length(5);
+  });
+});
