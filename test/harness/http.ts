@@ -14,6 +14,9 @@ export interface HttpOptions {
   body?: string | Buffer;
   /** PEM CA certificate to trust for https URLs. */
   ca?: string;
+  /** PEM client certificate and key, for servers that require mutual TLS. */
+  cert?: string;
+  key?: string;
   timeoutMs?: number;
 }
 
@@ -27,6 +30,8 @@ export function httpRequest(url: string, options: HttpOptions = {}): Promise<Htt
         method: options.method ?? 'GET',
         headers: options.headers,
         ...(options.ca === undefined ? {} : { ca: options.ca }),
+        ...(options.cert === undefined ? {} : { cert: options.cert }),
+        ...(options.key === undefined ? {} : { key: options.key }),
         signal: AbortSignal.timeout(options.timeoutMs ?? 10_000),
       },
       (res) => {

@@ -1,6 +1,6 @@
 // Real OPA servers for tests: `opa run --server` on a free loopback port, optionally with TLS and
-// bearer-token authentication, ready once /health answers.
-import { mkdirSync, writeFileSync } from 'node:fs';
+// bearer-token or client-certificate authentication, ready once /health answers.
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import getPort from 'get-port';
 import { requireTool } from '../../scripts/tools.js';
@@ -14,6 +14,11 @@ export interface OpaOptions {
   tlsCa?: CertificateAuthority;
   /** Require `Authorization: Bearer <token>` on every call (OPA's token authentication + a system.authz policy). */
   token?: string;
+  /**
+   * Require a client certificate signed by this CA (mutual TLS: `--authentication=tls`). Needs `tlsCa`;
+   * cannot be combined with `token`. `request()` then presents a client certificate of its own.
+   */
+  clientCa?: CertificateAuthority;
   /** Extra arguments for `opa run`, e.g. `--v0-compatible`. */
   extraArgs?: string[];
   /** Files or folders loaded at start (policies, data, bundles). */
@@ -29,6 +34,8 @@ export interface OpaServer {
   readonly token: string | undefined;
   /** An HTTP call to this OPA with its CA and token already applied. */
   request(pathAndQuery: string, options?: HttpOptions): Promise<HttpResponse>;
+  /** Kills OPA with SIGKILL and starts it again, empty, on the same address; resolves once it answers. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -56,6 +63,21 @@ export async function startOpa(runFolder: string, options: OpaOptions = {}): Pro
     const cert = await createServingCert(options.tlsCa, name);
     args.push(`--tls-cert-file=${cert.certFile}`, `--tls-private-key-file=${cert.keyFile}`);
   }
+  let clientPem: { cert: string; key: string } | undefined;
+  if (options.clientCa) {
+    if (!options.tlsCa) {
+      throw new Error('OpaOptions.clientCa needs tlsCa: mutual TLS is only possible over https');
+    }
+    if (options.token !== undefined) {
+      throw new Error(
+        'OpaOptions.clientCa and token cannot be combined: OPA has one --authentication scheme',
+      );
+    }
+    // Without --authorization, any certificate signed by the client CA is let in.
+    args.push('--authentication=tls', `--tls-ca-cert-file=${options.clientCa.certFile}`);
+    const own = await createServingCert(options.clientCa, `${name}-harness-client`);
+    clientPem = { cert: readFileSync(own.certFile, 'utf8'), key: readFileSync(own.keyFile, 'utf8') };
+  }
   const paths = [...(options.paths ?? [])];
   if (options.token !== undefined) {
     const authz = path.join(dir, 'authz.rego');
@@ -65,7 +87,6 @@ export async function startOpa(runFolder: string, options: OpaOptions = {}): Pro
   }
   args.push(...(options.extraArgs ?? []), ...paths);
 
-  const proc = startProcess(name, binary, args, runFolder);
   const url = `${scheme}://127.0.0.1:${port}`;
   const ca = options.tlsCa?.pem;
   const token = options.token;
@@ -73,21 +94,43 @@ export async function startOpa(runFolder: string, options: OpaOptions = {}): Pro
     httpRequest(`${url}${pathAndQuery}`, {
       ...opts,
       ...(ca === undefined ? {} : { ca }),
+      ...clientPem,
       headers: { ...(token === undefined ? {} : { authorization: `Bearer ${token}` }), ...opts.headers },
     });
-  try {
-    await waitFor(
-      `${name} to answer /health`,
-      async () => {
-        if (proc.hasExited())
-          throw new StopWaiting(`${name} exited before it was ready:\n${logTail(proc, 20)}`);
-        return (await request('/health', { timeoutMs: 1000 })).status === 200 ? true : undefined;
-      },
-      { timeoutMs: 30_000 },
-    );
-  } catch (err) {
-    await proc.stop();
-    throw err;
-  }
-  return { name, url, process: proc, ca, token, request, stop: () => proc.stop() };
+  const launch = async (): Promise<ManagedProcess> => {
+    const proc = startProcess(name, binary, args, runFolder);
+    try {
+      await waitFor(
+        `${name} to answer /health`,
+        async () => {
+          if (proc.hasExited())
+            throw new StopWaiting(`${name} exited before it was ready:\n${logTail(proc, 20)}`);
+          return (await request('/health', { timeoutMs: 1000 })).status === 200 ? true : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 50 },
+      );
+    } catch (err) {
+      await proc.stop();
+      throw err;
+    }
+    return proc;
+  };
+  let current = await launch();
+  return {
+    name,
+    url,
+    get process() {
+      return current;
+    },
+    ca,
+    token,
+    request,
+    async restart() {
+      // kill -9: OPA gets no chance to do anything, and comes back empty on the same port.
+      process.kill(current.pid, 'SIGKILL');
+      await current.exited;
+      current = await launch();
+    },
+    stop: () => current.stop(),
+  };
 }
