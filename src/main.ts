@@ -1,19 +1,148 @@
 #!/usr/bin/env node
-// opa-sync's command line and composition root: parses the arguments once and runs what they ask for.
-import { USAGE } from './usage.js';
+// opa-sync's command line and only composition root: parses the configuration once, builds the parts
+// the flags ask for, runs them under one AbortController and shuts them down in order on SIGTERM.
+import { KubeConfig } from '@kubernetes/client-node';
+import { parseArgs, type Config } from './config.js';
+import { createOpsApp, listen, type RunningServer } from './http/ops-server.js';
+import { Metrics } from './http/metrics.js';
+import { DesiredState } from './model/desired-state.js';
+import { OpaClient } from './opa/client.js';
+import { OpaPusher } from './opa/pusher.js';
+import { StatusWriter } from './kube/status-writer.js';
+import { ConfigMapSource } from './sources/configmaps.js';
+import { usage } from './usage.js';
+import { ConfigError, messageOf } from './util/errors.js';
+import { createLogger, type Logger } from './util/logger.js';
 import { version } from './version.js';
 
-export function main(argv: readonly string[]): number {
-  if (argv.includes('-v') || argv.includes('--version')) {
+/** Bound on each Kubernetes API call that opa-sync makes itself (status patches). */
+const KUBE_CALL_TIMEOUT_MS = 15_000;
+
+function loadKubeConfig(config: Config): KubeConfig {
+  const kc = new KubeConfig();
+  if (config.kubeconfig !== undefined) kc.loadFromFile(config.kubeconfig);
+  else kc.loadFromCluster();
+  return kc;
+}
+
+/** Runs the sidecar until the signal aborts; resolves once everything has stopped. */
+async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): Promise<void> {
+  // A loop that fails for good stops everything else too, and the process exits non-zero.
+  const controller = new AbortController();
+  const signal = controller.signal;
+  outer.addEventListener('abort', () => controller.abort(), { once: true });
+  let failure: Error | undefined;
+  const supervise = (name: string, loop: Promise<void>): Promise<void> =>
+    loop.catch((err: unknown) => {
+      logger.error({ component: name, err: messageOf(err) }, 'stopped by an unexpected error');
+      failure ??= err instanceof Error ? err : new Error(messageOf(err));
+      controller.abort();
+    });
+  const metrics = new Metrics();
+  const kubeConfig = loadKubeConfig(config);
+  const state = new DesiredState();
+  const client = new OpaClient({ ...config.opa, logger: logger.child({ component: 'opa-client' }) });
+  const statusWriter = new StatusWriter({
+    kubeConfig,
+    annotations: config.statusAnnotations,
+    logger: logger.child({ component: 'status' }),
+    timeoutMs: KUBE_CALL_TIMEOUT_MS,
+    metrics,
+  });
+  const pusher = new OpaPusher({
+    client,
+    state,
+    logger: logger.child({ component: 'opa-pusher' }),
+    onOutcome: (outcome) => statusWriter.report(outcome),
+    resyncIntervalMs: config.opa.resyncIntervalMs,
+    metrics,
+  });
+  const source = new ConfigMapSource({
+    kubeConfig,
+    state,
+    logger: logger.child({ component: 'configmaps' }),
+    namespaces: config.namespaces,
+    policies: config.policies,
+    data: config.data,
+    onWatchError: () => metrics.watchErrors.inc(),
+  });
+
+  let ops: RunningServer | undefined;
+  if (config.healthEndpoint !== undefined) {
+    const { host, port } = config.healthEndpoint;
+    const app = createOpsApp(
+      metrics,
+      () => ({ configmaps: source.isSynced(), opa: pusher.isReady() }),
+      logger.child({ component: 'ops' }),
+    );
+    ops = await listen(app, host, port);
+    logger.info({ host, port: ops.port }, 'serving /health, /ready and /metrics');
+  }
+
+  const sinks = [supervise('opa-pusher', pusher.run(signal)), supervise('status', statusWriter.run(signal))];
+  source.start();
+  void source.synced.then(() => {
+    logger.info({ origins: state.size }, 'ConfigMaps listed');
+    pusher.markSourcesSynced();
+  });
+
+  await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+  logger.info('stopping');
+  await source.stop();
+  await Promise.all(sinks);
+  client.close();
+  await ops?.close();
+  logger.info('stopped');
+  if (failure !== undefined) throw failure;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`opa-sync: ${err.message}\n\nRun opa-sync --help for the flags.\n`);
+      return 2;
+    }
+    throw err;
+  }
+  // Without arguments there is nothing to run yet: show the flags (the local-folder default comes later).
+  if (parsed.kind === 'help' || argv.length === 0) {
+    process.stdout.write(usage());
+    return 0;
+  }
+  if (parsed.kind === 'version') {
     process.stdout.write(`opa-sync ${version()}\n`);
     return 0;
   }
-  if (argv.includes('-h') || argv.includes('--help') || argv.length === 0) {
-    process.stdout.write(USAGE);
+  const { config, warnings } = parsed;
+  const logger = createLogger(config.log.level, config.log.format);
+  for (const warning of warnings) logger.warn(warning);
+  logger.info({ version: version(), opaUrl: config.opa.url }, 'starting');
+
+  const controller = new AbortController();
+  const stop = (sig: string): void => {
+    logger.info({ signal: sig }, 'signal received');
+    controller.abort();
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  try {
+    await runSidecar(config, logger, controller.signal);
     return 0;
+  } catch (err) {
+    logger.error({ err: messageOf(err) }, 'opa-sync failed');
+    return 1;
   }
-  process.stderr.write(`opa-sync: unknown arguments: ${argv.join(' ')}\n\n${USAGE}`);
-  return 2;
 }
 
-process.exitCode = main(process.argv.slice(2));
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`opa-sync: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

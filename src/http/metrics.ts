@@ -1,0 +1,59 @@
+// opa-sync's Prometheus metrics (prom-client), on a registry of its own so tests can make many.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  /** Loads into OPA, by kind (policy, data) and result (ok, error). */
+  readonly loads = new Counter({
+    name: 'opa_sync_loads_total',
+    help: 'Policy modules and data documents loaded into OPA, by kind and result',
+    labelNames: ['kind', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  /** Errors of loads, by error code (OPA's code, or ours such as opa_unavailable or invalid_json). */
+  readonly loadErrors = new Counter({
+    name: 'opa_sync_load_errors_total',
+    help: 'Errors while loading into OPA, by error code',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+
+  readonly loadDuration = new Histogram({
+    name: 'opa_sync_opa_request_duration_seconds',
+    help: 'Duration of calls to OPA that load or remove policies and data',
+    labelNames: ['kind'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
+  readonly opaRestarts = new Counter({
+    name: 'opa_sync_opa_restarts_detected_total',
+    help: 'Times OPA was found to have lost what opa-sync pushed (restart) or to be reachable again',
+    registers: [this.registry],
+  });
+
+  readonly queueDepth = new Gauge({
+    name: 'opa_sync_queue_depth',
+    help: 'Origins waiting to be pushed into OPA',
+    registers: [this.registry],
+  });
+
+  readonly watchErrors = new Counter({
+    name: 'opa_sync_watch_errors_total',
+    help: 'Failed Kubernetes list or watch requests (each is retried with backoff)',
+    registers: [this.registry],
+  });
+
+  readonly statusWrites = new Counter({
+    name: 'opa_sync_status_writes_total',
+    help: 'Status annotation writes, by result',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  constructor({ processMetrics = true }: { processMetrics?: boolean } = {}) {
+    if (processMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+}

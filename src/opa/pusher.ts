@@ -1,0 +1,412 @@
+// The OPA push sink: makes the OPA next to us hold exactly the desired state, origin by origin, and
+// reports each origin's outcome. Level-triggered: origins are queued by key and read from the desired
+// state when worked on, so bursts coalesce. It heals on its own:
+// - a module rejected because something it needs is not loaded yet is retried with backoff, and at once
+//   whenever another module loads (dependency order across keys and ConfigMaps);
+// - a marker document is checked every resync interval; when it is gone (OPA restarted and lost what we
+//   pushed) or OPA is reachable again after a failure, everything is pushed again.
+import { randomUUID } from 'node:crypto';
+import type { DesiredState, OriginState } from '../model/desired-state.js';
+import type { LoadError, Outcome } from '../model/outcome.js';
+import { describeOrigin, type Origin } from '../model/origin.js';
+import type { Metrics } from '../http/metrics.js';
+import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
+import { PermanentError, RetryableError, isAbortError, messageOf } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import { OpaHttpError, type OpaClient } from './client.js';
+
+export type OpaApi = Pick<OpaClient, 'putPolicy' | 'deletePolicy' | 'putData' | 'removeData' | 'getData'>;
+
+/** Where opa-sync keeps its marker in OPA's data: its absence means OPA lost what we pushed. */
+export const MARKER_PATH: readonly string[] = ['opa_sync', 'marker'];
+
+export interface PusherOptions {
+  client: OpaApi;
+  state: DesiredState;
+  logger: Logger;
+  onOutcome: (outcome: Outcome) => void;
+  resyncIntervalMs: number;
+  metrics?: Metrics | undefined;
+  retryBackoff?: BackoffOptions;
+}
+
+/** What OPA holds because of one origin, as far as we know. */
+interface Applied {
+  origin: Origin;
+  /** Module text by id; `undefined` when OPA may hold the module but we do not know which text. */
+  modules: Map<string, string | undefined>;
+  /** JSON text of each document (or `undefined`: unknown), keyed by its path joined with '/'. */
+  documents: Map<string, { path: readonly string[]; json: string | undefined }>;
+  dataRoot: readonly string[] | undefined;
+}
+
+interface Retry {
+  backoff: Backoff;
+  timer: NodeJS.Timeout | undefined;
+  /** `loadsSucceeded` when the origin was last tried: a later success may unblock it. */
+  seenLoads: number;
+}
+
+/** After a full push nothing OPA holds is known: everything wanted is loaded again, the rest removed. */
+function forget(applied: Applied): void {
+  for (const id of applied.modules.keys()) applied.modules.set(id, undefined);
+  for (const doc of applied.documents.values()) doc.json = undefined;
+}
+
+const DEFAULT_RETRY: BackoffOptions = { minMs: 1000, maxMs: 60_000, factor: 2, jitter: 0.2 };
+
+export class OpaPusher {
+  private readonly queue = new Set<string>();
+  private readonly applied = new Map<string, Applied>();
+  private readonly retries = new Map<string, Retry>();
+  private readonly log: Logger;
+  private readonly markerValue = { instance: randomUUID() };
+  private wake: (() => void) | undefined;
+  private fullPushWanted = true;
+  private reachable = false;
+  private loadsSucceeded = 0;
+  private sourcesSynced = false;
+  private initialLoadDone = false;
+
+  constructor(private readonly options: PusherOptions) {
+    this.log = options.logger;
+  }
+
+  /** True once OPA is reachable and everything the sources held at their initial sync was tried. */
+  isReady(): boolean {
+    return this.reachable && this.initialLoadDone;
+  }
+
+  /** Called once every source has listed its objects: the next time the queue drains, the initial load is done. */
+  markSourcesSynced(): void {
+    this.sourcesSynced = true;
+    this.poke();
+  }
+
+  /** Runs until the signal aborts. */
+  async run(signal: AbortSignal): Promise<void> {
+    const unsubscribe = this.options.state.subscribe((key) => this.enqueue(key));
+    const checker = this.checkOpaLoop(signal);
+    try {
+      while (!signal.aborted) {
+        if (this.fullPushWanted) {
+          await this.fullPush(signal);
+          continue;
+        }
+        const key = this.next();
+        if (key === undefined) {
+          if (this.sourcesSynced && this.reachable && !this.initialLoadDone) {
+            this.initialLoadDone = true;
+            this.log.info({ origins: this.options.state.size }, 'initial load into OPA done');
+          }
+          await this.idle(signal);
+          continue;
+        }
+        await this.sync(key, signal);
+      }
+    } catch (err) {
+      if (!isAbortError(err) && !signal.aborted) throw err;
+    } finally {
+      unsubscribe();
+      for (const retry of this.retries.values()) clearTimeout(retry.timer);
+      this.poke();
+      await checker;
+    }
+  }
+
+  private enqueue(key: string): void {
+    this.queue.add(key);
+    this.options.metrics?.queueDepth.set(this.queue.size);
+    this.poke();
+  }
+
+  private poke(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  private next(): string | undefined {
+    // While OPA is unreachable nothing can load; the checker wakes us when it answers again.
+    if (!this.reachable) return undefined;
+    const [key] = this.queue;
+    if (key === undefined) {
+      this.requeueUnblocked();
+      const [again] = this.queue;
+      if (again === undefined) return undefined;
+      this.queue.delete(again);
+      return again;
+    }
+    this.queue.delete(key);
+    this.options.metrics?.queueDepth.set(this.queue.size);
+    return key;
+  }
+
+  /** Origins that failed before another module loaded may compile now: try them at once. */
+  private requeueUnblocked(): void {
+    for (const [key, retry] of this.retries) {
+      if (retry.seenLoads < this.loadsSucceeded) this.queue.add(key);
+    }
+  }
+
+  private idle(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.wake = resolve;
+      signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+  }
+
+  /** Checks the marker every resync interval; asks for a full push when OPA lost it or came back. */
+  private async checkOpaLoop(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        await sleep(this.options.resyncIntervalMs, signal);
+      } catch {
+        return;
+      }
+      if (this.fullPushWanted) continue;
+      try {
+        const marker = await this.options.client.getData(MARKER_PATH, signal);
+        if (!this.reachable) {
+          this.requestFullPush('OPA is reachable again');
+        } else if (!marker.defined) {
+          this.requestFullPush('OPA lost what opa-sync pushed (restarted?)');
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        if (this.reachable) this.log.warn({ err: messageOf(err) }, 'OPA is not reachable');
+        this.reachable = false;
+        this.fullPushWanted = true;
+        this.poke();
+      }
+    }
+  }
+
+  private requestFullPush(reason: string): void {
+    this.log.warn({ reason }, 'pushing everything into OPA again');
+    this.options.metrics?.opaRestarts.inc();
+    this.fullPushWanted = true;
+    this.poke();
+  }
+
+  /** Writes the marker, forgets what OPA held, and queues every origin. */
+  private async fullPush(signal: AbortSignal): Promise<void> {
+    try {
+      await this.options.client.putData(MARKER_PATH, this.markerValue, signal);
+    } catch (err) {
+      if (signal.aborted) return;
+      if (this.reachable || !this.fullPushWarned) {
+        this.log.warn(
+          { err: messageOf(err), retryInMs: this.options.resyncIntervalMs },
+          'OPA is not reachable',
+        );
+        this.fullPushWarned = true;
+      }
+      this.reachable = false;
+      // The checker loop only watches the marker once a full push has happened: wait here instead.
+      await sleep(this.options.resyncIntervalMs, signal).catch(() => undefined);
+      return;
+    }
+    this.fullPushWarned = false;
+    this.reachable = true;
+    this.fullPushWanted = false;
+    // OPA may have lost anything (restart) or nothing (a network hiccup): load everything wanted again,
+    // and still remove what is no longer wanted.
+    for (const applied of this.applied.values()) forget(applied);
+    for (const key of this.options.state.keys()) this.queue.add(key);
+    for (const key of this.applied.keys()) this.queue.add(key);
+    this.options.metrics?.queueDepth.set(this.queue.size);
+  }
+
+  private fullPushWarned = false;
+
+  /** Makes OPA match one origin's desired state, then reports the outcome. */
+  private async sync(key: string, signal: AbortSignal): Promise<void> {
+    const desired = this.options.state.get(key);
+    const prev = this.applied.get(key);
+    if (desired === undefined && prev === undefined) return;
+    const origin = desired?.origin ?? (prev as Applied).origin;
+    const applied: Applied = prev ?? {
+      origin,
+      modules: new Map(),
+      documents: new Map(),
+      dataRoot: desired?.dataRoot,
+    };
+    this.applied.set(key, applied);
+    if (desired?.dataRoot !== undefined) applied.dataRoot = desired.dataRoot;
+
+    const errors: LoadError[] = [];
+    let pending = false;
+    try {
+      for (const problem of desired?.problems ?? []) {
+        errors.push({ code: problem.code, message: problem.message });
+        this.options.metrics?.loadErrors.inc({ code: problem.code });
+      }
+      pending = (await this.syncModules(applied, desired, errors, signal)) || pending;
+      pending = (await this.syncData(applied, desired, errors, signal)) || pending;
+    } catch (err) {
+      if (!(err instanceof RetryableError)) throw err;
+      // OPA went away mid-way: report it, and let the checker bring everything back when it answers.
+      errors.push({ code: err.code, message: err.message });
+      this.options.metrics?.loadErrors.inc({ code: err.code });
+      this.reachable = false;
+      this.fullPushWanted = true;
+      this.log.warn({ origin: describeOrigin(origin), err: err.message }, 'OPA is not reachable');
+    }
+
+    if (desired === undefined && applied.modules.size === 0 && applied.documents.size === 0 && !pending) {
+      this.applied.delete(key);
+    }
+    this.scheduleRetry(key, pending, signal);
+    if (desired !== undefined) {
+      if (errors.length > 0) {
+        this.log.warn({ origin: describeOrigin(origin), errors }, 'loaded with errors');
+      } else {
+        this.log.info({ origin: describeOrigin(origin), role: origin.role }, 'loaded');
+      }
+      this.options.onOutcome({ origin, errors });
+    } else if (errors.length > 0) {
+      this.log.warn(
+        { origin: describeOrigin(origin), errors },
+        'could not remove everything of a deleted origin',
+      );
+    }
+  }
+
+  /** Loads changed modules in id order and deletes the ones that are gone. Returns true if any is pending. */
+  private async syncModules(
+    applied: Applied,
+    desired: OriginState | undefined,
+    errors: LoadError[],
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    let pending = false;
+    const wanted = new Map((desired?.modules ?? []).map((m) => [m.id, m.text]));
+    for (const id of [...wanted.keys()].sort()) {
+      const text = wanted.get(id) as string;
+      if (applied.modules.get(id) === text) continue;
+      const ok = await this.call('policy', errors, () => this.options.client.putPolicy(id, text, signal));
+      // After a failed load OPA keeps the previous text, if any: which one is not known for sure.
+      applied.modules.set(id, ok ? text : undefined);
+      if (ok) this.loadsSucceeded += 1;
+      else pending = true;
+    }
+    for (const id of [...applied.modules.keys()].sort()) {
+      if (wanted.has(id)) continue;
+      const ok = await this.call('policy', errors, () => this.options.client.deletePolicy(id, signal));
+      if (ok) {
+        applied.modules.delete(id);
+        this.loadsSucceeded += 1;
+      } else {
+        pending = true;
+      }
+    }
+    return pending;
+  }
+
+  /** PUTs changed documents and removes exactly the paths that are gone. Returns true if any is pending. */
+  private async syncData(
+    applied: Applied,
+    desired: OriginState | undefined,
+    errors: LoadError[],
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    let pending = false;
+    if (desired === undefined) {
+      // The origin is gone: remove its own subtree in one call, or each document it had.
+      const root = applied.dataRoot;
+      if (root !== undefined) {
+        if (await this.call('data', errors, () => this.options.client.removeData(root, signal))) {
+          applied.documents.clear();
+          applied.dataRoot = undefined;
+          return false;
+        }
+        return true;
+      }
+    }
+    const wanted = new Map((desired?.documents ?? []).map((d) => [d.path.join('/'), d]));
+    for (const [pathKey, doc] of [...wanted].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      const json = JSON.stringify(doc.value);
+      if (applied.documents.get(pathKey)?.json === json) continue;
+      const ok = await this.call('data', errors, () =>
+        this.options.client.putData(doc.path, doc.value, signal),
+      );
+      applied.documents.set(pathKey, { path: doc.path, json: ok ? json : undefined });
+      if (!ok) pending = true;
+    }
+    for (const [pathKey, doc] of [...applied.documents]) {
+      if (wanted.has(pathKey)) continue;
+      if (await this.call('data', errors, () => this.options.client.removeData(doc.path, signal))) {
+        applied.documents.delete(pathKey);
+      } else {
+        pending = true;
+      }
+    }
+    return pending;
+  }
+
+  /**
+   * One call to OPA. OPA's 4xx answers become the origin's errors (the call is pending and retried);
+   * unavailability is thrown to abort the origin's pass.
+   */
+  private async call(
+    kind: 'policy' | 'data',
+    errors: LoadError[],
+    fn: () => Promise<void>,
+  ): Promise<boolean> {
+    const timer = this.options.metrics?.loadDuration.startTimer({ kind });
+    try {
+      await fn();
+      this.options.metrics?.loads.inc({ kind, result: 'ok' });
+      return true;
+    } catch (err) {
+      this.options.metrics?.loads.inc({ kind, result: 'error' });
+      if (err instanceof OpaHttpError) {
+        const body = err.body;
+        errors.push(
+          body.errors === undefined
+            ? { code: body.code, message: body.message }
+            : { code: body.code, message: body.message, errors: body.errors },
+        );
+        this.options.metrics?.loadErrors.inc({ code: body.code });
+        return false;
+      }
+      if (err instanceof PermanentError) {
+        // Refused before it was sent (e.g. an id OPA could not take): an error of this key only.
+        errors.push({ code: err.code, message: err.message });
+        this.options.metrics?.loadErrors.inc({ code: err.code });
+        return false;
+      }
+      throw err;
+    } finally {
+      timer?.();
+    }
+  }
+
+  /** Pending work is tried again with backoff; success forgets the retry state. */
+  private scheduleRetry(key: string, pending: boolean, signal: AbortSignal): void {
+    const existing = this.retries.get(key);
+    if (!pending) {
+      if (existing !== undefined) {
+        clearTimeout(existing.timer);
+        this.retries.delete(key);
+      }
+      return;
+    }
+    const retry = existing ?? {
+      backoff: new Backoff(this.options.retryBackoff ?? DEFAULT_RETRY),
+      timer: undefined,
+      seenLoads: 0,
+    };
+    retry.seenLoads = this.loadsSucceeded;
+    clearTimeout(retry.timer);
+    const delay = retry.backoff.next();
+    retry.timer = setTimeout(() => {
+      retry.timer = undefined;
+      if (!signal.aborted) this.enqueue(key);
+    }, delay);
+    retry.timer.unref();
+    this.retries.set(key, retry);
+  }
+}

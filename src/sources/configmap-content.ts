@@ -1,0 +1,97 @@
+// Turns one ConfigMap into desired state: each `.data` key a policy module `<ns>/<name>/<key>` or a data
+// document at `<ns>/<name>/<key>`, in sorted key order; what cannot be loaded becomes a problem that
+// names the key and the reason, and never stops the other keys.
+import { createHash } from 'node:crypto';
+import type { V1ConfigMap } from '@kubernetes/client-node';
+import type { DataDocument, OriginProblem, OriginState, PolicyModule } from '../model/desired-state.js';
+import type { ConfigMapOrigin, OriginRole } from '../model/origin.js';
+
+export interface ConfigMapRef {
+  namespace: string;
+  name: string;
+}
+
+export function refOf(cm: V1ConfigMap): ConfigMapRef {
+  return { namespace: cm.metadata?.namespace ?? '', name: cm.metadata?.name ?? '' };
+}
+
+function origin(cm: V1ConfigMap, role: OriginRole): ConfigMapOrigin {
+  return { kind: 'configmap', role, ...refOf(cm) };
+}
+
+function sortedKeys(record: Record<string, string> | undefined): string[] {
+  return Object.keys(record ?? {}).sort();
+}
+
+function binaryDataProblems(cm: V1ConfigMap, what: string): OriginProblem[] {
+  return sortedKeys(cm.binaryData).map((key) => ({
+    key,
+    code: 'binary_data_not_loaded',
+    message: `key ${JSON.stringify(key)} is in binaryData: ${what} are read from .data only, so it was not loaded`,
+  }));
+}
+
+export interface PolicyOptions {
+  /**
+   * Seed-era mode (every ConfigMap of a policy namespace is a policy, labelled or not): only `*.rego`
+   * keys are policies there, since such a namespace also holds ConfigMaps that are not Rego.
+   */
+  regoKeysOnly: boolean;
+}
+
+export function policyState(cm: V1ConfigMap, options: PolicyOptions): OriginState {
+  const { namespace, name } = refOf(cm);
+  const modules: PolicyModule[] = sortedKeys(cm.data)
+    .filter((key) => !options.regoKeysOnly || key.endsWith('.rego'))
+    .map((key) => ({ id: `${namespace}/${name}/${key}`, text: cm.data?.[key] ?? '' }));
+  return {
+    origin: origin(cm, 'policy'),
+    modules,
+    documents: [],
+    problems: binaryDataProblems(cm, 'policies'),
+  };
+}
+
+export function dataState(cm: V1ConfigMap): OriginState {
+  const { namespace, name } = refOf(cm);
+  const documents: DataDocument[] = [];
+  const problems: OriginProblem[] = [];
+  for (const key of sortedKeys(cm.data)) {
+    const text = cm.data?.[key] ?? '';
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      problems.push({
+        key,
+        code: 'invalid_json',
+        message: `key ${JSON.stringify(key)} is not valid JSON: ${err instanceof Error ? err.message : String(err)}`,
+      });
+      continue;
+    }
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      const kind = value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+      problems.push({
+        key,
+        code: 'invalid_data',
+        message: `key ${JSON.stringify(key)} must hold a JSON object, not ${kind}`,
+      });
+      continue;
+    }
+    documents.push({ path: [namespace, name, key], value });
+  }
+  problems.push(...binaryDataProblems(cm, 'data documents'));
+  return { origin: origin(cm, 'data'), modules: [], documents, dataRoot: [namespace, name], problems };
+}
+
+/**
+ * What a reload depends on: labels, data and binaryData. Annotations (our own status among them) and
+ * resourceVersion are left out, so writing the status never causes a reload.
+ */
+export function fingerprint(cm: V1ConfigMap): string {
+  const canonical = (record: Record<string, string> | undefined): [string, string][] =>
+    sortedKeys(record).map((k) => [k, record?.[k] ?? '']);
+  return createHash('sha256')
+    .update(JSON.stringify([canonical(cm.metadata?.labels), canonical(cm.data), canonical(cm.binaryData)]))
+    .digest('hex');
+}

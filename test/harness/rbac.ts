@@ -1,0 +1,63 @@
+// Least-privilege identities for tests: a ServiceAccount bound, in each given namespace, to a Role with
+// only the given rules, and a kubeconfig that authenticates with a token minted for it.
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { CoreV1Api, RbacAuthorizationV1Api, type V1PolicyRule } from '@kubernetes/client-node';
+import { controlPlane } from './index.js';
+import { runDir } from './run-dir.js';
+
+/** The rules opa-sync needs on ConfigMaps in each namespace it watches. */
+export const CONFIGMAP_RULES: V1PolicyRule[] = [
+  { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch', 'patch'] },
+];
+
+export async function serviceAccountKubeconfig(
+  home: string,
+  name: string,
+  roleNamespaces: readonly string[],
+  rules: V1PolicyRule[],
+): Promise<string> {
+  const cp = await controlPlane();
+  const kc = cp.kubeConfig();
+  const core = kc.makeApiClient(CoreV1Api);
+  const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
+  await core.createNamespacedServiceAccount({ namespace: home, body: { metadata: { name } } });
+  for (const namespace of roleNamespaces) {
+    await rbac.createNamespacedRole({ namespace, body: { metadata: { name }, rules } });
+    await rbac.createNamespacedRoleBinding({
+      namespace,
+      body: {
+        metadata: { name },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
+        subjects: [{ kind: 'ServiceAccount', name, namespace: home }],
+      },
+    });
+  }
+  const token = await core.createNamespacedServiceAccountToken({
+    name,
+    namespace: home,
+    body: { spec: { audiences: ['https://kubernetes.default.svc'], expirationSeconds: 3600 } },
+  });
+  const file = path.join(runDir(), `kubeconfig-${home}-${name}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [
+        {
+          name: 'test',
+          cluster: {
+            server: cp.server,
+            'certificate-authority-data': Buffer.from(cp.ca.pem).toString('base64'),
+          },
+        },
+      ],
+      users: [{ name, user: { token: token.status?.token } }],
+      contexts: [{ name: 'test', context: { cluster: 'test', user: name } }],
+      'current-context': 'test',
+    }),
+    { mode: 0o600 },
+  );
+  return file;
+}
