@@ -408,6 +408,22 @@ describe('sidecar: ConfigMaps into OPA (real OPA + kube-apiserver)', function ()
     expect(await annotation(ns, 'policy-include')).to.equal(OK);
   });
 
+  it('keeps watching after the API server restarts', async () => {
+    const cp = await controlPlane();
+    await cp.stopApiServer();
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await cp.startApiServer();
+    await put(ns, 'after-apiserver-restart', { 'r.rego': 'package e2e.restart\n\nallow := true\n' });
+    await waitFor(
+      'the new ConfigMap to be loaded',
+      async () => ((await annotation(ns, 'after-apiserver-restart')) === OK ? true : undefined),
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    expect(await evaluate('e2e/restart/allow')).to.equal(true);
+  });
+
   it('stops cleanly on SIGTERM', async () => {
     const extra = await startOpaSync([
       `--kubeconfig=${kubeconfig}`,
