@@ -101,6 +101,41 @@ export const FLAGS = {
     default: ['openpolicyagent.org/policy-status'],
     help: 'annotation keys that get the load status of each ConfigMap',
   },
+  replicate: {
+    kind: 'list',
+    default: [],
+    help: 'replicate a namespaced resource into OPA, as [group/]version/resource (e.g. v1/services, apps/v1/deployments)',
+  },
+  'replicate-cluster': {
+    kind: 'list',
+    default: [],
+    help: 'replicate a resource listed at cluster scope, as [group/]version/resource (e.g. v1/namespaces)',
+  },
+  'replicate-path': {
+    kind: 'string',
+    default: 'kubernetes',
+    help: "data path of replicated resources, '/'-separated; empty for the data root",
+  },
+  'replicate-ignore-namespaces': {
+    kind: 'list',
+    default: [],
+    help: 'namespaces whose objects --replicate skips (not applied to --replicate-cluster)',
+  },
+  'replicate-cluster-by-name': {
+    kind: 'bool',
+    default: false,
+    help: 'key --replicate-cluster objects by name only, as kube-mgmt <= 6.0 did (same-named objects collide)',
+  },
+  'replicate-keep-managed-fields': {
+    kind: 'bool',
+    default: false,
+    help: 'keep metadata.managedFields in replicated objects; otherwise it is dropped',
+  },
+  'replicate-allow-secrets': {
+    kind: 'bool',
+    default: false,
+    help: "allow replicating v1/secrets (every caller of OPA's data API can then read them)",
+  },
   'health-endpoint': {
     kind: 'string',
     default: undefined,

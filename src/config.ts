@@ -14,6 +14,19 @@ import {
 import { ConfigError } from './util/errors.js';
 import type { LogFormat, LogLevel } from './util/logger.js';
 
+/** A Kubernetes resource to replicate; all lower-cased, `group` '' = the core group. */
+export interface ResourceRef {
+  group: string;
+  version: string;
+  /** The plural resource name (`services`, `networkpolicies`), not the kind. */
+  resource: string;
+}
+
+/** `v1/services`, `networking.k8s.io/v1/networkpolicies`: the flag syntax, as kube-mgmt prints it. */
+export function formatResource(ref: ResourceRef): string {
+  return ref.group === '' ? `${ref.version}/${ref.resource}` : `${ref.group}/${ref.version}/${ref.resource}`;
+}
+
 export interface Config {
   kubeconfig: string | undefined;
   opa: {
@@ -36,6 +49,22 @@ export interface Config {
   namespaces: { all: boolean; names: string[] };
   statusAnnotations: string[];
   healthEndpoint: { host: string; port: number } | undefined;
+  replication: {
+    /** --replicate: listed per namespace (all but `ignoreNamespaces`); de-duplicated, in order. */
+    namespaced: ResourceRef[];
+    /** --replicate-cluster: listed at cluster scope; de-duplicated, in order. */
+    cluster: ResourceRef[];
+    /** --replicate-path split on '/', empty segments dropped: `[]` is the data root. */
+    path: string[];
+    /** --replicate-ignore-namespaces, applied to `namespaced` only. */
+    ignoreNamespaces: string[];
+    /** Seed-era layout: `cluster` objects keyed by name only, even namespaced ones. */
+    clusterByName: boolean;
+    /** False: metadata.managedFields is dropped from replicated objects. */
+    keepManagedFields: boolean;
+    /** Without it, core `v1/secrets` cannot be replicated. */
+    allowSecrets: boolean;
+  };
 }
 
 export type ParseResult =
@@ -247,6 +276,7 @@ function buildConfig(
     ),
     statusAnnotations: buildStatusAnnotations(values['status-annotation'], problems),
     healthEndpoint: buildHealthEndpoint(values['health-endpoint'], problems),
+    replication: buildReplication(values, problems),
   };
 }
 
@@ -401,6 +431,73 @@ function buildHealthEndpoint(raw: string | undefined, problems: string[]): Confi
     problems.push(`--health-endpoint: ${quote(name)} is not an IP address or host name`);
   }
   return { host: name === '' ? '0.0.0.0' : name, port };
+}
+
+function buildReplication(values: FlagValues, problems: string[]): Config['replication'] {
+  const allowSecrets = values['replicate-allow-secrets'];
+  // kube-mgmt's chart passes `--replicate-path=kubernetes`; `--replicate-path=` is the data root.
+  const path = (values['replicate-path'] ?? '').split('/').filter((segment) => segment !== '');
+  return {
+    namespaced: buildResources('replicate', values.replicate, allowSecrets, path, problems),
+    cluster: buildResources('replicate-cluster', values['replicate-cluster'], allowSecrets, path, problems),
+    path,
+    ignoreNamespaces: buildIgnoreNamespaces(values['replicate-ignore-namespaces'], problems),
+    clusterByName: values['replicate-cluster-by-name'],
+    keepManagedFields: values['replicate-keep-managed-fields'],
+    allowSecrets,
+  };
+}
+
+/** The resources of --replicate or --replicate-cluster: parsed, de-duplicated, in order. */
+function buildResources(
+  flag: 'replicate' | 'replicate-cluster',
+  raw: readonly string[],
+  allowSecrets: boolean,
+  path: readonly string[],
+  problems: string[],
+): ResourceRef[] {
+  const refs = new Map<string, ResourceRef>();
+  for (const value of raw) {
+    const ref = parseResource(value);
+    if (ref === undefined) {
+      problems.push(`--${flag}=${value}: format: [group/]version/resource`);
+    } else if (!refs.has(formatResource(ref))) {
+      refs.set(formatResource(ref), ref);
+    }
+  }
+  for (const [text, ref] of refs) {
+    if (ref.group === '' && ref.resource === 'secrets' && !allowSecrets) {
+      const where = ['data', ...path, 'secrets'].join('.');
+      problems.push(
+        `--${flag}=${text}: replicating Secrets would expose them to every caller of OPA's data API ` +
+          `(as ${where}); pass --replicate-allow-secrets to allow it`,
+      );
+    }
+  }
+  return [...refs.values()];
+}
+
+/**
+ * `[group/]version/resource`, as kube-mgmt's cmd/kube-mgmt/flag.go: every part lower-cased; fewer
+ * than 2 parts or an empty part is an error. kube-mgmt splits into at most 3 parts, so it took
+ * `a/v1/b/c` as resource `b/c`; a '/' cannot be in a resource name, so that is an error here.
+ */
+function parseResource(value: string): ResourceRef | undefined {
+  const parts = value.split('/').map((part) => part.toLowerCase());
+  if (parts.length < 2 || parts.length > 3 || parts.includes('')) return undefined;
+  const [group, version, resource] = parts.length === 2 ? ['', ...parts] : parts;
+  if (group === undefined || version === undefined || resource === undefined) return undefined;
+  return { group, version, resource };
+}
+
+function buildIgnoreNamespaces(raw: readonly string[], problems: string[]): string[] {
+  // Empty items are already dropped: the opa-kube-mgmt chart passes `--replicate-ignore-namespaces=`.
+  const names = [...new Set(raw)];
+  for (const name of names) {
+    const errors = dns1123LabelErrors(name);
+    if (errors.length > 0) problems.push(fieldInvalid('--replicate-ignore-namespaces', name, errors));
+  }
+  return names;
 }
 
 function isIPv4(text: string): boolean {

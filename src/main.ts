@@ -10,6 +10,9 @@ import { OpaClient } from './opa/client.js';
 import { OpaPusher } from './opa/pusher.js';
 import { StatusWriter } from './kube/status-writer.js';
 import { ConfigMapSource } from './sources/configmaps.js';
+import { ReplicationSource } from './sources/replication.js';
+import { KubeRawClient } from './kube/raw-client.js';
+import { ReplicatedCollections } from './model/collections.js';
 import { usage } from './usage.js';
 import { ConfigError, messageOf } from './util/errors.js';
 import { createLogger, type Logger } from './util/logger.js';
@@ -42,6 +45,24 @@ async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): P
   const kubeConfig = loadKubeConfig(config);
   const state = new DesiredState();
   const client = new OpaClient({ ...config.opa, logger: logger.child({ component: 'opa-client' }) });
+  const collections = new ReplicatedCollections();
+  const { replication: rep } = config;
+  const replication =
+    rep.namespaced.length + rep.cluster.length === 0
+      ? undefined
+      : new ReplicationSource({
+          kubeConfig,
+          raw: new KubeRawClient(kubeConfig, KUBE_CALL_TIMEOUT_MS),
+          collections,
+          logger: logger.child({ component: 'replication' }),
+          metrics,
+          namespaced: rep.namespaced,
+          cluster: rep.cluster,
+          path: rep.path,
+          ignoreNamespaces: rep.ignoreNamespaces,
+          clusterByName: rep.clusterByName,
+          keepManagedFields: rep.keepManagedFields,
+        });
   const statusWriter = new StatusWriter({
     kubeConfig,
     annotations: config.statusAnnotations,
@@ -56,6 +77,7 @@ async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): P
     onOutcome: (outcome) => statusWriter.report(outcome),
     resyncIntervalMs: config.opa.resyncIntervalMs,
     metrics,
+    collections: replication === undefined ? undefined : collections,
   });
   const source = new ConfigMapSource({
     kubeConfig,
@@ -72,7 +94,11 @@ async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): P
     const { host, port } = config.healthEndpoint;
     const app = createOpsApp(
       metrics,
-      () => ({ configmaps: source.isSynced(), opa: pusher.isReady() }),
+      () => ({
+        configmaps: source.isSynced(),
+        ...(replication === undefined ? {} : { replication: replication.isSynced() }),
+        opa: pusher.isReady(),
+      }),
       logger.child({ component: 'ops' }),
     );
     ops = await listen(app, host, port);
@@ -80,6 +106,14 @@ async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): P
   }
 
   const sinks = [supervise('opa-pusher', pusher.run(signal)), supervise('status', statusWriter.run(signal))];
+  try {
+    await replication?.start(signal);
+  } catch (err) {
+    controller.abort();
+    await Promise.all(sinks);
+    await ops?.close();
+    throw err;
+  }
   source.start();
   void source.synced.then(() => {
     logger.info({ origins: state.size }, 'ConfigMaps listed');
@@ -89,6 +123,7 @@ async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): P
   await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
   logger.info('stopping');
   await source.stop();
+  await replication?.stop();
   await Promise.all(sinks);
   client.close();
   await ops?.close();
@@ -117,6 +152,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const { config, warnings } = parsed;
+  const replicationProblems = ReplicationSource.check(
+    config.replication.namespaced,
+    config.replication.cluster,
+  );
+  if (replicationProblems.length > 0) {
+    process.stderr.write(`opa-sync: ${new ConfigError(replicationProblems).message}\n`);
+    return 2;
+  }
   const logger = createLogger(config.log.level, config.log.format);
   for (const warning of warnings) logger.warn(warning);
   logger.info({ version: version(), opaUrl: config.opa.url }, 'starting');

@@ -53,6 +53,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly replicatedObjects = new Gauge({
+    name: 'opa_sync_replicated_objects',
+    help: 'Objects of each replicated collection that OPA holds',
+    labelNames: ['collection'] as const,
+    registers: [this.registry],
+  });
+
+  readonly replicationCollisions = new Counter({
+    name: 'opa_sync_replication_name_collisions_total',
+    help: 'Objects left out of a --replicate-cluster-by-name collection because another namespace has one of the same name',
+    labelNames: ['collection'] as const,
+    registers: [this.registry],
+  });
+
   constructor({ processMetrics = true }: { processMetrics?: boolean } = {}) {
     if (processMetrics) collectDefaultMetrics({ register: this.registry });
   }

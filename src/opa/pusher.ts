@@ -1,11 +1,12 @@
-// The OPA push sink: makes the OPA next to us hold exactly the desired state, origin by origin, and
-// reports each origin's outcome. Level-triggered: origins are queued by key and read from the desired
+// The OPA push sink: makes the OPA next to us hold exactly the desired state, origin by origin (and each
+// replicated collection, through collection-sync.ts), and reports each origin's outcome. Level-triggered: origins are queued by key and read from the desired
 // state when worked on, so bursts coalesce. It heals on its own:
 // - a module rejected because something it needs is not loaded yet is retried with backoff, and at once
 //   whenever another module loads (dependency order across keys and ConfigMaps);
 // - a marker document is checked every resync interval; when it is gone (OPA restarted and lost what we
 //   pushed) or OPA is reachable again after a failure, everything is pushed again.
 import { randomUUID } from 'node:crypto';
+import type { ReplicatedCollections } from '../model/collections.js';
 import type { DesiredState, OriginState } from '../model/desired-state.js';
 import type { LoadError, Outcome } from '../model/outcome.js';
 import { describeOrigin, type Origin } from '../model/origin.js';
@@ -14,8 +15,15 @@ import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
 import { PermanentError, RetryableError, isAbortError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { OpaHttpError, type OpaClient } from './client.js';
+import { CollectionSync } from './collection-sync.js';
 
-export type OpaApi = Pick<OpaClient, 'putPolicy' | 'deletePolicy' | 'putData' | 'removeData' | 'getData'>;
+export type OpaApi = Pick<
+  OpaClient,
+  'putPolicy' | 'deletePolicy' | 'putData' | 'removeData' | 'getData' | 'patchData'
+>;
+
+/** Queue keys of replicated collections carry this prefix; the others are origin keys. */
+const COLLECTION = 'collection:';
 
 /** Where opa-sync keeps its marker in OPA's data: its absence means OPA lost what we pushed. */
 export const MARKER_PATH: readonly string[] = ['opa_sync', 'marker'];
@@ -28,6 +36,8 @@ export interface PusherOptions {
   resyncIntervalMs: number;
   metrics?: Metrics | undefined;
   retryBackoff?: BackoffOptions;
+  /** Replicated Kubernetes collections, pushed by the same loop and healed by the same restart handling. */
+  collections?: ReplicatedCollections | undefined;
 }
 
 /** What OPA holds because of one origin, as far as we know. */
@@ -68,13 +78,19 @@ export class OpaPusher {
   private sourcesSynced = false;
   private initialLoadDone = false;
 
+  private readonly collectionSync: CollectionSync | undefined;
+
   constructor(private readonly options: PusherOptions) {
     this.log = options.logger;
+    this.collectionSync =
+      options.collections === undefined
+        ? undefined
+        : new CollectionSync(options.collections, options.client, options.logger, options.metrics);
   }
 
   /** True once OPA is reachable and everything the sources held at their initial sync was tried. */
   isReady(): boolean {
-    return this.reachable && this.initialLoadDone;
+    return this.reachable && this.initialLoadDone && (this.collectionSync?.allLoaded() ?? true);
   }
 
   /** Called once every source has listed its objects: the next time the queue drains, the initial load is done. */
@@ -86,6 +102,10 @@ export class OpaPusher {
   /** Runs until the signal aborts. */
   async run(signal: AbortSignal): Promise<void> {
     const unsubscribe = this.options.state.subscribe((key) => this.enqueue(key));
+    const unsubscribeCollections = this.options.collections?.subscribe((key, id) => {
+      this.collectionSync?.markDirty(key, id);
+      this.enqueue(COLLECTION + key);
+    });
     const checker = this.checkOpaLoop(signal);
     try {
       while (!signal.aborted) {
@@ -108,6 +128,7 @@ export class OpaPusher {
       if (!isAbortError(err) && !signal.aborted) throw err;
     } finally {
       unsubscribe();
+      unsubscribeCollections?.();
       for (const retry of this.retries.values()) clearTimeout(retry.timer);
       this.poke();
       await checker;
@@ -214,6 +235,8 @@ export class OpaPusher {
     // OPA may have lost anything (restart) or nothing (a network hiccup): load everything wanted again,
     // and still remove what is no longer wanted.
     for (const applied of this.applied.values()) forget(applied);
+    this.collectionSync?.forgetAll();
+    for (const key of this.options.collections?.keys() ?? []) this.queue.add(COLLECTION + key);
     for (const key of this.options.state.keys()) this.queue.add(key);
     for (const key of this.applied.keys()) this.queue.add(key);
     this.options.metrics?.queueDepth.set(this.queue.size);
@@ -221,8 +244,29 @@ export class OpaPusher {
 
   private fullPushWarned = false;
 
-  /** Makes OPA match one origin's desired state, then reports the outcome. */
   private async sync(key: string, signal: AbortSignal): Promise<void> {
+    if (key.startsWith(COLLECTION)) await this.syncCollection(key.slice(COLLECTION.length), signal);
+    else await this.syncOrigin(key, signal);
+  }
+
+  private async syncCollection(key: string, signal: AbortSignal): Promise<void> {
+    try {
+      if (await this.collectionSync?.sync(key, signal)) this.enqueue(COLLECTION + key);
+    } catch (err) {
+      if (!(err instanceof RetryableError)) throw err;
+      this.lostOpa(err, `collection ${key}`);
+    }
+  }
+
+  /** OPA went away mid-way: the checker brings everything back once it answers. */
+  private lostOpa(err: RetryableError, what: string): void {
+    this.reachable = false;
+    this.fullPushWanted = true;
+    this.log.warn({ target: what, err: err.message }, 'OPA is not reachable');
+  }
+
+  /** Makes OPA match one origin's desired state, then reports the outcome. */
+  private async syncOrigin(key: string, signal: AbortSignal): Promise<void> {
     const desired = this.options.state.get(key);
     const prev = this.applied.get(key);
     if (desired === undefined && prev === undefined) return;
@@ -250,9 +294,7 @@ export class OpaPusher {
       // OPA went away mid-way: report it, and let the checker bring everything back when it answers.
       errors.push({ code: err.code, message: err.message });
       this.options.metrics?.loadErrors.inc({ code: err.code });
-      this.reachable = false;
-      this.fullPushWanted = true;
-      this.log.warn({ origin: describeOrigin(origin), err: err.message }, 'OPA is not reachable');
+      this.lostOpa(err, describeOrigin(origin));
     }
 
     if (desired === undefined && applied.modules.size === 0 && applied.documents.size === 0 && !pending) {

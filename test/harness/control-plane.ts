@@ -18,6 +18,8 @@ export interface ControlPlane {
   /** A kubeconfig file (JSON) for kubectl and client-node, as the admin user. */
   readonly kubeconfigFile: string;
   readonly adminToken: string;
+  /** etcd's client URL (for tests that compact it, to force 410 Gone on old watches). */
+  readonly etcdUrl: string;
   readonly ca: CertificateAuthority;
   readonly processes: { etcd: ManagedProcess; apiserver: ManagedProcess; controllerManager: ManagedProcess };
   /** A fresh client-node KubeConfig for the admin user. */
@@ -176,6 +178,7 @@ export async function startControlPlane(runFolder: string, ca: CertificateAuthor
     server,
     kubeconfigFile,
     adminToken,
+    etcdUrl: etcd.url,
     ca,
     get processes() {
       return { etcd: etcd.proc, apiserver, controllerManager };

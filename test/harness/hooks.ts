@@ -12,7 +12,7 @@ export const mochaHooks = {
     if (this.currentTest?.state !== 'failed') return;
     failures += 1;
     for (const p of runningProcesses()) {
-      process.stderr.write(`\n----- last lines of ${p.name} (${p.logFile}) -----\n${logTail(p)}\n`);
+      process.stderr.write(`\n----- last lines of ${p.name} (${p.logFile}) -----\n${logTail(p, 15)}\n`);
     }
   },
 };

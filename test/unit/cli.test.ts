@@ -36,6 +36,20 @@ describe('opa-sync command line', () => {
     expect(out.stdout).to.include('--version');
   });
 
+  it('refuses to replicate Secrets without --replicate-allow-secrets, saying why', async () => {
+    const out = await opaSync('--replicate=v1/secrets');
+    expect(out.code).to.equal(2);
+    expect(out.stderr).to.include('--replicate=v1/secrets');
+    expect(out.stderr).to.include('--replicate-allow-secrets');
+    expect(out.stderr).to.match(/expose/);
+  });
+
+  it('refuses a resource replicated twice (one data path, two writers)', async () => {
+    const out = await opaSync('--replicate=v1/services', '--replicate-cluster=v1/services');
+    expect(out.code).to.equal(2);
+    expect(out.stderr).to.include('resource "services" is replicated twice');
+  });
+
   it('reports every configuration problem at once and exits non-zero', async () => {
     const out = await opaSync('--log-level=loud', '--opa-url=', 'stray');
     expect(out.code).to.equal(2);

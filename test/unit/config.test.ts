@@ -2,7 +2,7 @@
 // seed-era kube-mgmt flags and their warnings, unknown flags, every validation error's text, and the
 // --help text generated from the flag table.
 import { expect } from 'chai';
-import { parseArgs, type Config } from '../../src/config.js';
+import { formatResource, parseArgs, type Config } from '../../src/config.js';
 import { FLAGS, flagEntries, formatDefault, type FlagName } from '../../src/config-flags.js';
 import { usage } from '../../src/usage.js';
 import { ConfigError } from '../../src/util/errors.js';
@@ -42,6 +42,15 @@ const DEFAULTS: Config = {
   namespaces: { all: false, names: ['opa'] },
   statusAnnotations: ['openpolicyagent.org/policy-status'],
   healthEndpoint: undefined,
+  replication: {
+    namespaced: [],
+    cluster: [],
+    path: ['kubernetes'],
+    ignoreNamespaces: [],
+    clusterByName: false,
+    keepManagedFields: false,
+    allowSecrets: false,
+  },
 };
 
 // k8s.io/apimachinery's texts, as pinned by kube-mgmt's cmd/kube-mgmt/flag_test.go.
@@ -234,6 +243,13 @@ describe('configuration (parseArgs)', () => {
         namespaces: ['--namespaces=n'],
         'status-annotation': ['--status-annotation=s'],
         'health-endpoint': ['--health-endpoint=:1'],
+        replicate: ['--replicate=v1/pods'],
+        'replicate-cluster': ['--replicate-cluster=v1/nodes'],
+        'replicate-path': ['--replicate-path=k8s'],
+        'replicate-ignore-namespaces': ['--replicate-ignore-namespaces=kube-system'],
+        'replicate-cluster-by-name': ['--replicate-cluster-by-name'],
+        'replicate-keep-managed-fields': ['--replicate-keep-managed-fields'],
+        'replicate-allow-secrets': ['--replicate-allow-secrets'],
         policies: ['--policies=n'],
         'require-policy-label': ['--require-policy-label'],
         'pod-name': ['--pod-name=p'],
@@ -243,6 +259,212 @@ describe('configuration (parseArgs)', () => {
       for (const [name, argv] of Object.entries(samples)) {
         const { warnings } = run(...argv);
         expect(warnings.join('\n'), name).not.to.include('unknown flag');
+      }
+    });
+  });
+
+  describe('replication flags', () => {
+    const core = (version: string, resource: string) => ({ group: '', version, resource });
+    const cases: Array<{ argv: string[]; pick: (c: Config) => unknown; expected: unknown }> = [
+      {
+        argv: ['--replicate=v1/services'],
+        pick: (c) => c.replication.namespaced,
+        expected: [core('v1', 'services')],
+      },
+      {
+        argv: ['--replicate', 'apps/v1/deployments'],
+        pick: (c) => c.replication.namespaced,
+        expected: [{ group: 'apps', version: 'v1', resource: 'deployments' }],
+      },
+      {
+        argv: ['--replicate=v1/services', '--replicate', 'v1/configmaps', '--replicate=apps/v1/deployments'],
+        pick: (c) => c.replication.namespaced,
+        expected: [
+          core('v1', 'services'),
+          core('v1', 'configmaps'),
+          { group: 'apps', version: 'v1', resource: 'deployments' },
+        ],
+      },
+      {
+        argv: ['--replicate=v1/services,networking.k8s.io/v1/networkpolicies, v1/pods,'],
+        pick: (c) => c.replication.namespaced,
+        expected: [
+          core('v1', 'services'),
+          { group: 'networking.k8s.io', version: 'v1', resource: 'networkpolicies' },
+          core('v1', 'pods'),
+        ],
+      },
+      // Lower-cased as kube-mgmt does (its flag_test.go: example.org/Foo/bar), then de-duplicated in order.
+      {
+        argv: [
+          '--replicate=example.org/Foo/bar',
+          '--replicate=v1/pods,EXAMPLE.ORG/foo/BAR',
+          '--replicate=V1/Pods',
+        ],
+        pick: (c) => c.replication.namespaced,
+        expected: [{ group: 'example.org', version: 'foo', resource: 'bar' }, core('v1', 'pods')],
+      },
+      {
+        argv: ['--replicate=v2/corge'],
+        pick: (c) => c.replication.namespaced,
+        expected: [core('v2', 'corge')],
+      },
+      {
+        argv: ['--replicate-cluster=v1/namespaces'],
+        pick: (c) => c.replication,
+        expected: { ...DEFAULTS.replication, cluster: [core('v1', 'namespaces')] },
+      },
+      {
+        argv: [
+          '--replicate-cluster',
+          'Networking.K8s.io/V1/NetworkPolicies',
+          '--replicate-cluster=v1/nodes,v1/namespaces',
+        ],
+        pick: (c) => c.replication.cluster,
+        expected: [
+          { group: 'networking.k8s.io', version: 'v1', resource: 'networkpolicies' },
+          core('v1', 'nodes'),
+          core('v1', 'namespaces'),
+        ],
+      },
+      // The same resource in both flags is kept in both: the flags differ in how it is listed.
+      {
+        argv: ['--replicate=v1/pods', '--replicate-cluster=v1/pods'],
+        pick: (c) => [c.replication.namespaced, c.replication.cluster],
+        expected: [[core('v1', 'pods')], [core('v1', 'pods')]],
+      },
+      { argv: ['--replicate-path=k8s'], pick: (c) => c.replication.path, expected: ['k8s'] },
+      { argv: ['--replicate-path', 'a/b'], pick: (c) => c.replication.path, expected: ['a', 'b'] },
+      { argv: ['--replicate-path=/a//b/'], pick: (c) => c.replication.path, expected: ['a', 'b'] },
+      { argv: ['--replicate-path='], pick: (c) => c.replication.path, expected: [] },
+      { argv: ['--replicate-path=/'], pick: (c) => c.replication.path, expected: [] },
+      {
+        argv: [
+          '--replicate-ignore-namespaces=kube-system,kube-public',
+          '--replicate-ignore-namespaces',
+          'opa',
+        ],
+        pick: (c) => c.replication.ignoreNamespaces,
+        expected: ['kube-system', 'kube-public', 'opa'],
+      },
+      {
+        argv: ['--replicate-ignore-namespaces=a,,a, b'],
+        pick: (c) => c.replication.ignoreNamespaces,
+        expected: ['a', 'b'],
+      },
+      // What the opa-kube-mgmt chart passes when no namespace is ignored.
+      { argv: ['--replicate-ignore-namespaces='], pick: (c) => c.replication.ignoreNamespaces, expected: [] },
+      { argv: ['--replicate-cluster-by-name'], pick: (c) => c.replication.clusterByName, expected: true },
+      {
+        argv: ['--replicate-cluster-by-name', '--replicate-cluster-by-name=false'],
+        pick: (c) => c.replication.clusterByName,
+        expected: false,
+      },
+      {
+        argv: ['--replicate-keep-managed-fields'],
+        pick: (c) => c.replication.keepManagedFields,
+        expected: true,
+      },
+      {
+        argv: ['--replicate-keep-managed-fields=false'],
+        pick: (c) => c.replication.keepManagedFields,
+        expected: false,
+      },
+      { argv: ['--replicate-allow-secrets'], pick: (c) => c.replication.allowSecrets, expected: true },
+      {
+        argv: ['--replicate=v1/secrets,v1/pods', '--replicate-allow-secrets'],
+        pick: (c) => c.replication.namespaced,
+        expected: [core('v1', 'secrets'), core('v1', 'pods')],
+      },
+      {
+        argv: ['--replicate-cluster=V1/Secrets', '--replicate-allow-secrets=true'],
+        pick: (c) => c.replication.cluster,
+        expected: [core('v1', 'secrets')],
+      },
+      // Only the core group's Secrets: a resource named `secrets` in another group is not one.
+      {
+        argv: ['--replicate=example.com/v1/secrets'],
+        pick: (c) => c.replication.namespaced,
+        expected: [{ group: 'example.com', version: 'v1', resource: 'secrets' }],
+      },
+    ];
+    for (const { argv, pick, expected } of cases) {
+      it(`${argv.join(' ')}`, () => {
+        const { config, warnings } = run(...argv);
+        expect(pick(config)).to.deep.equal(expected);
+        expect(warnings).to.deep.equal([]);
+      });
+    }
+
+    const FORMAT = 'format: [group/]version/resource';
+    const SECRETS =
+      "replicating Secrets would expose them to every caller of OPA's data API (as data.kubernetes.secrets); pass --replicate-allow-secrets to allow it";
+    const errors: Array<{ argv: string[]; problems: string[] }> = [
+      { argv: ['--replicate=foo'], problems: [`--replicate=foo: ${FORMAT}`] },
+      { argv: ['--replicate-cluster', 'foo/bar/'], problems: [`--replicate-cluster=foo/bar/: ${FORMAT}`] },
+      { argv: ['--replicate=/v1/pods'], problems: [`--replicate=/v1/pods: ${FORMAT}`] },
+      { argv: ['--replicate=apps//deployments'], problems: [`--replicate=apps//deployments: ${FORMAT}`] },
+      { argv: ['--replicate=v1/'], problems: [`--replicate=v1/: ${FORMAT}`] },
+      // kube-mgmt would take resource `deployments/scale`; no resource name holds a '/'.
+      {
+        argv: ['--replicate=apps/v1/deployments/scale'],
+        problems: [`--replicate=apps/v1/deployments/scale: ${FORMAT}`],
+      },
+      { argv: ['--replicate=v1/secrets'], problems: [`--replicate=v1/secrets: ${SECRETS}`] },
+      { argv: ['--replicate-cluster=V1/Secrets'], problems: [`--replicate-cluster=v1/secrets: ${SECRETS}`] },
+      {
+        argv: ['--replicate=v1/secrets', '--replicate=v1/secrets', '--replicate-allow-secrets=false'],
+        problems: [`--replicate=v1/secrets: ${SECRETS}`],
+      },
+      {
+        argv: ['--replicate-path=', '--replicate-cluster=v1/secrets'],
+        problems: [
+          "--replicate-cluster=v1/secrets: replicating Secrets would expose them to every caller of OPA's data API (as data.secrets); pass --replicate-allow-secrets to allow it",
+        ],
+      },
+      {
+        argv: ['--replicate-ignore-namespaces=ok,Bad_NS'],
+        problems: [`--replicate-ignore-namespaces: Invalid value: "Bad_NS": ${NAMESPACE_RULE}`],
+      },
+      { argv: ['--replicate'], problems: ['flag needs an argument: --replicate'] },
+      {
+        argv: ['--replicate-allow-secrets', 'true'],
+        problems: [
+          'unexpected argument "true": opa-sync takes flags only (a boolean flag takes no separate value: write --replicate-allow-secrets=true)',
+        ],
+      },
+    ];
+    for (const { argv, problems } of errors) {
+      it(`${argv.join(' ')} is an error`, () => {
+        expect(problemsOf(...argv)).to.deep.equal(problems);
+      });
+    }
+
+    it('collects every replication problem with the others, in one ConfigError', () => {
+      expect(
+        problemsOf(
+          '--replicate=foo,v1/secrets,v1/pods',
+          '--replicate-cluster=a//b',
+          '--replicate-ignore-namespaces=X',
+          '--log-level=loud',
+        ),
+      ).to.deep.equal([
+        '--log-level: invalid log level "loud" (one of debug, info, warn, error)',
+        `--replicate=foo: ${FORMAT}`,
+        `--replicate=v1/secrets: ${SECRETS}`,
+        `--replicate-cluster=a//b: ${FORMAT}`,
+        `--replicate-ignore-namespaces: Invalid value: "X": ${NAMESPACE_RULE}`,
+      ]);
+    });
+
+    it('formats a resource as the flags take it', () => {
+      expect(formatResource({ group: '', version: 'v1', resource: 'services' })).to.equal('v1/services');
+      expect(
+        formatResource({ group: 'networking.k8s.io', version: 'v1', resource: 'networkpolicies' }),
+      ).to.equal('networking.k8s.io/v1/networkpolicies');
+      for (const text of ['v1/pods', 'apps/v1/deployments']) {
+        const [ref] = run(`--replicate=${text}`).config.replication.namespaced;
+        expect(ref && formatResource(ref)).to.equal(text);
       }
     });
   });
@@ -388,12 +610,12 @@ describe('configuration (parseArgs)', () => {
       },
       { argv: ['-x'], warnings: ['unknown flag -x ignored'] },
       { argv: ['-hx'], warnings: ['unknown flag -hx ignored'] },
+      // Near misses of the replication flags are not taken for them.
       {
-        argv: ['--replicate=v1/pods', '--replicate-cluster', 'v1/namespaces', '--replicate-path='],
+        argv: ['--replicate-namespaces=a', '--replicate-clusters', 'v1/nodes'],
         warnings: [
-          'unknown flag --replicate ignored',
-          'unknown flag --replicate-cluster ignored (and the value after it)',
-          'unknown flag --replicate-path ignored',
+          'unknown flag --replicate-namespaces ignored',
+          'unknown flag --replicate-clusters ignored (and the value after it)',
         ],
       },
       // Old names that never existed in this form are not mistaken for real flags.
@@ -441,7 +663,12 @@ describe('configuration (parseArgs)', () => {
         allowInsecure: true,
       });
       expect(config.namespaces).to.deep.equal({ all: false, names: ['opa-system'] });
-      expect(warnings).to.have.length(4);
+      expect(config.replication).to.deep.equal({
+        ...DEFAULTS.replication,
+        namespaced: [{ group: '', version: 'v1', resource: 'services' }],
+        cluster: [{ group: '', version: 'v1', resource: 'namespaces' }],
+      });
+      expect(warnings).to.deep.equal([]);
     });
   });
 
@@ -672,6 +899,26 @@ describe('usage()', () => {
     expect(lineOf('--namespaces')).to.include('(default opa)');
     expect(lineOf('--kubeconfig')).to.include('(default none)');
     expect(lineOf('-h, --help')).to.include('(default false)');
+    expect(lineOf('--replicate-path')).to.include('(default "kubernetes")');
+    expect(lineOf('--replicate-ignore-namespaces')).to.include('(default none)');
+  });
+
+  it('lists the replication flags among the current flags', () => {
+    const section = lines.findIndex((l) => l.startsWith('Deprecated'));
+    for (const [flag, kind, fragment] of [
+      ['--replicate', 'list', '[group/]version/resource'],
+      ['--replicate-cluster', 'list', '[group/]version/resource'],
+      ['--replicate-path', 'string', '(default "kubernetes")'],
+      ['--replicate-ignore-namespaces', 'list', '(default none)'],
+      ['--replicate-cluster-by-name', 'bool', '(default false)'],
+      ['--replicate-keep-managed-fields', 'bool', '(default false)'],
+      ['--replicate-allow-secrets', 'bool', '(default false)'],
+    ] as const) {
+      const at = lines.findIndex((l) => l.includes(`${flag} ${kind} `));
+      expect(at, flag).to.be.within(1, section - 1);
+      expect(lines[at]).to.include(fragment);
+    }
+    expect(lines.findIndex((l) => l.includes('--replicate-resync '))).to.be.greaterThan(section);
   });
 
   it('lists the deprecated flags in their own section, after the current ones', () => {

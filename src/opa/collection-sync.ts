@@ -1,0 +1,189 @@
+// Makes OPA hold each replicated collection exactly: one PUT of the whole collection after the initial
+// list (and after OPA lost it), then the changed objects as JSON Patch batches on the collection. Changes
+// are coalesced per object between batches. A failed patch falls back to a full PUT.
+import type { Metrics } from '../http/metrics.js';
+import type { Collection, CollectionEntry, ReplicatedCollections } from '../model/collections.js';
+import { messageOf } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import { OpaHttpError, jsonPointer, type JsonPatchOp, type OpaClient } from './client.js';
+
+export type CollectionApi = Pick<OpaClient, 'putData' | 'patchData'>;
+
+interface Applied {
+  /** False until a full PUT succeeded, and again after OPA lost the collection or a patch failed. */
+  loaded: boolean;
+  entries: Map<string, CollectionEntry>;
+  /** Entries under each first path segment (namespace), so an emptied namespace is removed whole. */
+  perParent: Map<string, number>;
+}
+
+const DEFAULT_BATCH = 1000;
+
+function buildTree(entries: Iterable<CollectionEntry>): Record<string, unknown> {
+  const root: Record<string, unknown> = {};
+  for (const { entryPath, value } of entries) {
+    let node = root;
+    entryPath.slice(0, -1).forEach((segment) => {
+      node = (node[segment] ??= {}) as Record<string, unknown>;
+    });
+    node[entryPath[entryPath.length - 1] as string] = value;
+  }
+  return root;
+}
+
+function parentCounts(entries: Iterable<CollectionEntry>): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const { entryPath } of entries) {
+    if (entryPath.length > 1)
+      counts.set(entryPath[0] as string, (counts.get(entryPath[0] as string) ?? 0) + 1);
+  }
+  return counts;
+}
+
+export class CollectionSync {
+  private readonly applied = new Map<string, Applied>();
+  private readonly dirty = new Map<string, Set<string>>();
+
+  constructor(
+    private readonly collections: ReplicatedCollections,
+    private readonly client: CollectionApi,
+    private readonly logger: Logger,
+    private readonly metrics?: Metrics,
+    private readonly batchSize = DEFAULT_BATCH,
+  ) {}
+
+  markDirty(key: string, id: string | undefined): void {
+    if (id === undefined) return; // defined or synced: the next sync decides between PUT and patch
+    let set = this.dirty.get(key);
+    if (!set) this.dirty.set(key, (set = new Set()));
+    set.add(id);
+  }
+
+  /** After OPA lost what we pushed (or may have): every collection is PUT whole again. */
+  forgetAll(): void {
+    for (const a of this.applied.values()) a.loaded = false;
+  }
+
+  /** True when every collection has been loaded into OPA at least once since the last full push. */
+  allLoaded(): boolean {
+    return this.collections.keys().every((k) => this.applied.get(k)?.loaded === true);
+  }
+
+  /** Brings one collection up to date. Returns true when work is left (a fallback to a full PUT). */
+  async sync(key: string, signal: AbortSignal): Promise<boolean> {
+    const collection = this.collections.get(key);
+    if (!collection?.synced) return false;
+    let applied = this.applied.get(key);
+    if (!applied)
+      this.applied.set(key, (applied = { loaded: false, entries: new Map(), perParent: new Map() }));
+    if (!applied.loaded) {
+      await this.putWhole(collection, applied, signal);
+      return false;
+    }
+    const ids = this.dirty.get(key);
+    this.dirty.delete(key);
+    if (!ids || ids.size === 0) return false;
+    try {
+      await this.patch(collection, applied, [...ids].sort(), signal);
+      return false;
+    } catch (err) {
+      if (!(err instanceof OpaHttpError)) throw err;
+      this.logger.warn(
+        { collection: key, err: messageOf(err) },
+        'patch refused by OPA; loading the whole collection again',
+      );
+      applied.loaded = false;
+      return true;
+    }
+  }
+
+  private async putWhole(collection: Collection, applied: Applied, signal: AbortSignal): Promise<void> {
+    const started = Date.now();
+    const snapshot = new Map(collection.entries);
+    // Everything changed so far is in the snapshot; only later events need a patch.
+    this.dirty.delete(collection.key);
+    const timer = this.metrics?.loadDuration.startTimer({ kind: 'collection' });
+    try {
+      await this.client.putData(collection.path, buildTree(snapshot.values()), signal);
+      this.metrics?.loads.inc({ kind: 'collection', result: 'ok' });
+    } catch (err) {
+      this.metrics?.loads.inc({ kind: 'collection', result: 'error' });
+      // Nothing was taken: every entry is still to be loaded by the next full PUT.
+      throw err;
+    } finally {
+      timer?.();
+    }
+    applied.entries = snapshot;
+    applied.perParent = parentCounts(snapshot.values());
+    applied.loaded = true;
+    this.metrics?.replicatedObjects.set({ collection: collection.key }, snapshot.size);
+    this.logger.info(
+      { collection: collection.key, objects: snapshot.size, tookMs: Date.now() - started },
+      'loaded the whole collection into OPA',
+    );
+  }
+
+  private async patch(
+    collection: Collection,
+    applied: Applied,
+    ids: string[],
+    signal: AbortSignal,
+  ): Promise<void> {
+    let ops: JsonPatchOp[] = [];
+    let commits: (() => void)[] = [];
+    const flush = async (): Promise<void> => {
+      if (ops.length === 0) return;
+      const timer = this.metrics?.loadDuration.startTimer({ kind: 'collection' });
+      try {
+        await this.client.patchData(collection.path, ops, signal);
+        this.metrics?.loads.inc({ kind: 'collection', result: 'ok' });
+      } catch (err) {
+        this.metrics?.loads.inc({ kind: 'collection', result: 'error' });
+        throw err;
+      } finally {
+        timer?.();
+      }
+      for (const commit of commits) commit();
+      this.logger.debug({ collection: collection.key, ops: ops.length }, 'patched collection');
+      ops = [];
+      commits = [];
+    };
+    // Parent counts as they will be once the ops so far are applied.
+    const counts = new Map(applied.perParent);
+    for (const id of ids) {
+      const desired = collection.entries.get(id);
+      const have = applied.entries.get(id);
+      if (desired?.value === have?.value) continue;
+      const entryPath = (desired ?? have)?.entryPath;
+      if (entryPath === undefined) continue;
+      const parent = entryPath.length > 1 ? (entryPath[0] as string) : undefined;
+      const count = parent === undefined ? 0 : (counts.get(parent) ?? 0);
+      if (desired && !have) {
+        if (parent !== undefined && count === 0) {
+          ops.push({
+            op: 'add',
+            path: jsonPointer([parent]),
+            value: buildTree([{ ...desired, entryPath: entryPath.slice(1) }]),
+          });
+        } else {
+          ops.push({ op: 'add', path: jsonPointer(entryPath), value: desired.value });
+        }
+        if (parent !== undefined) counts.set(parent, count + 1);
+        commits.push(() => applied.entries.set(id, desired));
+      } else if (desired && have) {
+        ops.push({ op: 'replace', path: jsonPointer(entryPath), value: desired.value });
+        commits.push(() => applied.entries.set(id, desired));
+      } else {
+        // The last object of a namespace takes the namespace's key with it: OPA equals the cluster.
+        if (parent !== undefined && count <= 1) ops.push({ op: 'remove', path: jsonPointer([parent]) });
+        else ops.push({ op: 'remove', path: jsonPointer(entryPath) });
+        if (parent !== undefined) counts.set(parent, count - 1);
+        commits.push(() => applied.entries.delete(id));
+      }
+      if (ops.length >= this.batchSize) await flush();
+    }
+    await flush();
+    applied.perParent = new Map([...counts].filter(([, n]) => n > 0));
+    this.metrics?.replicatedObjects.set({ collection: collection.key }, applied.entries.size);
+  }
+}
