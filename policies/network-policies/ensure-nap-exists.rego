@@ -3,6 +3,8 @@
 # some NetworkPolicy selects app=prop pods.
 package kubernetes.admission
 
+import rego.v1
+
 import data.kubernetes.networkpolicies
 
 deny contains msg if {

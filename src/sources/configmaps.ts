@@ -125,7 +125,10 @@ export class ConfigMapSource {
     if (data.enabled && this.hasLabel(cm, data.label, data.value)) return undefined;
     const labelled = this.hasLabel(cm, policies.label, policies.value);
     if (!labelled && (policies.requireLabel || cm.metadata?.name === KUBE_ROOT_CA)) return undefined;
-    return policyState(cm, { regoKeysOnly: !labelled });
+    const state = policyState(cm, { regoKeysOnly: !labelled });
+    // Seed-era mode: an unlabelled ConfigMap without any .rego key is not a policy, and is left untouched.
+    if (!labelled && state.modules.length === 0) return undefined;
+    return state;
   }
 
   private remove(cm: V1ConfigMap, role: OriginRole): void {

@@ -543,6 +543,10 @@ describe('sidecar: flags that change what is loaded (real OPA + kube-apiserver)'
       namespace: ns,
       body: { metadata: { name: 'kube-root-ca.crt' }, data: { 'ca.crt': '-----BEGIN CERTIFICATE-----' } },
     });
+    await core.createNamespacedConfigMap({
+      namespace: ns,
+      body: { metadata: { name: 'app-settings' }, data: { 'settings.json': '{}' } },
+    });
     const proc = await startOpaSync([
       `--kubeconfig=${kubeconfig}`,
       `--opa-url=${opa.url}/v1`,
@@ -556,6 +560,8 @@ describe('sidecar: flags that change what is loaded (real OPA + kube-apiserver)'
       `${ns}/plain/plain.rego`,
     ]);
     expect(await annotations(ns, 'kube-root-ca.crt')).to.deep.equal({});
+    // A ConfigMap of the namespace without any .rego key is not a policy: not annotated either.
+    expect(await annotations(ns, 'app-settings')).to.deep.equal({});
     const warnings = proc
       .logLines()
       .filter((l) => l.level === 40)

@@ -97,6 +97,34 @@ export async function kubectl(args: string[], input?: string): Promise<string> {
   }
 }
 
+export interface KubectlResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real kubectl and resolves with its exit code and output, failing or not. */
+export async function kubectlRun(
+  args: string[],
+  options: { cwd?: string; input?: string } = {},
+): Promise<KubectlResult> {
+  const cp = await controlPlane();
+  const binary = requireTool('kubectl');
+  const child = execFileAsync(binary, [`--kubeconfig=${cp.kubeconfigFile}`, ...args], {
+    timeout: 60_000,
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+  });
+  if (options.input !== undefined) child.child.stdin?.end(options.input);
+  try {
+    const { stdout, stderr } = await child;
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: unknown; stdout?: string; stderr?: string; message: string };
+    if (typeof e.code !== 'number') throw err;
+    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? e.message };
+  }
+}
+
 /** Stops everything the harness started. */
 export async function stopHarness(): Promise<void> {
   await Promise.all([...extraOpas].map((o) => o.stop()));
