@@ -52,7 +52,11 @@ export const FLAGS = {
     help: 'kubeconfig file; the in-cluster configuration when not set',
   },
 
-  'opa-url': { kind: 'string', default: 'http://localhost:8181/v1', help: "base URL of OPA's REST API" },
+  'opa-url': {
+    kind: 'string',
+    default: 'http://localhost:8181/v1',
+    help: "base URL of OPA's REST API; opa-sync pushes into it unless --bundle-addr is given without --opa-url",
+  },
   'opa-auth-token': { kind: 'string', default: undefined, help: 'Bearer token sent to OPA' },
   'opa-auth-token-file': {
     kind: 'string',
@@ -136,6 +140,63 @@ export const FLAGS = {
     default: false,
     help: "allow replicating v1/secrets (every caller of OPA's data API can then read them)",
   },
+
+  'bundle-addr': {
+    kind: 'string',
+    default: undefined,
+    help: 'HOST:PORT serving policies as OPA bundles (e.g. 0.0.0.0:8282, :8282); without an explicit --opa-url, opa-sync then pushes into no OPA; off when not set',
+  },
+  'bundle-name': {
+    kind: 'string',
+    default: 'policies',
+    help: "name of the bundle built from the policy ConfigMaps: '/'-separated segments of [a-z0-9._-]",
+  },
+  'bundles-dir': {
+    kind: 'string',
+    default: undefined,
+    help: 'directory where built bundles are also written, as <dir>/<name>.tar.gz (also without --bundle-addr)',
+  },
+  'bundle-token-file': {
+    kind: 'string',
+    default: undefined,
+    help: 'file whose first line is the Bearer token bundle clients must send (with --bundle-addr)',
+  },
+  'bundle-tls-cert-file': {
+    kind: 'string',
+    default: undefined,
+    help: 'PEM certificate for serving bundles over HTTPS (with --bundle-tls-key-file and --bundle-addr)',
+  },
+  'bundle-tls-key-file': {
+    kind: 'string',
+    default: undefined,
+    help: 'PEM key of the bundle server certificate (with --bundle-tls-cert-file and --bundle-addr)',
+  },
+  'bundle-signing-key': {
+    kind: 'string',
+    default: undefined,
+    help: 'PEM private key (or HMAC secret for HS*) that signs built bundles; unsigned when not set',
+  },
+  'bundle-signing-alg': {
+    kind: 'string',
+    default: 'RS256',
+    help: 'bundle signing algorithm: RS256/384/512, PS256/384/512, ES256/384/512 or HS256/384/512 (with --bundle-signing-key)',
+  },
+  'bundle-signing-keyid': {
+    kind: 'string',
+    default: undefined,
+    help: 'key id written into bundle signatures (with --bundle-signing-key)',
+  },
+  'bundle-rego-version': {
+    kind: 'string',
+    default: undefined,
+    help: 'rego_version written to the bundle manifest: 0 or 1; not written when not set',
+  },
+  'opa-bin': {
+    kind: 'string',
+    default: undefined,
+    help: 'opa binary that validates built bundles; found on PATH when not set',
+  },
+
   'health-endpoint': {
     kind: 'string',
     default: undefined,

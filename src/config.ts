@@ -40,6 +40,11 @@ export interface Config {
     timeoutMs: number;
     /** How often OPA is checked for a restart. */
     resyncIntervalMs: number;
+    /**
+     * Whether opa-sync pushes into the OPA at `url` (sidecar mode). False only with --bundle-addr and
+     * no explicit --opa-url: opa-sync is then a pure bundle server. An explicit --opa-url always pushes.
+     */
+    push: boolean;
   };
   log: { level: LogLevel; format: LogFormat };
   /** `requireLabel` is false only for seed-era `--policies` (every ConfigMap there is a policy). */
@@ -65,7 +70,48 @@ export interface Config {
     /** Without it, core `v1/secrets` cannot be replicated. */
     allowSecrets: boolean;
   };
+  bundles: {
+    /** --bundle-addr: where the bundle server listens; undefined = no bundle server. */
+    addr: { host: string; port: number } | undefined;
+    /** --bundle-name: the name of the bundle built from the policy ConfigMaps. */
+    defaultName: string;
+    /** --bundles-dir: built bundles are also written to `<dir>/<name>.tar.gz`; allowed without `addr`. */
+    dir: string | undefined;
+    /** --bundle-token-file: the Bearer token bundle clients must send (only with `addr`). */
+    tokenFile: string | undefined;
+    /** --bundle-tls-cert-file and --bundle-tls-key-file: both or neither (only with `addr`). */
+    tlsCertFile: string | undefined;
+    tlsKeyFile: string | undefined;
+    /** --bundle-signing-key: bundles are unsigned without it. */
+    signingKeyFile: string | undefined;
+    /** --bundle-signing-alg; given explicitly only with `signingKeyFile`. */
+    signingAlg: BundleSigningAlg;
+    /** --bundle-signing-keyid; only with `signingKeyFile`. */
+    signingKeyId: string | undefined;
+    /** --bundle-rego-version, written to the manifest; undefined = not written. */
+    regoVersion: 0 | 1 | undefined;
+    /** --opa-bin: the opa binary that validates bundles; undefined = found on PATH at run time. */
+    opaBin: string | undefined;
+  };
 }
+
+/** The signing algorithms of `opa build --signing-alg`. */
+export const BUNDLE_SIGNING_ALGS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'HS256',
+  'HS384',
+  'HS512',
+] as const;
+
+export type BundleSigningAlg = (typeof BUNDLE_SIGNING_ALGS)[number];
 
 export type ParseResult =
   { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config; warnings: string[] };
@@ -82,7 +128,7 @@ export function parseArgs(argv: readonly string[]): ParseResult {
   const legacy = mapLegacyFlags(scan.values, scan.given);
   const problems = [...scan.problems];
   const warnings = [...scan.warnings, ...legacy.warnings];
-  const config = buildConfig(scan.values, legacy, problems, warnings);
+  const config = buildConfig(scan.values, scan.given, legacy, problems, warnings);
   if (problems.length > 0) throw new ConfigError(problems);
   return { kind: 'run', config, warnings };
 }
@@ -252,13 +298,14 @@ function shortFlag(letter: string): [FlagName, FlagSpec] | undefined {
 
 function buildConfig(
   values: FlagValues,
+  given: ReadonlySet<FlagName>,
   legacy: LegacyMapping,
   problems: string[],
   warnings: string[],
 ): Config {
   return {
     kubeconfig: unlessEmpty(values.kubeconfig),
-    opa: buildOpa(values, problems, warnings),
+    opa: buildOpa(values, given, problems, warnings),
     log: buildLog(values, problems),
     policies: {
       enabled: values['enable-policies'],
@@ -275,8 +322,9 @@ function buildConfig(
       problems,
     ),
     statusAnnotations: buildStatusAnnotations(values['status-annotation'], problems),
-    healthEndpoint: buildHealthEndpoint(values['health-endpoint'], problems),
+    healthEndpoint: buildListenAddress('health-endpoint', values['health-endpoint'], problems),
     replication: buildReplication(values, problems),
+    bundles: buildBundles(values, given, problems),
   };
 }
 
@@ -285,7 +333,12 @@ function unlessEmpty(value: string | undefined): string | undefined {
   return value === '' ? undefined : value;
 }
 
-function buildOpa(values: FlagValues, problems: string[], warnings: string[]): Config['opa'] {
+function buildOpa(
+  values: FlagValues,
+  given: ReadonlySet<FlagName>,
+  problems: string[],
+  warnings: string[],
+): Config['opa'] {
   const opa: Config['opa'] = {
     url: buildOpaUrl(values['opa-url'] ?? '', problems),
     authToken: unlessEmpty(values['opa-auth-token']),
@@ -296,6 +349,8 @@ function buildOpa(values: FlagValues, problems: string[], warnings: string[]): C
     clientKeyFile: unlessEmpty(values['opa-client-key-file']),
     timeoutMs: buildDuration('opa-timeout', values['opa-timeout'], problems),
     resyncIntervalMs: buildDuration('opa-resync-interval', values['opa-resync-interval'], problems),
+    // A bundle server alone serves OPAs that pull; --opa-url says there is also one to push into.
+    push: unlessEmpty(values['bundle-addr']) === undefined || given.has('opa-url'),
   };
   checkOpaCombinations(opa, problems, warnings);
   return opa;
@@ -412,23 +467,34 @@ function buildStatusAnnotations(raw: readonly string[], problems: string[]): str
   return keys;
 }
 
-/** `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces); empty or unset = no health endpoint. */
-function buildHealthEndpoint(raw: string | undefined, problems: string[]): Config['healthEndpoint'] {
+/** The example port of each listening flag, for its error text. */
+const LISTEN_EXAMPLE_PORT = { 'health-endpoint': 8000, 'bundle-addr': 8282 } as const;
+
+/**
+ * `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces), port 0 = any free port; empty or unset =
+ * not listening.
+ */
+function buildListenAddress(
+  flag: keyof typeof LISTEN_EXAMPLE_PORT,
+  raw: string | undefined,
+  problems: string[],
+): { host: string; port: number } | undefined {
   if (raw === undefined || raw === '') return undefined;
   const match = /^(?:\[([^\]]*)\]|([^:[\]]*)):([0-9]+)$/.exec(raw);
   if (match === null) {
-    problems.push(`--health-endpoint: ${quote(raw)} is not HOST:PORT (e.g. 0.0.0.0:8000 or :8000)`);
+    const port = LISTEN_EXAMPLE_PORT[flag];
+    problems.push(`--${flag}: ${quote(raw)} is not HOST:PORT (e.g. 0.0.0.0:${port} or :${port})`);
     return undefined;
   }
   const [, ipv6, name = '', portText = ''] = match;
   const port = Number(portText);
-  if (port > 65535) problems.push(`--health-endpoint: port ${portText} is not in 0-65535`);
+  if (port > 65535) problems.push(`--${flag}: port ${portText} is not in 0-65535`);
   if (ipv6 !== undefined) {
-    if (!isIPv6(ipv6)) problems.push(`--health-endpoint: ${quote(ipv6)} is not an IPv6 address`);
+    if (!isIPv6(ipv6)) problems.push(`--${flag}: ${quote(ipv6)} is not an IPv6 address`);
     return { host: ipv6, port };
   }
   if (name !== '' && !isIPv4(name) && dns1123SubdomainErrors(name.toLowerCase()).length > 0) {
-    problems.push(`--health-endpoint: ${quote(name)} is not an IP address or host name`);
+    problems.push(`--${flag}: ${quote(name)} is not an IP address or host name`);
   }
   return { host: name === '' ? '0.0.0.0' : name, port };
 }
@@ -498,6 +564,108 @@ function buildIgnoreNamespaces(raw: readonly string[], problems: string[]): stri
     if (errors.length > 0) problems.push(fieldInvalid('--replicate-ignore-namespaces', name, errors));
   }
   return names;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bundle server and the bundles it builds.
+
+function buildBundles(
+  values: FlagValues,
+  given: ReadonlySet<FlagName>,
+  problems: string[],
+): Config['bundles'] {
+  const bundles: Config['bundles'] = {
+    addr: buildListenAddress('bundle-addr', values['bundle-addr'], problems),
+    defaultName: buildBundleName(values['bundle-name'] ?? '', problems),
+    dir: unlessEmpty(values['bundles-dir']),
+    tokenFile: unlessEmpty(values['bundle-token-file']),
+    tlsCertFile: unlessEmpty(values['bundle-tls-cert-file']),
+    tlsKeyFile: unlessEmpty(values['bundle-tls-key-file']),
+    signingKeyFile: unlessEmpty(values['bundle-signing-key']),
+    signingAlg: buildSigningAlg(values['bundle-signing-alg'] ?? '', problems),
+    signingKeyId: unlessEmpty(values['bundle-signing-keyid']),
+    regoVersion: buildRegoVersion(values['bundle-rego-version'], problems),
+    opaBin: unlessEmpty(values['opa-bin']),
+  };
+  checkBundleCombinations(bundles, values, given, problems);
+  return bundles;
+}
+
+function checkBundleCombinations(
+  bundles: Config['bundles'],
+  values: FlagValues,
+  given: ReadonlySet<FlagName>,
+  problems: string[],
+): void {
+  if (bundles.tlsCertFile !== undefined && bundles.tlsKeyFile === undefined) {
+    problems.push('--bundle-tls-cert-file needs --bundle-tls-key-file');
+  }
+  if (bundles.tlsKeyFile !== undefined && bundles.tlsCertFile === undefined) {
+    problems.push('--bundle-tls-key-file needs --bundle-tls-cert-file');
+  }
+  // Judged on the flag, not on `addr`: a malformed --bundle-addr is reported once, as itself.
+  const serving = unlessEmpty(values['bundle-addr']) !== undefined;
+  // Only the bundle server uses these: without it they would silently protect nothing.
+  if (!serving) {
+    for (const [flag, set] of [
+      ['--bundle-token-file', bundles.tokenFile],
+      ['--bundle-tls-cert-file', bundles.tlsCertFile],
+      ['--bundle-tls-key-file', bundles.tlsKeyFile],
+    ] as const) {
+      if (set !== undefined) problems.push(`${flag} needs --bundle-addr`);
+    }
+  }
+  // Signing and the manifest apply to every built bundle: served, or written to --bundles-dir.
+  if (!serving && bundles.dir === undefined) {
+    for (const [flag, set] of [
+      ['--bundle-signing-key', bundles.signingKeyFile],
+      ['--bundle-rego-version', bundles.regoVersion],
+    ] as const) {
+      if (set !== undefined) problems.push(`${flag} needs --bundle-addr or --bundles-dir`);
+    }
+  }
+  if (bundles.signingKeyFile === undefined) {
+    if (given.has('bundle-signing-alg')) problems.push('--bundle-signing-alg needs --bundle-signing-key');
+    if (bundles.signingKeyId !== undefined)
+      problems.push('--bundle-signing-keyid needs --bundle-signing-key');
+  }
+}
+
+const BUNDLE_NAME_SEGMENT = /^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$/;
+const BUNDLE_NAME_MAX = 253;
+
+/** '/'-separated segments of [a-z0-9]([-a-z0-9_.]*[a-z0-9])?, no '..', at most 253 characters. */
+function buildBundleName(raw: string, problems: string[]): string {
+  const errors: string[] = [];
+  if (byteLength(raw) > BUNDLE_NAME_MAX) errors.push(maxLenError(BUNDLE_NAME_MAX));
+  if (raw.includes('..')) errors.push("must not contain '..'");
+  if (!raw.split('/').every((segment) => BUNDLE_NAME_SEGMENT.test(segment))) {
+    errors.push(
+      "each '/'-separated segment must consist of lower case alphanumeric characters, '-', '_' or '.', " +
+        "and must start and end with an alphanumeric character (e.g. 'policies' or 'team-a/authz')",
+    );
+  }
+  if (errors.length > 0) problems.push(fieldInvalid('--bundle-name', raw, errors));
+  return raw;
+}
+
+function buildSigningAlg(raw: string, problems: string[]): BundleSigningAlg {
+  const alg = oneOf(BUNDLE_SIGNING_ALGS, raw);
+  if (alg === undefined) {
+    problems.push(
+      `--bundle-signing-alg: invalid algorithm ${quote(raw)} (one of ${BUNDLE_SIGNING_ALGS.join(', ')})`,
+    );
+  }
+  return alg ?? 'RS256';
+}
+
+/** `0` or `1`; empty or unset = no rego_version in the manifest. */
+function buildRegoVersion(raw: string | undefined, problems: string[]): 0 | 1 | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  if (raw === '0') return 0;
+  if (raw === '1') return 1;
+  problems.push(`--bundle-rego-version: invalid rego version ${quote(raw)} (0 or 1)`);
+  return undefined;
 }
 
 function isIPv4(text: string): boolean {

@@ -35,6 +35,7 @@ const DEFAULTS: Config = {
     clientKeyFile: undefined,
     timeoutMs: 10_000,
     resyncIntervalMs: 5_000,
+    push: true,
   },
   log: { level: 'info', format: 'json' },
   policies: { enabled: true, label: 'openpolicyagent.org/policy', value: 'rego', requireLabel: true },
@@ -50,6 +51,19 @@ const DEFAULTS: Config = {
     clusterByName: false,
     keepManagedFields: false,
     allowSecrets: false,
+  },
+  bundles: {
+    addr: undefined,
+    defaultName: 'policies',
+    dir: undefined,
+    tokenFile: undefined,
+    tlsCertFile: undefined,
+    tlsKeyFile: undefined,
+    signingKeyFile: undefined,
+    signingAlg: 'RS256',
+    signingKeyId: undefined,
+    regoVersion: undefined,
+    opaBin: undefined,
   },
 };
 
@@ -250,6 +264,17 @@ describe('configuration (parseArgs)', () => {
         'replicate-cluster-by-name': ['--replicate-cluster-by-name'],
         'replicate-keep-managed-fields': ['--replicate-keep-managed-fields'],
         'replicate-allow-secrets': ['--replicate-allow-secrets'],
+        'bundle-addr': ['--bundle-addr=:8282'],
+        'bundle-name': ['--bundle-name=authz'],
+        'bundles-dir': ['--bundles-dir=/b'],
+        'bundle-token-file': ['--bundle-token-file=/t', '--bundle-addr=:8282'],
+        'bundle-tls-cert-file': ['--bundle-tls-cert-file=/c', '--bundle-tls-key-file=/k', '--bundle-addr=:1'],
+        'bundle-tls-key-file': ['--bundle-tls-key-file=/k', '--bundle-tls-cert-file=/c', '--bundle-addr=:1'],
+        'bundle-signing-key': ['--bundle-signing-key=/s', '--bundles-dir=/b'],
+        'bundle-signing-alg': ['--bundle-signing-alg=ES256', '--bundle-signing-key=/s', '--bundles-dir=/b'],
+        'bundle-signing-keyid': ['--bundle-signing-keyid=k1', '--bundle-signing-key=/s', '--bundle-addr=:1'],
+        'bundle-rego-version': ['--bundle-rego-version=1', '--bundles-dir=/b'],
+        'opa-bin': ['--opa-bin=/usr/local/bin/opa'],
         policies: ['--policies=n'],
         'require-policy-label': ['--require-policy-label'],
         'pod-name': ['--pod-name=p'],
@@ -466,6 +491,317 @@ describe('configuration (parseArgs)', () => {
         const [ref] = run(`--replicate=${text}`).config.replication.namespaced;
         expect(ref && formatResource(ref)).to.equal(text);
       }
+    });
+  });
+
+  describe('bundle-server flags', () => {
+    const cases: Array<{ argv: string[]; pick: (c: Config) => unknown; expected: unknown }> = [
+      // --bundle-addr takes the forms of --health-endpoint.
+      {
+        argv: ['--bundle-addr=127.0.0.1:8282'],
+        pick: (c) => c.bundles.addr,
+        expected: { host: '127.0.0.1', port: 8282 },
+      },
+      {
+        argv: ['--bundle-addr', ':8282'],
+        pick: (c) => c.bundles.addr,
+        expected: { host: '0.0.0.0', port: 8282 },
+      },
+      { argv: ['--bundle-addr=:0'], pick: (c) => c.bundles.addr, expected: { host: '0.0.0.0', port: 0 } },
+      {
+        argv: ['--bundle-addr=[::]:8282'],
+        pick: (c) => c.bundles.addr,
+        expected: { host: '::', port: 8282 },
+      },
+      {
+        argv: ['--bundle-addr=bundles.example.com:443'],
+        pick: (c) => c.bundles.addr,
+        expected: { host: 'bundles.example.com', port: 443 },
+      },
+      { argv: ['--bundle-addr='], pick: (c) => c.bundles.addr, expected: undefined },
+      { argv: ['--bundle-name=authz'], pick: (c) => c.bundles.defaultName, expected: 'authz' },
+      {
+        argv: ['--bundle-name', 'team-a/authz_v1.2'],
+        pick: (c) => c.bundles.defaultName,
+        expected: 'team-a/authz_v1.2',
+      },
+      { argv: ['--bundle-name=0'], pick: (c) => c.bundles.defaultName, expected: '0' },
+      {
+        argv: [`--bundle-name=${'a'.repeat(253)}`],
+        pick: (c) => c.bundles.defaultName,
+        expected: 'a'.repeat(253),
+      },
+      // --bundles-dir alone: bundles are written to disk, nothing is served, OPA is still pushed into.
+      {
+        argv: ['--bundles-dir=/var/bundles'],
+        pick: (c) => [c.bundles.dir, c.bundles.addr, c.opa.push],
+        expected: ['/var/bundles', undefined, true],
+      },
+      { argv: ['--bundles-dir='], pick: (c) => c.bundles.dir, expected: undefined },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-token-file', '/etc/opa-sync/token'],
+        pick: (c) => c.bundles.tokenFile,
+        expected: '/etc/opa-sync/token',
+      },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-token-file='],
+        pick: (c) => c.bundles.tokenFile,
+        expected: undefined,
+      },
+      {
+        argv: [
+          '--bundle-addr=:8443',
+          '--bundle-tls-cert-file=/tls/crt.pem',
+          '--bundle-tls-key-file',
+          '/tls/key.pem',
+        ],
+        pick: (c) => [c.bundles.tlsCertFile, c.bundles.tlsKeyFile],
+        expected: ['/tls/crt.pem', '/tls/key.pem'],
+      },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-signing-key=/keys/private.pem'],
+        pick: (c) => [c.bundles.signingKeyFile, c.bundles.signingAlg, c.bundles.signingKeyId],
+        expected: ['/keys/private.pem', 'RS256', undefined],
+      },
+      {
+        argv: [
+          '--bundles-dir=/b',
+          '--bundle-signing-key=/keys/ec.pem',
+          '--bundle-signing-alg=ES384',
+          '--bundle-signing-keyid',
+          'global_key',
+        ],
+        pick: (c) => [c.bundles.signingKeyFile, c.bundles.signingAlg, c.bundles.signingKeyId],
+        expected: ['/keys/ec.pem', 'ES384', 'global_key'],
+      },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-signing-key=/s', '--bundle-signing-alg=HS512'],
+        pick: (c) => c.bundles.signingAlg,
+        expected: 'HS512',
+      },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-signing-key=/s', '--bundle-signing-keyid='],
+        pick: (c) => c.bundles.signingKeyId,
+        expected: undefined,
+      },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-rego-version=0'],
+        pick: (c) => c.bundles.regoVersion,
+        expected: 0,
+      },
+      {
+        argv: ['--bundles-dir=/b', '--bundle-rego-version', '1'],
+        pick: (c) => c.bundles.regoVersion,
+        expected: 1,
+      },
+      { argv: ['--bundle-rego-version='], pick: (c) => c.bundles.regoVersion, expected: undefined },
+      {
+        argv: ['--opa-bin=/usr/local/bin/opa'],
+        pick: (c) => c.bundles.opaBin,
+        expected: '/usr/local/bin/opa',
+      },
+      { argv: ['--opa-bin='], pick: (c) => c.bundles.opaBin, expected: undefined },
+      {
+        argv: [
+          '--bundle-addr=127.0.0.1:8282',
+          '--bundle-name=authz',
+          '--bundles-dir=/var/bundles',
+          '--bundle-token-file=/t',
+          '--bundle-tls-cert-file=/c',
+          '--bundle-tls-key-file=/k',
+          '--bundle-signing-key=/s',
+          '--bundle-signing-alg=PS256',
+          '--bundle-signing-keyid=k1',
+          '--bundle-rego-version=1',
+          '--opa-bin=/bin/opa',
+        ],
+        pick: (c) => c.bundles,
+        expected: {
+          addr: { host: '127.0.0.1', port: 8282 },
+          defaultName: 'authz',
+          dir: '/var/bundles',
+          tokenFile: '/t',
+          tlsCertFile: '/c',
+          tlsKeyFile: '/k',
+          signingKeyFile: '/s',
+          signingAlg: 'PS256',
+          signingKeyId: 'k1',
+          regoVersion: 1,
+          opaBin: '/bin/opa',
+        },
+      },
+    ];
+    for (const { argv, pick, expected } of cases) {
+      it(`${argv.join(' ')}`, () => {
+        const { config, warnings } = run(...argv);
+        expect(pick(config)).to.deep.equal(expected);
+        expect(warnings).to.deep.equal([]);
+      });
+    }
+
+    describe('whether OPA is pushed into (opa.push)', () => {
+      const pushCases: Array<{ argv: string[]; push: boolean; url: string }> = [
+        { argv: [], push: true, url: 'http://localhost:8181/v1' },
+        { argv: ['--bundle-addr=:8282'], push: false, url: 'http://localhost:8181/v1' },
+        {
+          argv: ['--bundle-addr=:8282', '--opa-url=http://opa:8181/v1'],
+          push: true,
+          url: 'http://opa:8181/v1',
+        },
+        // Explicit, even when it is the default URL, and whatever the order.
+        {
+          argv: ['--opa-url=http://localhost:8181/v1', '--bundle-addr=:8282'],
+          push: true,
+          url: 'http://localhost:8181/v1',
+        },
+        { argv: ['--opa-url=http://opa:8181/v1'], push: true, url: 'http://opa:8181/v1' },
+        { argv: ['--bundle-addr='], push: true, url: 'http://localhost:8181/v1' },
+        { argv: ['--bundles-dir=/b'], push: true, url: 'http://localhost:8181/v1' },
+        { argv: ['--bundles-dir=/b', '--bundle-addr=:8282'], push: false, url: 'http://localhost:8181/v1' },
+      ];
+      for (const { argv, push, url } of pushCases) {
+        it(`${argv.length === 0 ? '(no flags)' : argv.join(' ')} => push ${push}`, () => {
+          const { config, warnings } = run(...argv);
+          expect(config.opa.push).to.equal(push);
+          expect(config.opa.url).to.equal(url);
+          expect(warnings).to.deep.equal([]);
+        });
+      }
+    });
+
+    const NAME_RULE =
+      "each '/'-separated segment must consist of lower case alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'policies' or 'team-a/authz')";
+    const ALGS = 'RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, HS256, HS384, HS512';
+    const errors: Array<{ argv: string[]; problems: string[] }> = [
+      {
+        argv: ['--bundle-addr=8282'],
+        problems: ['--bundle-addr: "8282" is not HOST:PORT (e.g. 0.0.0.0:8282 or :8282)'],
+      },
+      {
+        argv: ['--bundle-addr=::1:8282'],
+        problems: ['--bundle-addr: "::1:8282" is not HOST:PORT (e.g. 0.0.0.0:8282 or :8282)'],
+      },
+      { argv: ['--bundle-addr=:65536'], problems: ['--bundle-addr: port 65536 is not in 0-65535'] },
+      {
+        argv: ['--bundle-addr=bad_host:80'],
+        problems: ['--bundle-addr: "bad_host" is not an IP address or host name'],
+      },
+      { argv: ['--bundle-addr=[zz]:80'], problems: ['--bundle-addr: "zz" is not an IPv6 address'] },
+      {
+        argv: ['--bundle-name=Policies'],
+        problems: [`--bundle-name: Invalid value: "Policies": ${NAME_RULE}`],
+      },
+      { argv: ['--bundle-name='], problems: [`--bundle-name: Invalid value: "": ${NAME_RULE}`] },
+      { argv: ['--bundle-name=/a'], problems: [`--bundle-name: Invalid value: "/a": ${NAME_RULE}`] },
+      { argv: ['--bundle-name=a/'], problems: [`--bundle-name: Invalid value: "a/": ${NAME_RULE}`] },
+      { argv: ['--bundle-name=a//b'], problems: [`--bundle-name: Invalid value: "a//b": ${NAME_RULE}`] },
+      { argv: ['--bundle-name=-a'], problems: [`--bundle-name: Invalid value: "-a": ${NAME_RULE}`] },
+      { argv: ['--bundle-name=a.'], problems: [`--bundle-name: Invalid value: "a.": ${NAME_RULE}`] },
+      { argv: ['--bundle-name=a b'], problems: [`--bundle-name: Invalid value: "a b": ${NAME_RULE}`] },
+      // A segment cannot be '..' anyway; '..' inside a segment is refused too.
+      {
+        argv: ['--bundle-name=a/../b'],
+        problems: [`--bundle-name: Invalid value: "a/../b": must not contain '..'; ${NAME_RULE}`],
+      },
+      {
+        argv: ['--bundle-name=a..b'],
+        problems: [`--bundle-name: Invalid value: "a..b": must not contain '..'`],
+      },
+      {
+        argv: [`--bundle-name=${'a'.repeat(254)}`],
+        problems: [`--bundle-name: Invalid value: "${'a'.repeat(254)}": must be no more than 253 characters`],
+      },
+      { argv: ['--bundle-token-file=/t'], problems: ['--bundle-token-file needs --bundle-addr'] },
+      // --bundles-dir does not stand in for --bundle-addr: nothing is served to protect.
+      {
+        argv: ['--bundles-dir=/b', '--bundle-token-file=/t'],
+        problems: ['--bundle-token-file needs --bundle-addr'],
+      },
+      {
+        argv: ['--bundle-tls-cert-file=/c', '--bundle-tls-key-file=/k'],
+        problems: ['--bundle-tls-cert-file needs --bundle-addr', '--bundle-tls-key-file needs --bundle-addr'],
+      },
+      {
+        argv: ['--bundle-addr=:8443', '--bundle-tls-cert-file=/c'],
+        problems: ['--bundle-tls-cert-file needs --bundle-tls-key-file'],
+      },
+      {
+        argv: ['--bundle-addr=:8443', '--bundle-tls-key-file=/k'],
+        problems: ['--bundle-tls-key-file needs --bundle-tls-cert-file'],
+      },
+      {
+        argv: ['--bundle-tls-cert-file=/c'],
+        problems: [
+          '--bundle-tls-cert-file needs --bundle-tls-key-file',
+          '--bundle-tls-cert-file needs --bundle-addr',
+        ],
+      },
+      {
+        argv: ['--bundle-signing-key=/s'],
+        problems: ['--bundle-signing-key needs --bundle-addr or --bundles-dir'],
+      },
+      {
+        argv: ['--bundle-rego-version=1'],
+        problems: ['--bundle-rego-version needs --bundle-addr or --bundles-dir'],
+      },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-signing-alg=RS512'],
+        problems: ['--bundle-signing-alg needs --bundle-signing-key'],
+      },
+      // Given explicitly, even as the default.
+      {
+        argv: ['--bundles-dir=/b', '--bundle-signing-alg=RS256'],
+        problems: ['--bundle-signing-alg needs --bundle-signing-key'],
+      },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-signing-keyid=k1'],
+        problems: ['--bundle-signing-keyid needs --bundle-signing-key'],
+      },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-signing-key=/s', '--bundle-signing-alg=rs256'],
+        problems: [`--bundle-signing-alg: invalid algorithm "rs256" (one of ${ALGS})`],
+      },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-signing-key=/s', '--bundle-signing-alg=none'],
+        problems: [`--bundle-signing-alg: invalid algorithm "none" (one of ${ALGS})`],
+      },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-rego-version=2'],
+        problems: ['--bundle-rego-version: invalid rego version "2" (0 or 1)'],
+      },
+      {
+        argv: ['--bundle-addr=:8282', '--bundle-rego-version=v1'],
+        problems: ['--bundle-rego-version: invalid rego version "v1" (0 or 1)'],
+      },
+      { argv: ['--bundle-addr'], problems: ['flag needs an argument: --bundle-addr'] },
+    ];
+    for (const { argv, problems } of errors) {
+      it(`${argv.join(' ')} is an error`, () => {
+        expect(problemsOf(...argv)).to.deep.equal(problems);
+      });
+    }
+
+    it('collects every bundle problem with the others, in one ConfigError', () => {
+      expect(
+        problemsOf(
+          '--bundle-addr=nope',
+          '--bundle-name=Bad',
+          '--bundle-signing-alg=XX256',
+          '--bundle-signing-keyid=k',
+          '--bundle-rego-version=3',
+          '--bundle-tls-key-file=/k',
+          '--log-level=loud',
+        ),
+      ).to.deep.equal([
+        '--log-level: invalid log level "loud" (one of debug, info, warn, error)',
+        '--bundle-addr: "nope" is not HOST:PORT (e.g. 0.0.0.0:8282 or :8282)',
+        `--bundle-name: Invalid value: "Bad": ${NAME_RULE}`,
+        `--bundle-signing-alg: invalid algorithm "XX256" (one of ${ALGS})`,
+        '--bundle-rego-version: invalid rego version "3" (0 or 1)',
+        '--bundle-tls-key-file needs --bundle-tls-cert-file',
+        '--bundle-signing-alg needs --bundle-signing-key',
+        '--bundle-signing-keyid needs --bundle-signing-key',
+      ]);
     });
   });
 
@@ -919,6 +1255,36 @@ describe('usage()', () => {
       expect(lines[at]).to.include(fragment);
     }
     expect(lines.findIndex((l) => l.includes('--replicate-resync '))).to.be.greaterThan(section);
+  });
+
+  it('lists the bundle-server flags among the current flags, after replication and before --health-endpoint', () => {
+    const section = lines.findIndex((l) => l.startsWith('Deprecated'));
+    const lastReplication = lines.findIndex((l) => l.includes('--replicate-allow-secrets bool '));
+    const health = lines.findIndex((l) => l.includes('--health-endpoint string '));
+    let previous = lastReplication;
+    for (const [flag, fragment] of [
+      ['--bundle-addr', '(default none)'],
+      ['--bundle-name', '(default "policies")'],
+      ['--bundles-dir', '<dir>/<name>.tar.gz'],
+      ['--bundle-token-file', '(default none)'],
+      ['--bundle-tls-cert-file', '(default none)'],
+      ['--bundle-tls-key-file', '(default none)'],
+      ['--bundle-signing-key', '(default none)'],
+      ['--bundle-signing-alg', '(default "RS256")'],
+      ['--bundle-signing-keyid', '(default none)'],
+      ['--bundle-rego-version', '0 or 1'],
+      ['--opa-bin', 'PATH'],
+    ] as const) {
+      const at = lines.findIndex((l) => l.includes(`${flag} string `));
+      expect(at, flag).to.be.greaterThan(previous);
+      expect(at, flag).to.be.lessThan(Math.min(health, section));
+      expect(lines[at]).to.include(fragment);
+      previous = at;
+    }
+  });
+
+  it('says when opa-sync pushes into OPA', () => {
+    expect(text).to.include('--bundle-addr is given without --opa-url');
   });
 
   it('lists the deprecated flags in their own section, after the current ones', () => {
