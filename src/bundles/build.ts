@@ -1,0 +1,416 @@
+// The OPA bundle builder: turns policy modules and data documents into the bytes of a bundle
+// (gzip of tar) that a real OPA loads, plus a content revision used as the manifest revision and ETag.
+//
+// The output is deterministic (DESIGN.md habit 10): every replica given the same inputs, in any order,
+// serves the same bytes and the same ETag (bytes: unsigned or RS*/HS*-signed, with the same Node/zlib
+// build; PS*/ES* signatures are randomised by the algorithm, see sign.ts, but the revision and ETag
+// never depend on the signature or on compression). So entries are sorted, every tar header field that could
+// carry the host (mtime, uid/gid, user/group names, mode) is fixed, gzip carries no timestamp or name,
+// data.json files are written in OPA's canonical JSON form, and the revision is a hash of the content,
+// never of a clock. The tar writer is our own (ustar + PAX for long or non-ASCII names): it is a few
+// dozen lines, it lets the build stay synchronous, and no library default can change the bytes.
+import { createHash } from 'node:crypto';
+import { constants as zlibConstants, gzipSync } from 'node:zlib';
+import { InvalidInputError } from '../util/errors.js';
+import { bundleEntryProblem, dataPathProblem } from '../util/safe-names.js';
+import { canonicalJson, compareUtf8, signaturesFile, type SigningOptions } from './sign.js';
+
+export interface BundleModule {
+  /** Bundle path of a .rego file, with a leading '/': `/opa/my-cm/a.rego`. */
+  path: string;
+  text: string;
+}
+
+export interface BundleDocument {
+  /** Data path segments: `['opa', 'my-cm', 'x.json']` → entry `/opa/my-cm/x.json/data.json`. */
+  path: readonly string[];
+  value: unknown;
+}
+
+export interface BundleInput {
+  modules: readonly BundleModule[];
+  documents: readonly BundleDocument[];
+  /** Manifest roots, slash-separated (`kubernetes/admission`); see `deriveRoots`. */
+  roots: readonly string[];
+  /** Written to the manifest as `rego_version` when set (0 keeps v0 Rego loading on OPA 1.x). */
+  regoVersion?: 0 | 1 | undefined;
+  /** Adds `/.signatures.json`. */
+  signing?: SigningOptions | undefined;
+}
+
+export interface BuiltBundle {
+  /** gzip of tar. */
+  bytes: Buffer;
+  /** Hex SHA-256 of the bundle's content (files and manifest fields, not the signature); also in the manifest. */
+  revision: string;
+  /** `"<revision>"`: quoted, strong. */
+  etag: string;
+  /** Entry names in the archive, sorted (by UTF-8 bytes). */
+  files: string[];
+}
+
+/** Bundle content that OPA would refuse or load differently than meant: clashing paths, roots, values. */
+export class BundleConflictError extends InvalidInputError {}
+
+const MANIFEST = '/.manifest';
+const SIGNATURES = '/.signatures.json';
+// Bumped when the revision's framing changes, so that old and new builds never share a revision by chance.
+const REVISION_FRAMING = 'opa-sync bundle revision v1\n';
+
+function quotePath(path: readonly string[]): string {
+  return JSON.stringify(path);
+}
+
+/** Segment-wise comparison, by UTF-8 bytes: a path sorts right before the paths below it. */
+function comparePaths(a: readonly string[], b: readonly string[]): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i += 1) {
+    const c = compareUtf8(a[i] ?? '', b[i] ?? '');
+    if (c !== 0) return c;
+  }
+  return a.length - b.length;
+}
+
+function isPrefix(prefix: readonly string[], of: readonly string[]): boolean {
+  return prefix.length <= of.length && prefix.every((s, i) => of[i] === s);
+}
+
+/** Root string → segments; '' (and '/') is the whole data tree, `[]`. OPA trims leading/trailing '/'. */
+function rootSegments(root: string): string[] {
+  const trimmed = root.replace(/^\/+|\/+$/g, '');
+  return trimmed === '' ? [] : trimmed.split('/');
+}
+
+function sortedUnique(values: Iterable<string>): string[] {
+  return [...new Set(values)].sort(compareUtf8);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Roots
+
+const REF_IDENT = /[A-Za-z_][A-Za-z0-9_]*/y;
+const REF_STRING = /\[\s*("(?:[^"\\]|\\.)*"|`[^`]*`)\s*\]/y;
+
+/**
+ * A package path's segments: `kubernetes/admission` (slash form), `kubernetes.admission` (dotted) or a
+ * Rego ref with string brackets as `opa inspect` prints it (`a["b-c"].d`).
+ */
+function packageSegments(pkg: string): string[] {
+  const fail = (why: string): never => {
+    throw new InvalidInputError('invalid_package', `package path ${JSON.stringify(pkg)} is refused: ${why}`);
+  };
+  if (!pkg.includes('[')) {
+    const segments = pkg.includes('/') ? rootSegments(pkg) : pkg.split('.');
+    if (segments.length === 0 || segments.includes('')) fail('it has an empty segment');
+    return segments;
+  }
+  const segments: string[] = [];
+  let pos = 0;
+  const ident = (): void => {
+    REF_IDENT.lastIndex = pos;
+    const m = REF_IDENT.exec(pkg);
+    if (m === null) return fail(`expected a name at offset ${pos}`);
+    segments.push(m[0]);
+    pos += m[0].length;
+  };
+  ident();
+  while (pos < pkg.length) {
+    if (pkg[pos] === '.') {
+      pos += 1;
+      ident();
+      continue;
+    }
+    REF_STRING.lastIndex = pos;
+    const m = REF_STRING.exec(pkg);
+    const literal = m?.[1];
+    if (m === null || literal === undefined) return fail(`expected "." or a ["string"] at offset ${pos}`);
+    segments.push(literal.startsWith('`') ? literal.slice(1, -1) : (JSON.parse(literal) as string));
+    pos += m[0].length;
+  }
+  return segments;
+}
+
+/**
+ * Minimal non-overlapping roots for the given package paths (`kubernetes.admission`,
+ * `kubernetes/admission` or `a["b-c"].d`) and data paths (segments): a root below another is dropped
+ * (`['a/b', 'a']` → `['a']`), duplicates too; sorted. An empty data path gives the root '' (everything).
+ * A segment that itself holds '/' cannot be written in a root, so the root stops above it (still covering it).
+ */
+export function deriveRoots(
+  packages: readonly string[],
+  dataPaths: readonly (readonly string[])[],
+): string[] {
+  for (const p of dataPaths) {
+    if (p.includes('')) {
+      throw new InvalidInputError('invalid_data_path', `data path ${JSON.stringify(p)} has an empty segment`);
+    }
+  }
+  const candidates = [...packages.map(packageSegments), ...dataPaths].map((segments) => {
+    const cut = segments.findIndex((s) => s.includes('/') || s === '');
+    return cut === -1 ? [...segments] : segments.slice(0, cut);
+  });
+  const all = new Set(candidates.map((s) => s.join('/')));
+  const kept = [...all].filter((root) => {
+    const segments = rootSegments(root);
+    // Dropped when any proper prefix (including '', the whole tree) is a root too.
+    for (let n = 0; n < segments.length; n += 1) if (all.has(segments.slice(0, n).join('/'))) return false;
+    return true;
+  });
+  return sortedUnique(kept);
+}
+
+/** Whether two root lists overlap: a root equal to, above or below another by whole segments ('' overlaps all). */
+export function rootsOverlap(a: readonly string[], b: readonly string[]): boolean {
+  const bs = b.map(rootSegments);
+  return a.map(rootSegments).some((x) => bs.some((y) => isPrefix(x, y) || isPrefix(y, x)));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// tar (POSIX ustar, PAX records for names ustar cannot hold) and gzip
+
+const BLOCK = 512;
+
+function writeOctal(header: Buffer, offset: number, width: number, value: number): void {
+  // `width - 1` octal digits, then NUL: the classic ustar form every reader (Go's archive/tar included) takes.
+  const digits = value.toString(8);
+  if (digits.length > width - 1)
+    throw new InvalidInputError('bundle_too_large', `tar field overflow (${value})`);
+  header.write(`${digits.padStart(width - 1, '0')}\0`, offset, width, 'ascii');
+}
+
+function tarHeader(name: string, size: number, typeflag: '0' | 'x'): Buffer {
+  const header = Buffer.alloc(BLOCK, 0);
+  header.write(name, 0, 100, 'utf8');
+  writeOctal(header, 100, 8, 0o644); // mode
+  writeOctal(header, 108, 8, 0); // uid
+  writeOctal(header, 116, 8, 0); // gid
+  writeOctal(header, 124, 12, size);
+  writeOctal(header, 136, 12, 0); // mtime: the epoch, never the build time
+  header.write(' '.repeat(8), 148, 8, 'ascii'); // checksum placeholder
+  header.write(typeflag, 156, 1, 'ascii');
+  header.write('ustar\0', 257, 6, 'ascii');
+  header.write('00', 263, 2, 'ascii');
+  // uname and gname (265, 297) stay empty; devmajor/devminor are zero.
+  writeOctal(header, 329, 8, 0);
+  writeOctal(header, 337, 8, 0);
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
+  return header;
+}
+
+function padded(content: Buffer): Buffer[] {
+  const rest = content.length % BLOCK;
+  return rest === 0 ? [content] : [content, Buffer.alloc(BLOCK - rest, 0)];
+}
+
+/** A PAX record `"<len> key=value\n"`, whose length counts its own digits. */
+function paxRecord(key: string, value: string): Buffer {
+  const body = ` ${key}=${value}\n`;
+  const bodyLength = Buffer.byteLength(body, 'utf8');
+  let length = bodyLength + 1;
+  while (String(length).length + bodyLength !== length) length = String(length).length + bodyLength;
+  return Buffer.from(`${length}${body}`, 'utf8');
+}
+
+/**
+ * A tar archive of regular files, in the given order, with fixed metadata (mode 0644, uid/gid 0, empty
+ * user/group names, mtime 0). Names that are not ASCII or longer than 100 bytes get a PAX `path` record.
+ */
+export function packTar(files: readonly { name: string; content: Buffer }[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const { name, content } of files) {
+    const fitsUstar = /^[\x20-\x7e]*$/.test(name) && name.length <= 100;
+    if (!fitsUstar) {
+      const pax = paxRecord('path', name);
+      parts.push(tarHeader('PaxHeader', pax.length, 'x'), ...padded(pax));
+    }
+    // Readers without PAX support get a readable ASCII stand-in; every reader OPA uses reads the PAX path.
+    const ustarName = fitsUstar ? name : name.replace(/[^\x20-\x7e]/g, '_').slice(-100);
+    parts.push(tarHeader(ustarName, content.length, '0'), ...padded(content));
+  }
+  parts.push(Buffer.alloc(BLOCK * 2, 0));
+  return Buffer.concat(parts);
+}
+
+/** gzip with a fixed level, no file name, mtime 0 and a fixed OS byte: the same tar gives the same bytes. */
+export function gzipDeterministic(data: Buffer): Buffer {
+  const out = gzipSync(data, {
+    level: 9,
+    strategy: zlibConstants.Z_DEFAULT_STRATEGY,
+    memLevel: 8,
+    windowBits: 15,
+  });
+  // Byte 9 is the OS that wrote the stream (zlib fills in its build platform); it is outside the CRC.
+  out[9] = 3; // Unix
+  return out;
+}
+
+/** The tar.gz of the given files, sorted by name: what `buildBundle` emits. */
+export function packBundle(files: readonly { name: string; content: Buffer }[]): Buffer {
+  const sorted = [...files].sort((a, b) => compareUtf8(a.name, b.name));
+  return gzipDeterministic(packTar(sorted));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The bundle
+
+/** Entries of the modules, checked: hostile names, '.rego' suffix, one module per path. */
+function moduleEntries(modules: readonly BundleModule[], entries: Map<string, Buffer>): void {
+  for (const m of modules) {
+    const problem = bundleEntryProblem(m.path);
+    if (problem !== undefined) throw new InvalidInputError('invalid_bundle_entry', problem);
+    if (!m.path.startsWith('/')) {
+      throw new InvalidInputError(
+        'invalid_bundle_entry',
+        `module path ${JSON.stringify(m.path)} must start with "/"`,
+      );
+    }
+    if (!m.path.endsWith('.rego')) {
+      // OPA loads only *.rego entries as modules and silently ignores the others.
+      throw new InvalidInputError(
+        'invalid_bundle_entry',
+        `module path ${JSON.stringify(m.path)} does not end in ".rego": OPA would ignore it in a bundle`,
+      );
+    }
+    if (entries.has(m.path)) {
+      throw new BundleConflictError('bundle_conflict', `two modules at ${JSON.stringify(m.path)}`);
+    }
+    entries.set(m.path, Buffer.from(m.text, 'utf8'));
+  }
+}
+
+/** Entries of the documents: canonical data.json files; paths checked, none at or inside another. */
+function documentEntries(documents: readonly BundleDocument[], entries: Map<string, Buffer>): string[][] {
+  const docs = documents.map((d) => {
+    const problem = dataPathProblem(d.path);
+    if (problem !== undefined) throw new InvalidInputError('invalid_bundle_entry', problem);
+    return { path: [...d.path], value: d.value };
+  });
+  docs.sort((a, b) => comparePaths(a.path, b.path));
+  // Sorted segment-wise, a path is followed directly by the paths below it: neighbours are enough.
+  for (let i = 1; i < docs.length; i += 1) {
+    const previous = docs[i - 1]?.path ?? [];
+    const current = docs[i]?.path ?? [];
+    if (isPrefix(previous, current)) {
+      const how =
+        previous.length === current.length
+          ? `two data documents at ${quotePath(current)}`
+          : `data documents at ${quotePath(previous)} and ${quotePath(current)} overlap (one is inside the other)`;
+      throw new BundleConflictError('bundle_conflict', `${how}: OPA cannot merge them`);
+    }
+  }
+  for (const d of docs) {
+    if (d.path.length === 0 && (typeof d.value !== 'object' || d.value === null || Array.isArray(d.value))) {
+      // OPA: "root value must be object".
+      throw new BundleConflictError(
+        'bundle_conflict',
+        'the data document at the root ([]) must be an object',
+      );
+    }
+    const name = d.path.length === 0 ? '/data.json' : `/${d.path.join('/')}/data.json`;
+    entries.set(name, Buffer.from(canonicalJson(d.value, `data document ${quotePath(d.path)}`), 'utf8'));
+  }
+  return docs.map((d) => d.path);
+}
+
+/** A name that is both a file and a folder cannot be extracted, and means two inputs collided. */
+function refuseFileFolderClashes(names: readonly string[]): void {
+  const folders = new Set<string>();
+  for (const name of names) {
+    const parts = name.split('/');
+    for (let n = 2; n < parts.length; n += 1) folders.add(parts.slice(0, n).join('/'));
+  }
+  const clash = names.find((n) => folders.has(n));
+  if (clash !== undefined) {
+    throw new BundleConflictError(
+      'bundle_conflict',
+      `bundle entry ${JSON.stringify(clash)} is a file, and also a folder of another entry`,
+    );
+  }
+}
+
+/** The manifest roots: trimmed as OPA trims them, deduplicated, sorted; overlaps and strays refused. */
+function manifestRoots(roots: readonly string[], dataPaths: readonly string[][]): string[] {
+  const normalised = sortedUnique(roots.map((r) => rootSegments(r).join('/')));
+  for (const root of normalised) {
+    if (rootSegments(root).includes('')) {
+      throw new InvalidInputError(
+        'invalid_bundle_roots',
+        `manifest root ${JSON.stringify(root)} has an empty segment`,
+      );
+    }
+  }
+  for (const [i, a] of normalised.entries()) {
+    const other = normalised.slice(i + 1).find((b) => rootsOverlap([a], [b]));
+    if (other !== undefined) {
+      throw new InvalidInputError(
+        'invalid_bundle_roots',
+        `manifest roots ${JSON.stringify(a)} and ${JSON.stringify(other)} overlap: OPA refuses such a manifest`,
+      );
+    }
+  }
+  for (const p of dataPaths) {
+    if (!normalised.some((r) => isPrefix(rootSegments(r), p))) {
+      throw new InvalidInputError(
+        'invalid_bundle_roots',
+        `data document ${quotePath(p)} is outside the manifest roots ${JSON.stringify(normalised)}`,
+      );
+    }
+  }
+  return normalised;
+}
+
+/** Hash of the content: manifest fields other than the revision, then every file by name. */
+function contentRevision(manifestFields: string, files: readonly [string, Buffer][]): string {
+  const hash = createHash('sha256');
+  hash.update(REVISION_FRAMING);
+  hash.update(`${manifestFields}\n`);
+  for (const [name, content] of files) {
+    // Names cannot hold newlines (refused as control characters) and the length frames the content.
+    hash.update(`${name}\n${content.length}\n`);
+    hash.update(content);
+    hash.update('\n');
+  }
+  return hash.digest('hex');
+}
+
+/**
+ * Builds a bundle. Throws `InvalidInputError` (codes `invalid_bundle_entry`, `invalid_bundle_roots`,
+ * `invalid_json`, `invalid_signing_key`, `invalid_rego_version`, `bundle_too_large`) or `BundleConflictError` (`bundle_conflict`: two modules at one
+ * path, two documents at one path or one inside another) naming what is wrong; the caller validates
+ * names first (`bundleEntryProblem`, `dataPathProblem`) to refuse single inputs instead of whole builds.
+ */
+export function buildBundle(input: BundleInput): BuiltBundle {
+  const regoVersion = input.regoVersion;
+  if (regoVersion !== undefined && regoVersion !== 0 && regoVersion !== 1) {
+    throw new InvalidInputError(
+      'invalid_rego_version',
+      `rego_version must be 0 or 1, not ${String(regoVersion)}`,
+    );
+  }
+  const entries = new Map<string, Buffer>();
+  moduleEntries(input.modules, entries);
+  const dataPaths = documentEntries(input.documents, entries);
+  const roots = manifestRoots(input.roots, dataPaths);
+
+  const content = [...entries].sort(([a], [b]) => compareUtf8(a, b));
+  refuseFileFolderClashes(content.map(([name]) => name));
+  const fields = { roots, ...(regoVersion === undefined ? {} : { rego_version: regoVersion }) };
+  const revision = contentRevision(canonicalJson(fields), content);
+  // Key order fixed by hand (revision, roots, rego_version); the signature hashes the canonical form anyway.
+  const manifest = JSON.stringify({ revision, ...fields });
+  const files = [
+    ...content.map(([name, bytes]) => ({ name, content: bytes })),
+    { name: MANIFEST, content: Buffer.from(manifest, 'utf8') },
+  ];
+  if (input.signing !== undefined) {
+    files.push({ name: SIGNATURES, content: signaturesFile(files, input.signing) });
+  }
+  files.sort((a, b) => compareUtf8(a.name, b.name));
+  return {
+    bytes: gzipDeterministic(packTar(files)),
+    revision,
+    etag: `"${revision}"`,
+    files: files.map((f) => f.name),
+  };
+}

@@ -1,0 +1,356 @@
+// Real OPA loads what the bundle builder writes: `opa run --server --bundle <file>` with the built
+// tar.gz, then the policy answers and the data sits where kube-mgmt would put it. Covers the manifest
+// (revision, roots, rego_version 0 for seed-era Rego), signed bundles (RS256, ES256, HS256, tricky data
+// hashed in OPA's canonical JSON), refusal of a wrong key and of a file changed after signing, and the
+// digests against `opa sign` itself.
+import { execFile } from 'node:child_process';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { gunzipSync } from 'node:zlib';
+import { expect } from 'chai';
+import tar from 'tar-stream';
+import { requireTool } from '../../scripts/tools.js';
+import { buildBundle, packBundle, type BundleInput } from '../../src/bundles/build.js';
+import {
+  canonicalJson,
+  loadSigningKey,
+  signaturesFile,
+  type SigningOptions,
+} from '../../src/bundles/sign.js';
+import { extraOpa, type OpaServer } from '../harness/index.js';
+import { runDir } from '../harness/run-dir.js';
+
+const run = promisify(execFile);
+
+interface File {
+  name: string;
+  content: Buffer;
+}
+
+async function readBundle(bytes: Buffer): Promise<File[]> {
+  const extract = tar.extract();
+  extract.end(gunzipSync(bytes));
+  const files: File[] = [];
+  for await (const entry of extract) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of entry) chunks.push(chunk as Buffer);
+    files.push({ name: entry.header.name, content: Buffer.concat(chunks) });
+  }
+  return files;
+}
+
+function payloadFiles(signatures: Buffer): { name: string; hash: string; algorithm: string }[] {
+  const { signatures: tokens } = JSON.parse(signatures.toString('utf8')) as { signatures: string[] };
+  const payload = (tokens[0] ?? '').split('.')[1] ?? '';
+  const decoded = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as {
+    files: { name: string; hash: string; algorithm: string }[];
+  };
+  return [...decoded.files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+let workDir: string;
+let counter = 0;
+
+function writeTemp(name: string, content: Buffer | string): string {
+  const file = path.join(workDir, `${++counter}-${name}`);
+  writeFileSync(file, content);
+  return file;
+}
+
+/** Starts a real OPA with the bundle; the caller stops it. */
+async function opaWithBundle(bytes: Buffer, extraArgs: string[] = []): Promise<OpaServer> {
+  return extraOpa({ extraArgs: ['--bundle', ...extraArgs], paths: [writeTemp('bundle.tar.gz', bytes)] });
+}
+
+/** Asserts that OPA refuses to start with the bundle, with an error that includes `fragment`. */
+async function expectRefused(bytes: Buffer, extraArgs: string[], fragment: string): Promise<void> {
+  let started: OpaServer | undefined;
+  let failure: unknown;
+  try {
+    started = await opaWithBundle(bytes, extraArgs);
+  } catch (err) {
+    failure = err;
+  } finally {
+    await started?.stop();
+  }
+  expect(started, 'OPA should have refused the bundle').to.equal(undefined);
+  expect(String(failure)).to.include(fragment);
+}
+
+async function query(opa: OpaServer, dataPath: string, input?: unknown): Promise<unknown> {
+  const res = await opa.request(`/v1/data/${dataPath}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(input === undefined ? {} : { input }),
+  });
+  expect(res.status, res.body).to.equal(200);
+  return (JSON.parse(res.body) as { result?: unknown }).result;
+}
+
+const policy = `package kubernetes.admission
+
+import data.opa
+
+deny contains msg if {
+  input.request.kind.kind == "Pod"
+  not input.request.object.metadata.labels.team
+  msg := sprintf("pod %s has no team label (%s)", [input.request.object.metadata.name, opa["my-cm"]["x.json"].hint])
+}
+`;
+
+const seedEraPolicy = `package kubernetes.admission
+
+deny[msg] {
+  input.request.kind.kind == "Pod"
+  not input.request.object.metadata.labels.team
+  msg := "seed era: no team label"
+}
+`;
+
+const podWithoutTeam = {
+  request: { kind: { kind: 'Pod' }, object: { metadata: { name: 'web', labels: {} } } },
+};
+
+/** Strings and numbers whose canonical JSON is easy to get wrong (key order, escapes, number text). */
+const tricky = {
+  '\u{1F600}': 'emoji key sorts after U+FF61 in UTF-8, before it in UTF-16',
+  '\uFF61': 'halfwidth ideographic full stop',
+  é: 'e-acute',
+  B: 1,
+  b: 2,
+  strings: [
+    '<a&b>',
+    'line\u2028sep\u2029',
+    'ctl\u0001\u001f\b\f\n\r\t',
+    'quote"back\\slash',
+    'del\u007f',
+    'slash/',
+    'lone\ud800',
+  ],
+  numbers: [0, -0, 1.5, 1e21, 1e-7, 5e-324, 2 ** 53, -1234.5678],
+  nested: { z: [], a: {}, m: [null, true, false] },
+};
+
+function signedInput(signing: SigningOptions): BundleInput {
+  return {
+    modules: [
+      {
+        path: '/signed/policy.rego',
+        text: 'package signed\n\ndefault allow := false\n\nallow if input.user == data.signed.users.admin\n',
+      },
+    ],
+    documents: [
+      { path: ['signed', 'users'], value: { admin: 'alice' } },
+      { path: ['signed', 'tricky'], value: tricky },
+    ],
+    roots: ['signed'],
+    signing,
+  };
+}
+
+describe('bundles in a real OPA', () => {
+  let rsa: { privateKey: KeyObject; publicKey: KeyObject };
+  let rsaKeyFile: string;
+  let rsaPublicFile: string;
+  let otherRsaPublicFile: string;
+  let ecKeyFile: string;
+  let ecPublicFile: string;
+  let otherEcPublicFile: string;
+  let hmacFile: string;
+
+  before(() => {
+    requireTool('opa'); // fails, never skips, when OPA is missing
+    workDir = mkdtempSync(path.join(runDir(), 'bundles-'));
+    mkdirSync(workDir, { recursive: true });
+    rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const otherRsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const otherEc = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const pem = (k: KeyObject): string =>
+      k.type === 'private'
+        ? k.export({ type: 'pkcs8', format: 'pem' }).toString()
+        : k.export({ type: 'spki', format: 'pem' }).toString();
+    rsaKeyFile = writeTemp('rsa.pem', pem(rsa.privateKey));
+    rsaPublicFile = writeTemp('rsa.pub.pem', pem(rsa.publicKey));
+    otherRsaPublicFile = writeTemp('other-rsa.pub.pem', pem(otherRsa.publicKey));
+    ecKeyFile = writeTemp('ec.pem', ec.privateKey.export({ type: 'sec1', format: 'pem' }).toString());
+    ecPublicFile = writeTemp('ec.pub.pem', pem(ec.publicKey));
+    otherEcPublicFile = writeTemp('other-ec.pub.pem', pem(otherEc.publicKey));
+    hmacFile = writeTemp('hmac.secret', 'opa-sync-shared-secret');
+  });
+
+  it('loads policy and data: the policy is live and the data is where kube-mgmt puts it', async () => {
+    const built = buildBundle({
+      modules: [{ path: '/opa/policies/main.rego', text: policy }],
+      documents: [{ path: ['opa', 'my-cm', 'x.json'], value: { hint: 'add one', list: [1, 2] } }],
+      roots: ['kubernetes/admission', 'opa/my-cm'],
+    });
+    const opa = await opaWithBundle(built.bytes);
+    try {
+      expect(await query(opa, 'kubernetes/admission/deny', podWithoutTeam)).to.deep.equal([
+        'pod web has no team label (add one)',
+      ]);
+      const data = await opa.request('/v1/data/opa/my-cm/x.json');
+      expect(JSON.parse(data.body)).to.deep.equal({ result: { hint: 'add one', list: [1, 2] } });
+      // OPA read our manifest: the revision and roots are the ones we wrote.
+      const bundles = (await query(opa, 'system/bundles')) as Record<string, { manifest: unknown }>;
+      const manifests = Object.values(bundles).map((b) => b.manifest);
+      expect(manifests).to.deep.include({
+        revision: built.revision,
+        roots: ['kubernetes/admission', 'opa/my-cm'],
+      });
+      // Roots are enforced: REST writes into the bundle's roots are refused.
+      const write = await opa.request('/v1/data/opa/my-cm/y', {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+      });
+      expect(write.status).to.equal(400);
+      expect(write.body).to.include('owned by bundle');
+    } finally {
+      await opa.stop();
+    }
+  });
+
+  it('loads seed-era v0 Rego with rego_version 0, without --v0-compatible', async () => {
+    const input = {
+      modules: [{ path: '/seed/policy.rego', text: seedEraPolicy }],
+      documents: [],
+      roots: ['kubernetes/admission'],
+    };
+    const opa = await opaWithBundle(buildBundle({ ...input, regoVersion: 0 }).bytes);
+    try {
+      expect(await query(opa, 'kubernetes/admission/deny', podWithoutTeam)).to.deep.equal([
+        'seed era: no team label',
+      ]);
+    } finally {
+      await opa.stop();
+    }
+    // The same module without rego_version is parsed as v1 and refused: the manifest is what made it load.
+    await expectRefused(buildBundle(input).bytes, [], 'rego_parse_error');
+  });
+
+  const signedCases: {
+    alg: 'RS256' | 'ES256' | 'HS256';
+    key: () => SigningOptions;
+    verify: () => string[];
+    wrong: () => string[];
+  }[] = [
+    {
+      alg: 'RS256',
+      key: () => loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync'),
+      verify: () => ['--verification-key', rsaPublicFile, '--verification-key-id', 'opa-sync'],
+      wrong: () => ['--verification-key', otherRsaPublicFile, '--verification-key-id', 'opa-sync'],
+    },
+    {
+      alg: 'ES256',
+      key: () => loadSigningKey(ecKeyFile, 'ES256'),
+      verify: () => ['--verification-key', ecPublicFile, '--signing-alg', 'ES256'],
+      wrong: () => ['--verification-key', otherEcPublicFile, '--signing-alg', 'ES256'],
+    },
+    {
+      alg: 'HS256',
+      key: () => loadSigningKey(hmacFile, 'HS256', 'shared'),
+      verify: () => ['--verification-key', readFileSync(hmacFile, 'utf8'), '--signing-alg', 'HS256'],
+      wrong: () => ['--verification-key', 'not-the-secret', '--signing-alg', 'HS256'],
+    },
+  ];
+
+  for (const c of signedCases) {
+    it(`activates a signed ${c.alg} bundle with the right key (tricky data hashed canonically)`, async () => {
+      const built = buildBundle(signedInput(c.key()));
+      expect(built.files).to.include('/.signatures.json');
+      const opa = await opaWithBundle(built.bytes, c.verify());
+      try {
+        expect(await query(opa, 'signed/allow', { user: 'alice' })).to.equal(true);
+        expect(await query(opa, 'signed/allow', { user: 'mallory' })).to.equal(false);
+        const stored = await opa.request('/v1/data/signed/tricky');
+        expect(JSON.parse(stored.body)).to.deep.equal({
+          result: JSON.parse(canonicalJson(tricky)) as unknown,
+        });
+      } finally {
+        await opa.stop();
+      }
+    });
+
+    it(`refuses a signed ${c.alg} bundle verified with the wrong key`, async () => {
+      await expectRefused(buildBundle(signedInput(c.key())).bytes, c.wrong(), 'failed to verify');
+    });
+  }
+
+  it('refuses a bundle with one byte of one file changed after signing', async () => {
+    const built = buildBundle(signedInput(loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync')));
+    const files = await readBundle(built.bytes);
+    const verify = ['--verification-key', rsaPublicFile, '--verification-key-id', 'opa-sync'];
+    for (const target of ['/signed/policy.rego', '/signed/users/data.json']) {
+      const tampered = files.map((f) => {
+        if (f.name !== target) return f;
+        const content = Buffer.from(f.content);
+        // 'alice' → 'alicf' (data) or a letter of the module text: still valid, only the digest breaks.
+        const at = content.indexOf(target.endsWith('.rego') ? 'admin' : 'alice') + 4;
+        content[at] = (content[at] ?? 0) + 1;
+        return { name: f.name, content };
+      });
+      // The old .signatures.json is kept as it was.
+      expect(tampered.find((f) => f.name === '/.signatures.json')).to.equal(
+        files.find((f) => f.name === '/.signatures.json'),
+      );
+      await expectRefused(packBundle(tampered), verify, 'digest mismatch');
+    }
+    // The untouched repack still loads: the refusal above is the changed byte, not the repacking.
+    const opa = await opaWithBundle(packBundle(files), verify);
+    await opa.stop();
+  });
+
+  it('signs hand-written JSON (whitespace, number literals, escapes) the way OPA hashes it', async () => {
+    const files = [
+      {
+        name: '/.manifest',
+        content: Buffer.from('{ "roots" : [ "raw" ],\n  "revision": "hand-written" }\n'),
+      },
+      {
+        name: '/raw/data.json',
+        content: Buffer.from(
+          '\n{\n  "z": 1.0,\n  "a": [1E3, -0, 0.10, 12345678901234567890],\n  "s": "\\u00e9\\/\\ud83d\\ude00\\u2028<&>"\n}\n',
+        ),
+      },
+      { name: '/raw/p.rego', content: Buffer.from('package raw\n\nok if data.raw.z == 1\n') },
+    ];
+    const signatures = signaturesFile(files, loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync'));
+    const bytes = packBundle([...files, { name: '/.signatures.json', content: signatures }]);
+    const opa = await opaWithBundle(bytes, [
+      '--verification-key',
+      rsaPublicFile,
+      '--verification-key-id',
+      'opa-sync',
+    ]);
+    try {
+      expect(await query(opa, 'raw/ok')).to.equal(true);
+      expect(await query(opa, 'raw/s')).to.equal('é/😀\u2028<&>');
+    } finally {
+      await opa.stop();
+    }
+  });
+
+  it('lists the same files and digests as `opa sign` for the same bundle', async () => {
+    const unsigned = buildBundle({ ...signedInput(loadSigningKey(rsaKeyFile, 'RS256')), signing: undefined });
+    const ours = buildBundle(signedInput(loadSigningKey(rsaKeyFile, 'RS256')));
+    const bundleFile = writeTemp('unsigned.tar.gz', unsigned.bytes);
+    const outDir = mkdtempSync(path.join(workDir, 'opa-sign-'));
+    await run(
+      requireTool('opa'),
+      ['sign', '--signing-key', rsaKeyFile, '--bundle', bundleFile, '-o', outDir],
+      {
+        timeout: 30_000,
+      },
+    );
+    const theirs = payloadFiles(readFileSync(path.join(outDir, '.signatures.json')));
+    const oursListed = payloadFiles(
+      (await readBundle(ours.bytes)).find((f) => f.name === '/.signatures.json')?.content ?? Buffer.alloc(0),
+    );
+    expect(oursListed).to.deep.equal(theirs);
+    expect(theirs.map((f) => f.name)).to.include.members(['.manifest', 'signed/tricky/data.json']);
+  });
+});
