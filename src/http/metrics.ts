@@ -67,6 +67,41 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Bundle GET/HEAD answers of the bundle server, by bundle ('' when unknown or not checked) and status. */
+  readonly bundleRequests = new Counter({
+    name: 'opa_sync_bundle_requests_total',
+    help: 'Bundle requests answered by the bundle server, by bundle and result (HTTP status)',
+    labelNames: ['bundle', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly bundleLongPollsHeld = new Gauge({
+    name: 'opa_sync_bundle_long_polls_held',
+    help: 'Long-polling bundle requests currently held open by the bundle server',
+    registers: [this.registry],
+  });
+
+  /** Status reports received from OPAs, by result (ok, invalid). */
+  readonly statusReports = new Counter({
+    name: 'opa_sync_status_reports_total',
+    help: 'OPA status reports received by the bundle server, by result',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly fleetInstances = new Gauge({
+    name: 'opa_sync_fleet_instances',
+    help: 'OPA instances that sent a status report recently',
+    registers: [this.registry],
+  });
+
+  readonly fleetInstancesCurrent = new Gauge({
+    name: 'opa_sync_fleet_instances_current_revision',
+    help: 'OPA instances whose active revision of a bundle is the one published now, by bundle',
+    labelNames: ['bundle'] as const,
+    registers: [this.registry],
+  });
+
   constructor({ processMetrics = true }: { processMetrics?: boolean } = {}) {
     if (processMetrics) collectDefaultMetrics({ register: this.registry });
   }

@@ -6,6 +6,8 @@ export interface HttpResponse {
   status: number;
   headers: http.IncomingHttpHeaders;
   body: string;
+  /** The body as received, for binary answers (bundles). */
+  bytes: Buffer;
 }
 
 export interface HttpOptions {
@@ -43,6 +45,7 @@ export function httpRequest(url: string, options: HttpOptions = {}): Promise<Htt
             status: res.statusCode ?? 0,
             headers: res.headers,
             body: Buffer.concat(chunks).toString('utf8'),
+            bytes: Buffer.concat(chunks),
           }),
         );
       },
