@@ -14,6 +14,18 @@ import { ReplicationSource } from './sources/replication.js';
 import { KubeRawClient } from './kube/raw-client.js';
 import { ReplicatedCollections } from './model/collections.js';
 import { usage } from './usage.js';
+import { BundlePublisher } from './bundles/publisher.js';
+import { BundleRegistry } from './bundles/registry.js';
+import {
+  createBundleApp,
+  listenBundleServer,
+  type RunningServer as BundleRunningServer,
+} from './bundles/server.js';
+import { Fleet } from './bundles/fleet.js';
+import { TokenFile } from './bundles/tokens.js';
+import { loadSigningKey } from './bundles/sign.js';
+import { findOnPath } from './util/find-binary.js';
+import type { Outcome } from './model/outcome.js';
 import { ConfigError, messageOf } from './util/errors.js';
 import { createLogger, type Logger } from './util/logger.js';
 import { version } from './version.js';
@@ -28,8 +40,82 @@ function loadKubeConfig(config: Config): KubeConfig {
   return kc;
 }
 
+/** The bundle side (publisher, registry, server), when --bundle-addr or --bundles-dir asks for it. */
+function startBundles(
+  config: Config,
+  state: DesiredState,
+  metrics: Metrics,
+  logger: Logger,
+  onOutcome: (outcome: Outcome) => void,
+  searchPath: string | undefined,
+):
+  | {
+      publisher: BundlePublisher;
+      registry: BundleRegistry;
+      tokens: TokenFile | undefined;
+      serve(): Promise<BundleRunningServer | undefined>;
+    }
+  | undefined {
+  const b = config.bundles;
+  if (b.addr === undefined && b.dir === undefined) return undefined;
+  const opaBin = b.opaBin ?? findOnPath('opa', searchPath);
+  if (opaBin === undefined) {
+    throw new ConfigError([
+      'bundles are validated with the opa binary, which is not on PATH: pass --opa-bin=FILE, or run `npm run tools` (it builds opa into ~/.cache/opa-sync/tools/)',
+    ]);
+  }
+  const registry = new BundleRegistry();
+  const fleet = new Fleet(metrics, (name) => registry.get(name)?.revision);
+  const publisher = new BundlePublisher({
+    state,
+    registry,
+    logger: logger.child({ component: 'bundles' }),
+    opaBin,
+    defaultBundle: b.defaultName,
+    regoVersion: b.regoVersion,
+    signing:
+      b.signingKeyFile === undefined
+        ? undefined
+        : loadSigningKey(b.signingKeyFile, b.signingAlg, b.signingKeyId),
+    dir: b.dir,
+    onOutcome,
+    metrics,
+    onPublished: () => fleet.updateGauges(),
+  });
+  const tokens =
+    b.tokenFile === undefined
+      ? undefined
+      : new TokenFile(b.tokenFile, logger.child({ component: 'bundle-tokens' }));
+  const serve = async (): Promise<BundleRunningServer | undefined> => {
+    if (b.addr === undefined) return undefined;
+    const app = createBundleApp({
+      registry,
+      fleet,
+      tokens,
+      metrics,
+      logger: logger.child({ component: 'bundle-server' }),
+    });
+    const tls =
+      b.tlsCertFile !== undefined && b.tlsKeyFile !== undefined
+        ? { certFile: b.tlsCertFile, keyFile: b.tlsKeyFile }
+        : undefined;
+    const server = await listenBundleServer(app, b.addr.host, b.addr.port, tls);
+    logger.info(
+      { host: b.addr.host, port: server.port, tls: tls !== undefined },
+      'serving bundles at /bundles/<name>',
+    );
+    return server;
+  };
+  return { publisher, registry, tokens, serve };
+}
+
 /** Runs the sidecar until the signal aborts; resolves once everything has stopped. */
-async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): Promise<void> {
+async function runSidecar(
+  config: Config,
+  logger: Logger,
+  outer: AbortSignal,
+  searchPath: string | undefined,
+): Promise<void> {
   // A loop that fails for good stops everything else too, and the process exits non-zero.
   const controller = new AbortController();
   const signal = controller.signal;
@@ -70,15 +156,17 @@ async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): P
     timeoutMs: KUBE_CALL_TIMEOUT_MS,
     metrics,
   });
-  const pusher = new OpaPusher({
-    client,
-    state,
-    logger: logger.child({ component: 'opa-pusher' }),
-    onOutcome: (outcome) => statusWriter.report(outcome),
-    resyncIntervalMs: config.opa.resyncIntervalMs,
-    metrics,
-    collections: replication === undefined ? undefined : collections,
-  });
+  const pusher = !config.opa.push
+    ? undefined
+    : new OpaPusher({
+        client,
+        state,
+        logger: logger.child({ component: 'opa-pusher' }),
+        onOutcome: (outcome) => statusWriter.report(outcome, 'opa'),
+        resyncIntervalMs: config.opa.resyncIntervalMs,
+        metrics,
+        collections: replication === undefined ? undefined : collections,
+      });
   const source = new ConfigMapSource({
     kubeConfig,
     state,
@@ -89,6 +177,15 @@ async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): P
     onWatchError: () => metrics.watchErrors.inc(),
   });
 
+  const bundles = startBundles(
+    config,
+    state,
+    metrics,
+    logger,
+    (outcome) => statusWriter.report(outcome, 'bundle'),
+    searchPath,
+  );
+
   let ops: RunningServer | undefined;
   if (config.healthEndpoint !== undefined) {
     const { host, port } = config.healthEndpoint;
@@ -97,7 +194,8 @@ async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): P
       () => ({
         configmaps: source.isSynced(),
         ...(replication === undefined ? {} : { replication: replication.isSynced() }),
-        opa: pusher.isReady(),
+        ...(pusher === undefined ? {} : { opa: pusher.isReady() }),
+        ...(bundles === undefined ? {} : { bundles: bundles.registry.isBuilt() }),
       }),
       logger.child({ component: 'ops' }),
     );
@@ -105,7 +203,10 @@ async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): P
     logger.info({ host, port: ops.port }, 'serving /health, /ready and /metrics');
   }
 
-  const sinks = [supervise('opa-pusher', pusher.run(signal)), supervise('status', statusWriter.run(signal))];
+  const sinks = [supervise('status', statusWriter.run(signal))];
+  if (pusher !== undefined) sinks.push(supervise('opa-pusher', pusher.run(signal)));
+  if (bundles !== undefined) sinks.push(supervise('bundles', bundles.publisher.run(signal)));
+  const bundleServer = bundles === undefined ? undefined : await bundles.serve();
   try {
     await replication?.start(signal);
   } catch (err) {
@@ -117,7 +218,7 @@ async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): P
   source.start();
   void source.synced.then(() => {
     logger.info({ origins: state.size }, 'ConfigMaps listed');
-    pusher.markSourcesSynced();
+    pusher?.markSourcesSynced();
   });
 
   await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
@@ -126,6 +227,8 @@ async function runSidecar(config: Config, logger: Logger, outer: AbortSignal): P
   await replication?.stop();
   await Promise.all(sinks);
   client.close();
+  await bundleServer?.close();
+  bundles?.tokens?.close();
   await ops?.close();
   logger.info('stopped');
   if (failure !== undefined) throw failure;
@@ -172,7 +275,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
   try {
-    await runSidecar(config, logger, controller.signal);
+    // The only place that reads the environment: where to look for the opa binary.
+    await runSidecar(config, logger, controller.signal, process.env.PATH);
     return 0;
   } catch (err) {
     logger.error({ err: messageOf(err) }, 'opa-sync failed');

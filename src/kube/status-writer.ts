@@ -2,7 +2,7 @@
 // (no resourceVersion precondition, so it never conflicts). Writes are queued per ConfigMap: a newer
 // outcome replaces an older one not yet written; a failed write is retried with backoff, in memory.
 import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
-import type { Outcome } from '../model/outcome.js';
+import type { LoadError, Outcome } from '../model/outcome.js';
 import { describeOrigin, originKey, type Origin } from '../model/origin.js';
 import type { Metrics } from '../http/metrics.js';
 import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
@@ -40,6 +40,7 @@ function statusCode(err: unknown): number | undefined {
 
 export class StatusWriter {
   private readonly pending = new Map<string, PendingWrite>();
+  private readonly latest = new Map<string, Map<string, readonly LoadError[]>>();
   private readonly core: CoreV1Api;
   private readonly backoff: Backoff;
   private wake: (() => void) | undefined;
@@ -49,11 +50,17 @@ export class StatusWriter {
     this.backoff = new Backoff(options.backoff ?? { minMs: 500, maxMs: 30_000 });
   }
 
-  report(outcome: Outcome): void {
-    this.pending.set(originKey(outcome.origin), {
-      origin: outcome.origin,
-      value: renderStatus(outcome.errors),
-    });
+  /**
+   * Records one sink's outcome for an origin. With several sinks (OPA push and bundle publishing) the
+   * annotation shows the errors of all of them, so neither hides the other's.
+   */
+  report(outcome: Outcome, sink = 'opa'): void {
+    const key = originKey(outcome.origin);
+    const bySink = this.latest.get(key) ?? new Map<string, readonly LoadError[]>();
+    bySink.set(sink, outcome.errors);
+    this.latest.set(key, bySink);
+    const errors = [...bySink.keys()].sort().flatMap((s) => bySink.get(s) ?? []);
+    this.pending.set(key, { origin: outcome.origin, value: renderStatus(errors) });
     const wake = this.wake;
     this.wake = undefined;
     wake?.();
@@ -75,7 +82,10 @@ export class StatusWriter {
         await this.write(write);
         this.backoff.reset();
       } catch (err) {
-        if (statusCode(err) === 404) continue; // the ConfigMap is gone: nothing to annotate
+        if (statusCode(err) === 404) {
+          this.latest.delete(key); // the ConfigMap is gone: nothing to annotate
+          continue;
+        }
         const delay = this.backoff.next();
         this.options.logger.warn(
           { origin: describeOrigin(write.origin), err: messageOf(err), retryInMs: delay },

@@ -32,6 +32,8 @@ export interface OriginState {
    */
   dataRoot?: readonly string[];
   problems: readonly OriginProblem[];
+  /** The bundle the origin belongs to when opa-sync serves bundles (label openpolicyagent.org/bundle). */
+  bundle?: string | undefined;
 }
 
 export type ChangeListener = (key: string) => void;

@@ -15,6 +15,14 @@ export function refOf(cm: V1ConfigMap): ConfigMapRef {
   return { namespace: cm.metadata?.namespace ?? '', name: cm.metadata?.name ?? '' };
 }
 
+/** A ConfigMap joins the named bundle with this label; otherwise the default bundle. */
+export const BUNDLE_LABEL = 'openpolicyagent.org/bundle';
+
+function bundleOf(cm: V1ConfigMap): { bundle?: string } {
+  const bundle = cm.metadata?.labels?.[BUNDLE_LABEL];
+  return bundle === undefined ? {} : { bundle };
+}
+
 function origin(cm: V1ConfigMap, role: OriginRole): ConfigMapOrigin {
   return { kind: 'configmap', role, ...refOf(cm) };
 }
@@ -49,6 +57,7 @@ export function policyState(cm: V1ConfigMap, options: PolicyOptions): OriginStat
     modules,
     documents: [],
     problems: binaryDataProblems(cm, 'policies'),
+    ...bundleOf(cm),
   };
 }
 
@@ -81,7 +90,14 @@ export function dataState(cm: V1ConfigMap): OriginState {
     documents.push({ path: [namespace, name, key], value });
   }
   problems.push(...binaryDataProblems(cm, 'data documents'));
-  return { origin: origin(cm, 'data'), modules: [], documents, dataRoot: [namespace, name], problems };
+  return {
+    origin: origin(cm, 'data'),
+    modules: [],
+    documents,
+    dataRoot: [namespace, name],
+    problems,
+    ...bundleOf(cm),
+  };
 }
 
 /**

@@ -1,0 +1,272 @@
+// The bundle sink: turns the desired state into OPA bundles (one per bundle name), validates each with
+// the real OPA compiler before publishing, and reports each origin's outcome. A ConfigMap that breaks
+// compilation is left out and its last good version (if any) stays in the bundle, so a published
+// bundle never holds code that does not compile. Bursts of changes are coalesced into one rebuild.
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Metrics } from '../http/metrics.js';
+import type { DesiredState, OriginState } from '../model/desired-state.js';
+import type { LoadError, Outcome } from '../model/outcome.js';
+import { describeOrigin, originKey } from '../model/origin.js';
+import { sleep } from '../util/backoff.js';
+import { messageOf } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import { bundleEntryProblem, bundleNameProblem, dataPathProblem } from '../util/safe-names.js';
+import { buildBundle, deriveRoots, rootsOverlap, type BundleDocument, type BundleModule } from './build.js';
+import type { BundleRegistry } from './registry.js';
+import type { SigningOptions } from './sign.js';
+import { checkModules } from './validate.js';
+
+export interface PublisherOptions {
+  state: DesiredState;
+  registry: BundleRegistry;
+  logger: Logger;
+  opaBin: string;
+  defaultBundle: string;
+  regoVersion?: 0 | 1 | undefined;
+  signing?: SigningOptions | undefined;
+  /** Also write `<dir>/<name>.tar.gz` (atomic rename), for static hosting. */
+  dir?: string | undefined;
+  onOutcome: (outcome: Outcome) => void;
+  metrics?: Metrics | undefined;
+  /** Changes within this window are built together. */
+  debounceMs?: number;
+  /** Called after a bundle was published (e.g. to refresh the fleet's "on the current revision" gauge). */
+  onPublished?: () => void;
+}
+
+/** One origin's contribution to a bundle, with what it was refused for. */
+interface Entry {
+  key: string;
+  state: OriginState;
+  bundle: string;
+  modules: BundleModule[];
+  documents: BundleDocument[];
+  errors: LoadError[];
+}
+
+function entryOf(state: OriginState, defaultBundle: string): Entry {
+  const errors: LoadError[] = state.problems.map((p) => ({ code: p.code, message: p.message }));
+  const bundle = state.bundle ?? defaultBundle;
+  const nameProblem = bundleNameProblem(bundle);
+  const entry: Entry = { key: originKey(state.origin), state, bundle, modules: [], documents: [], errors };
+  if (nameProblem !== undefined) {
+    errors.push({ code: 'invalid_bundle_name', message: nameProblem });
+    return entry;
+  }
+  for (const m of state.modules) {
+    const modulePath = `/${m.id}`;
+    const problem = modulePath.endsWith('.rego')
+      ? bundleEntryProblem(modulePath)
+      : `${m.id}: a bundle holds policies as .rego files only (OPA ignores other files), so rename the key to end in .rego`;
+    if (problem === undefined) entry.modules.push({ path: modulePath, text: m.text });
+    else errors.push({ code: 'invalid_bundle_path', message: problem });
+  }
+  for (const d of state.documents) {
+    const problem = dataPathProblem(d.path);
+    if (problem === undefined) entry.documents.push({ path: d.path, value: d.value });
+    else errors.push({ code: 'invalid_bundle_path', message: problem });
+  }
+  return entry;
+}
+
+export class BundlePublisher {
+  /** The last version of each origin that went into a published bundle. */
+  private readonly lastGood = new Map<string, Entry>();
+  /** What was last reported for each origin, and for which version of it. */
+  private readonly reported = new Map<string, { state: OriginState; rendered: string }>();
+  private readonly known = new Set<string>();
+  private dirty = true;
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly options: PublisherOptions) {
+    this.known.add(options.defaultBundle);
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    const unsubscribe = this.options.state.subscribe(() => {
+      this.dirty = true;
+      const wake = this.wake;
+      this.wake = undefined;
+      wake?.();
+    });
+    try {
+      while (!signal.aborted) {
+        if (!this.dirty) {
+          await new Promise<void>((resolve) => {
+            this.wake = resolve;
+            signal.addEventListener('abort', () => resolve(), { once: true });
+          });
+          continue;
+        }
+        await sleep(this.options.debounceMs ?? 100, signal).catch(() => undefined);
+        if (signal.aborted) break;
+        this.dirty = false;
+        try {
+          await this.rebuild();
+        } catch (err) {
+          // The compiler could not run, or a bundle could not be written: keep serving the last bundles.
+          this.options.logger.error(
+            { err: messageOf(err) },
+            'bundle build failed; serving the previous bundles',
+          );
+          this.dirty = true;
+          await sleep(5000, signal).catch(() => undefined);
+        }
+      }
+    } finally {
+      unsubscribe();
+    }
+  }
+
+  /** Builds every bundle from the current desired state; publishes the ones that changed. */
+  async rebuild(): Promise<void> {
+    const started = Date.now();
+    const current = this.options.state
+      .keys()
+      .map((k) => this.options.state.get(k))
+      .filter((s): s is OriginState => s !== undefined)
+      .map((s) => entryOf(s, this.options.defaultBundle));
+    for (const e of current) this.known.add(e.bundle);
+
+    const byBundle = new Map<string, Entry[]>([...this.known].map((b) => [b, []]));
+    for (const e of current) byBundle.get(e.bundle)?.push(e);
+
+    const included = new Map<string, Map<string, Entry>>();
+    const packages = new Map<string, string>();
+    const failures = new Map<string, LoadError[]>();
+    for (const [bundle, entries] of byBundle) {
+      included.set(bundle, await this.validate(bundle, entries, packages, failures));
+    }
+    if (this.refuseOverlaps(included, packages)) {
+      // Refusing an origin may leave a module that needs it uncompiled: validate those bundles again.
+      for (const [bundle, entries] of included) {
+        included.set(bundle, await this.validate(bundle, [...entries.values()], packages, failures));
+      }
+    }
+    for (const e of current) e.errors.push(...(failures.get(e.key) ?? []));
+
+    for (const [bundle, entries] of included) await this.publish(bundle, [...entries.values()], packages);
+    this.options.registry.markBuilt();
+
+    for (const e of current) {
+      const chosen = included.get(e.bundle)?.get(e.key);
+      if (chosen === e) this.lastGood.set(e.key, e);
+      this.report(e);
+    }
+    for (const key of [...this.lastGood.keys()])
+      if (this.options.state.get(key) === undefined) this.lastGood.delete(key);
+    for (const key of [...this.reported.keys()])
+      if (this.options.state.get(key) === undefined) this.reported.delete(key);
+    this.options.logger.debug({ tookMs: Date.now() - started, origins: current.length }, 'bundles rebuilt');
+  }
+
+  /**
+   * Compiles the bundle's candidate modules together. An origin whose modules fail is replaced by its
+   * last good version, or left out, until the rest compiles. Returns the origins that go in.
+   */
+  private async validate(
+    bundle: string,
+    entries: Entry[],
+    packages: Map<string, string>,
+    failures: Map<string, LoadError[]>,
+  ): Promise<Map<string, Entry>> {
+    const chosen = new Map(entries.map((e) => [e.key, e]));
+    for (let round = 0; round <= entries.length + 1; round += 1) {
+      const modules = [...chosen.values()].flatMap((e) => e.modules);
+      const result = await checkModules(this.options.opaBin, modules, { v0: this.options.regoVersion === 0 });
+      if (result.errors.size === 0) {
+        for (const [p, pkg] of result.packages) packages.set(p, pkg);
+        return chosen;
+      }
+      for (const [key, e] of chosen) {
+        const failed = e.modules.flatMap((m) => result.errors.get(m.path) ?? []);
+        if (failed.length === 0) continue;
+        // Only the current version's errors are the origin's to report; a last good version that fails
+        // (because of something else that changed) is just left out.
+        if (e.state === this.options.state.get(key)) failures.set(key, failed);
+        const good = this.lastGood.get(key);
+        if (good !== undefined && good !== e && good.bundle === bundle) chosen.set(key, good);
+        else chosen.delete(key);
+      }
+    }
+    this.options.logger.error({ bundle }, 'bundle never compiled; publishing it without policies');
+    return new Map([...chosen].filter(([, e]) => e.modules.length === 0));
+  }
+
+  /** Roots of different bundles must not overlap: the origin that comes later (by key) is refused. */
+  private refuseOverlaps(included: Map<string, Map<string, Entry>>, packages: Map<string, string>): boolean {
+    let refused = false;
+    const owners = [...included].flatMap(([bundle, entries]) =>
+      [...entries.values()].map((e) => ({ bundle, e, roots: this.rootsOf([e], packages) })),
+    );
+    owners.sort((a, b) => (a.e.key < b.e.key ? -1 : a.e.key > b.e.key ? 1 : 0));
+    const accepted: typeof owners = [];
+    for (const owner of owners) {
+      const clash = accepted.find((a) => a.bundle !== owner.bundle && rootsOverlap(a.roots, owner.roots));
+      if (clash === undefined) {
+        accepted.push(owner);
+        continue;
+      }
+      included.get(owner.bundle)?.delete(owner.e.key);
+      refused = true;
+      const message =
+        `roots [${owner.roots.join(', ')}] of ${describeOrigin(owner.e.state.origin)} in bundle "${owner.bundle}" overlap ` +
+        `roots [${clash.roots.join(', ')}] of ${describeOrigin(clash.e.state.origin)} in bundle "${clash.bundle}": OPA cannot activate both`;
+      const current = this.options.state.get(owner.e.key);
+      if (current === owner.e.state) owner.e.errors.push({ code: 'bundle_roots_overlap', message });
+    }
+    return refused;
+  }
+
+  private rootsOf(entries: Entry[], packages: Map<string, string>): string[] {
+    const pkgs = entries
+      .flatMap((e) => e.modules.map((m) => packages.get(m.path)))
+      .filter((p): p is string => p !== undefined);
+    return deriveRoots(
+      pkgs,
+      entries.flatMap((e) => e.documents.map((d) => d.path)),
+    );
+  }
+
+  private async publish(bundle: string, entries: Entry[], packages: Map<string, string>): Promise<void> {
+    const built = buildBundle({
+      modules: entries.flatMap((e) => e.modules),
+      documents: entries.flatMap((e) => e.documents),
+      roots: this.rootsOf(entries, packages),
+      regoVersion: this.options.regoVersion,
+      signing: this.options.signing,
+    });
+    if (this.options.registry.get(bundle)?.etag === built.etag) return;
+    this.options.registry.publish({
+      name: bundle,
+      bytes: built.bytes,
+      etag: built.etag,
+      revision: built.revision,
+    });
+    this.options.logger.info(
+      { bundle, revision: built.revision, bytes: built.bytes.length, files: built.files.length },
+      'bundle published',
+    );
+    this.options.onPublished?.();
+    if (this.options.dir !== undefined) {
+      const file = path.join(this.options.dir, `${bundle}.tar.gz`);
+      await mkdir(path.dirname(file), { recursive: true });
+      const partial = `${file}.partial-${process.pid}`;
+      await writeFile(partial, built.bytes);
+      await rename(partial, file);
+    }
+  }
+
+  /**
+   * Reports an origin's outcome after each change of the origin itself (its status may have been wiped
+   * with it), and whenever the outcome changed because of something else.
+   */
+  private report(e: Entry): void {
+    const rendered = JSON.stringify(e.errors);
+    const last = this.reported.get(e.key);
+    if (last?.state === e.state && last.rendered === rendered) return;
+    this.reported.set(e.key, { state: e.state, rendered });
+    this.options.onOutcome({ origin: e.state.origin, errors: e.errors });
+  }
+}
