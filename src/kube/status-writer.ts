@@ -3,7 +3,7 @@
 // outcome replaces an older one not yet written; a failed write is retried with backoff, in memory.
 import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import type { LoadError, Outcome } from '../model/outcome.js';
-import { describeOrigin, originKey, type Origin } from '../model/origin.js';
+import { describeOrigin, originKey, type ConfigMapOrigin } from '../model/origin.js';
 import type { Metrics } from '../http/metrics.js';
 import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
 import { messageOf } from '../util/errors.js';
@@ -21,7 +21,7 @@ export interface StatusWriterOptions {
 }
 
 interface PendingWrite {
-  origin: Origin;
+  origin: ConfigMapOrigin;
   value: string;
 }
 
@@ -55,12 +55,15 @@ export class StatusWriter {
    * annotation shows the errors of all of them, so neither hides the other's.
    */
   report(outcome: Outcome, sink = 'opa'): void {
-    const key = originKey(outcome.origin);
+    // Only ConfigMaps carry a status; a folder file's outcome is in the log.
+    if (outcome.origin.kind !== 'configmap') return;
+    const origin = outcome.origin;
+    const key = originKey(origin);
     const bySink = this.latest.get(key) ?? new Map<string, readonly LoadError[]>();
     bySink.set(sink, outcome.errors);
     this.latest.set(key, bySink);
     const errors = [...bySink.keys()].sort().flatMap((s) => bySink.get(s) ?? []);
-    this.pending.set(key, { origin: outcome.origin, value: renderStatus(errors) });
+    this.pending.set(key, { origin, value: renderStatus(errors) });
     const wake = this.wake;
     this.wake = undefined;
     wake?.();

@@ -1,5 +1,5 @@
-// What a piece of desired state came from, and how it is named: a ConfigMap (as policy or as data)
-// today; folder files and replicated collections later.
+// What a piece of desired state came from, and how it is named: a ConfigMap (as policy or as data), or
+// a file of the local policies folder; replicated collections are kept apart (collections.ts).
 
 export type OriginRole = 'policy' | 'data';
 
@@ -10,14 +10,25 @@ export interface ConfigMapOrigin {
   name: string;
 }
 
-export type Origin = ConfigMapOrigin;
+export interface FileOrigin {
+  kind: 'file';
+  role: OriginRole;
+  /** Path relative to the policies folder, '/'-separated. */
+  path: string;
+}
+
+export type Origin = ConfigMapOrigin | FileOrigin;
 
 /** A stable key per origin: the same ConfigMap as policy and as data are two origins. */
 export function originKey(origin: Origin): string {
-  return `${origin.kind}:${origin.role}:${origin.namespace}/${origin.name}`;
+  return origin.kind === 'configmap'
+    ? `${origin.kind}:${origin.role}:${origin.namespace}/${origin.name}`
+    : `${origin.kind}:${origin.role}:${origin.path}`;
 }
 
-/** How an origin is named in logs and errors: `configmap opa/my-policy`. */
+/** How an origin is named in logs and errors: `configmap opa/my-policy`, `file authz/main.rego`. */
 export function describeOrigin(origin: Origin): string {
-  return `${origin.kind} ${origin.namespace}/${origin.name}`;
+  return origin.kind === 'configmap'
+    ? `${origin.kind} ${origin.namespace}/${origin.name}`
+    : `${origin.kind} ${origin.path}`;
 }

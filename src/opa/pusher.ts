@@ -278,7 +278,8 @@ export class OpaPusher {
       dataRoot: desired?.dataRoot,
     };
     this.applied.set(key, applied);
-    if (desired?.dataRoot !== undefined) applied.dataRoot = desired.dataRoot;
+    // The subtree removed with the origin is the one its current version owns (none: each document).
+    if (desired !== undefined) applied.dataRoot = desired.dataRoot;
 
     const errors: LoadError[] = [];
     let pending = false;

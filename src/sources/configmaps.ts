@@ -3,7 +3,7 @@
 // update reloads only when labels or data changed, so our own status annotation never causes a reload.
 import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import type { DesiredState, OriginState } from '../model/desired-state.js';
-import { originKey, type ConfigMapOrigin, type OriginRole } from '../model/origin.js';
+import { describeOrigin, originKey, type ConfigMapOrigin, type OriginRole } from '../model/origin.js';
 import { watchCollection, type WatchedCollection } from '../kube/watch-collection.js';
 import type { Logger } from '../util/logger.js';
 import { dataState, fingerprint, policyState, refOf } from './configmap-content.js';
@@ -114,7 +114,7 @@ export class ConfigMapSource {
     const print = fingerprint(cm);
     if (this.fingerprints.get(key) === print) return;
     this.fingerprints.set(key, print);
-    this.log.debug({ configmap: `${next.origin.namespace}/${next.origin.name}`, role }, 'ConfigMap changed');
+    this.log.debug({ origin: describeOrigin(next.origin), role }, 'ConfigMap changed');
     this.options.state.set(next);
   }
 

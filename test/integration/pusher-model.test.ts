@@ -5,6 +5,7 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { DesiredState, type OriginState } from '../../src/model/desired-state.js';
 import type { Outcome } from '../../src/model/outcome.js';
+import { originKey } from '../../src/model/origin.js';
 import { OpaClient } from '../../src/opa/client.js';
 import { OpaPusher } from '../../src/opa/pusher.js';
 import { silentLogger } from '../../src/util/logger.js';
@@ -65,7 +66,7 @@ describe('OPA pusher against a real OPA (property)', function () {
           client,
           state,
           logger: silentLogger(),
-          onOutcome: (o) => outcomes.set(`${o.origin.role}:${o.origin.name}`, o),
+          onOutcome: (o) => outcomes.set(originKey(o.origin), o),
           resyncIntervalMs: 500,
           retryBackoff: { minMs: 50, maxMs: 200 },
         });
@@ -149,9 +150,7 @@ describe('OPA pusher against a real OPA (property)', function () {
           await waitFor('every outcome to be ok', () =>
             state.keys().every((k) => {
               const s = state.get(k);
-              return (
-                s !== undefined && outcomes.get(`${s.origin.role}:${s.origin.name}`)?.errors.length === 0
-              );
+              return s !== undefined && outcomes.get(originKey(s.origin))?.errors.length === 0;
             })
               ? true
               : undefined,
