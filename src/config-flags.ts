@@ -151,6 +151,11 @@ export const FLAGS = {
     default: 'policies',
     help: "name of the bundle built from the policy ConfigMaps: '/'-separated segments of [a-z0-9._-]",
   },
+  'policies-dir': {
+    kind: 'string',
+    default: undefined,
+    help: 'local folder whose *.rego and data.json/data.yaml files are served as the bundle (watched live); see "local default"',
+  },
   'bundles-dir': {
     kind: 'string',
     default: undefined,

@@ -54,6 +54,10 @@ export interface Config {
   namespaces: { all: boolean; names: string[] };
   statusAnnotations: string[];
   healthEndpoint: { host: string; port: number } | undefined;
+  /** --policies-dir: the local policies folder (also the default when no source flag is given). */
+  folder: string | undefined;
+  /** Whether the ConfigMap source runs (policies or data enabled, and not folder-only). */
+  configmaps: boolean;
   replication: {
     /** --replicate: listed per namespace (all but `ignoreNamespaces`); de-duplicated, in order. */
     namespaced: ResourceRef[];
@@ -119,18 +123,61 @@ export type ParseResult =
 /**
  * Parses and validates the command line (without the program name). `--help` and `--version` are
  * answered even when the rest of the line is wrong. Throws a ConfigError listing every problem.
+ * `localDefault` (the command line's choice) turns a line without any source flag into the local-folder
+ * default.
  */
-export function parseArgs(argv: readonly string[]): ParseResult {
+export function parseArgs(
+  argv: readonly string[],
+  { localDefault = false }: { localDefault?: boolean } = {},
+): ParseResult {
   const scan = scanArgs(argv);
   if (scan.values.help) return { kind: 'help' };
   if (scan.values.version) return { kind: 'version' };
 
+  if (localDefault) applyLocalDefault(scan.values, scan.given);
   const legacy = mapLegacyFlags(scan.values, scan.given);
   const problems = [...scan.problems];
   const warnings = [...scan.warnings, ...legacy.warnings];
   const config = buildConfig(scan.values, scan.given, legacy, problems, warnings);
   if (problems.length > 0) throw new ConfigError(problems);
   return { kind: 'run', config, warnings };
+}
+
+/** Flags that name a source of policies or data: without any of them, opa-sync runs the local default. */
+const SOURCE_FLAGS: readonly FlagName[] = [
+  'policies-dir',
+  'kubeconfig',
+  'namespaces',
+  'policies',
+  'replicate',
+  'replicate-cluster',
+];
+
+/** The local default (what `npm start` runs): where each is not given, as if these flags were. */
+export const LOCAL_DEFAULT = {
+  policiesDir: 'policies',
+  bundleAddr: '127.0.0.1:8282',
+  bundlesDir: 'bundles',
+} as const;
+
+/**
+ * With no source flag at all, opa-sync needs no cluster: it serves ./policies as the bundle `policies`
+ * on 127.0.0.1:8282 and writes ./bundles. This is the one place that decides it.
+ */
+function applyLocalDefault(values: FlagValues, given: Set<FlagName>): void {
+  if (SOURCE_FLAGS.some((f) => given.has(f))) return;
+  values['policies-dir'] = LOCAL_DEFAULT.policiesDir;
+  given.add('policies-dir');
+  if (!given.has('bundle-addr')) {
+    values['bundle-addr'] = LOCAL_DEFAULT.bundleAddr;
+    given.add('bundle-addr');
+  }
+  if (!given.has('bundles-dir')) {
+    values['bundles-dir'] = LOCAL_DEFAULT.bundlesDir;
+    given.add('bundles-dir');
+  }
+  // A person is reading: one readable line per event, unless asked otherwise.
+  if (!given.has('log-format')) values['log-format'] = 'text';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,6 +372,12 @@ function buildConfig(
     healthEndpoint: buildListenAddress('health-endpoint', values['health-endpoint'], problems),
     replication: buildReplication(values, problems),
     bundles: buildBundles(values, given, problems),
+    folder: unlessEmpty(values['policies-dir']),
+    // With a policies folder, ConfigMaps are read only when a Kubernetes flag asks for them.
+    configmaps:
+      (values['enable-policies'] || values['enable-data']) &&
+      (unlessEmpty(values['policies-dir']) === undefined ||
+        (['kubeconfig', 'namespaces', 'policies'] as const).some((f) => given.has(f))),
   };
 }
 

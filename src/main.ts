@@ -10,6 +10,8 @@ import { OpaClient } from './opa/client.js';
 import { OpaPusher } from './opa/pusher.js';
 import { StatusWriter } from './kube/status-writer.js';
 import { ConfigMapSource } from './sources/configmaps.js';
+import { FolderSource } from './sources/folder.js';
+import { describeOrigin } from './model/origin.js';
 import { ReplicationSource } from './sources/replication.js';
 import { KubeRawClient } from './kube/raw-client.js';
 import { ReplicatedCollections } from './model/collections.js';
@@ -109,8 +111,43 @@ function startBundles(
   return { publisher, registry, tokens, serve };
 }
 
-/** Runs the sidecar until the signal aborts; resolves once everything has stopped. */
-async function runSidecar(
+/** A source of desired state: started, awaited for its initial sync, and stopped in order. */
+interface Source {
+  name: string;
+  start(): void | Promise<void>;
+  readonly synced: Promise<void>;
+  isSynced(): boolean;
+  stop(): Promise<void>;
+}
+
+/** Prints, for people, how to point an OPA at the bundle server (local mode's first minute). */
+function printOpaSnippet(host: string, port: number, bundle: string): void {
+  const shown = host === '0.0.0.0' ? '127.0.0.1' : host;
+  process.stdout.write(
+    [
+      '',
+      `opa-sync serves the bundle "${bundle}" at http://${shown}:${port}/bundles/${bundle}`,
+      'Point an OPA at it with this configuration (opa run --server --config-file=opa-config.yaml):',
+      '',
+      'services:',
+      '  opa-sync:',
+      `    url: http://${shown}:${port}`,
+      'bundles:',
+      `  ${bundle}:`,
+      '    service: opa-sync',
+      `    resource: bundles/${bundle}`,
+      '    polling:',
+      '      long_polling_timeout_seconds: 60',
+      'status:',
+      '  service: opa-sync',
+      '',
+      '',
+    ].join('\n'),
+  );
+}
+
+/** Runs what the configuration asks for until the signal aborts; resolves once everything has stopped. */
+async function runOpaSync(
   config: Config,
   logger: Logger,
   outer: AbortSignal,
@@ -128,63 +165,105 @@ async function runSidecar(
       controller.abort();
     });
   const metrics = new Metrics();
-  const kubeConfig = loadKubeConfig(config);
   const state = new DesiredState();
-  const client = new OpaClient({ ...config.opa, logger: logger.child({ component: 'opa-client' }) });
   const collections = new ReplicatedCollections();
-  const { replication: rep } = config;
-  const replication =
-    rep.namespaced.length + rep.cluster.length === 0
-      ? undefined
-      : new ReplicationSource({
-          kubeConfig,
-          raw: new KubeRawClient(kubeConfig, KUBE_CALL_TIMEOUT_MS),
-          collections,
-          logger: logger.child({ component: 'replication' }),
-          metrics,
-          namespaced: rep.namespaced,
-          cluster: rep.cluster,
-          path: rep.path,
-          ignoreNamespaces: rep.ignoreNamespaces,
-          clusterByName: rep.clusterByName,
-          keepManagedFields: rep.keepManagedFields,
-        });
-  const statusWriter = new StatusWriter({
-    kubeConfig,
-    annotations: config.statusAnnotations,
-    logger: logger.child({ component: 'status' }),
-    timeoutMs: KUBE_CALL_TIMEOUT_MS,
-    metrics,
-  });
-  const pusher = !config.opa.push
-    ? undefined
-    : new OpaPusher({
-        client,
-        state,
-        logger: logger.child({ component: 'opa-pusher' }),
-        onOutcome: (outcome) => statusWriter.report(outcome, 'opa'),
-        resyncIntervalMs: config.opa.resyncIntervalMs,
-        metrics,
-        collections: replication === undefined ? undefined : collections,
-      });
-  const source = new ConfigMapSource({
-    kubeConfig,
-    state,
-    logger: logger.child({ component: 'configmaps' }),
-    namespaces: config.namespaces,
-    policies: config.policies,
-    data: config.data,
-    onWatchError: () => metrics.watchErrors.inc(),
-  });
+  const rep = config.replication;
+  const replicating = rep.namespaced.length + rep.cluster.length > 0;
+  // Kubernetes is contacted only when a Kubernetes source is asked for.
+  const kubeConfig = config.configmaps || replicating ? loadKubeConfig(config) : undefined;
 
-  const bundles = startBundles(
-    config,
-    state,
-    metrics,
-    logger,
-    (outcome) => statusWriter.report(outcome, 'bundle'),
-    searchPath,
-  );
+  const statusWriter =
+    kubeConfig === undefined || !config.configmaps
+      ? undefined
+      : new StatusWriter({
+          kubeConfig,
+          annotations: config.statusAnnotations,
+          logger: logger.child({ component: 'status' }),
+          timeoutMs: KUBE_CALL_TIMEOUT_MS,
+          metrics,
+        });
+  const report = (sink: string) => (outcome: Outcome) => {
+    if (statusWriter !== undefined) statusWriter.report(outcome, sink);
+    else if (outcome.errors.length > 0) {
+      logger.warn({ origin: describeOrigin(outcome.origin), sink, errors: outcome.errors }, 'not loaded');
+    }
+  };
+
+  const client = config.opa.push
+    ? new OpaClient({ ...config.opa, logger: logger.child({ component: 'opa-client' }) })
+    : undefined;
+  const pusher =
+    client === undefined
+      ? undefined
+      : new OpaPusher({
+          client,
+          state,
+          logger: logger.child({ component: 'opa-pusher' }),
+          onOutcome: report('opa'),
+          resyncIntervalMs: config.opa.resyncIntervalMs,
+          metrics,
+          collections: replicating ? collections : undefined,
+        });
+  const bundles = startBundles(config, state, metrics, logger, report('bundle'), searchPath);
+
+  const sources: Source[] = [];
+  if (config.folder !== undefined) {
+    const folder = new FolderSource({
+      dir: config.folder,
+      state,
+      logger: logger.child({ component: 'folder' }),
+    });
+    sources.push({
+      name: 'folder',
+      start: () => folder.start(),
+      synced: folder.synced,
+      isSynced: () => folder.isSynced(),
+      stop: () => folder.stop(),
+    });
+  }
+  if (kubeConfig !== undefined && config.configmaps) {
+    const configmaps = new ConfigMapSource({
+      kubeConfig,
+      state,
+      logger: logger.child({ component: 'configmaps' }),
+      namespaces: config.namespaces,
+      policies: config.policies,
+      data: config.data,
+      onWatchError: () => metrics.watchErrors.inc(),
+    });
+    sources.push({
+      name: 'configmaps',
+      start: () => configmaps.start(),
+      get synced() {
+        return configmaps.synced;
+      },
+      isSynced: () => configmaps.isSynced(),
+      stop: () => configmaps.stop(),
+    });
+  }
+  if (kubeConfig !== undefined && replicating) {
+    if (pusher === undefined) logger.warn('replicated resources go to a pushed OPA only: add --opa-url');
+    const replication = new ReplicationSource({
+      kubeConfig,
+      raw: new KubeRawClient(kubeConfig, KUBE_CALL_TIMEOUT_MS),
+      collections,
+      logger: logger.child({ component: 'replication' }),
+      metrics,
+      namespaced: rep.namespaced,
+      cluster: rep.cluster,
+      path: rep.path,
+      ignoreNamespaces: rep.ignoreNamespaces,
+      clusterByName: rep.clusterByName,
+      keepManagedFields: rep.keepManagedFields,
+    });
+    sources.push({
+      name: 'replication',
+      start: () => replication.start(signal),
+      synced: Promise.resolve(),
+      isSynced: () => replication.isSynced(),
+      stop: () => replication.stop(),
+    });
+  }
 
   let ops: RunningServer | undefined;
   if (config.healthEndpoint !== undefined) {
@@ -192,8 +271,7 @@ async function runSidecar(
     const app = createOpsApp(
       metrics,
       () => ({
-        configmaps: source.isSynced(),
-        ...(replication === undefined ? {} : { replication: replication.isSynced() }),
+        ...Object.fromEntries(sources.map((src) => [src.name, src.isSynced()])),
         ...(pusher === undefined ? {} : { opa: pusher.isReady() }),
         ...(bundles === undefined ? {} : { bundles: bundles.registry.isBuilt() }),
       }),
@@ -203,33 +281,38 @@ async function runSidecar(
     logger.info({ host, port: ops.port }, 'serving /health, /ready and /metrics');
   }
 
-  const sinks = [supervise('status', statusWriter.run(signal))];
+  const sinks: Promise<void>[] = [];
+  if (statusWriter !== undefined) sinks.push(supervise('status', statusWriter.run(signal)));
   if (pusher !== undefined) sinks.push(supervise('opa-pusher', pusher.run(signal)));
   if (bundles !== undefined) sinks.push(supervise('bundles', bundles.publisher.run(signal)));
   const bundleServer = bundles === undefined ? undefined : await bundles.serve();
-  try {
-    await replication?.start(signal);
-  } catch (err) {
+  if (bundleServer !== undefined && config.folder !== undefined && config.bundles.addr !== undefined) {
+    printOpaSnippet(config.bundles.addr.host, bundleServer.port, config.bundles.defaultName);
+  }
+
+  const stopAll = async (): Promise<void> => {
+    for (const src of sources) await src.stop();
     controller.abort();
     await Promise.all(sinks);
+    client?.close();
+    await bundleServer?.close();
+    bundles?.tokens?.close();
     await ops?.close();
+  };
+  try {
+    for (const src of sources) await src.start();
+  } catch (err) {
+    await stopAll();
     throw err;
   }
-  source.start();
-  void source.synced.then(() => {
-    logger.info({ origins: state.size }, 'ConfigMaps listed');
+  void Promise.all(sources.map((src) => src.synced)).then(() => {
+    logger.info({ origins: state.size }, 'sources listed');
     pusher?.markSourcesSynced();
   });
 
   await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
   logger.info('stopping');
-  await source.stop();
-  await replication?.stop();
-  await Promise.all(sinks);
-  client.close();
-  await bundleServer?.close();
-  bundles?.tokens?.close();
-  await ops?.close();
+  await stopAll();
   logger.info('stopped');
   if (failure !== undefined) throw failure;
 }
@@ -237,7 +320,7 @@ async function runSidecar(
 export async function main(argv: readonly string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs(argv);
+    parsed = parseArgs(argv, { localDefault: true });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`opa-sync: ${err.message}\n\nRun opa-sync --help for the flags.\n`);
@@ -245,8 +328,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     throw err;
   }
-  // Without arguments there is nothing to run yet: show the flags (the local-folder default comes later).
-  if (parsed.kind === 'help' || argv.length === 0) {
+  if (parsed.kind === 'help') {
     process.stdout.write(usage());
     return 0;
   }
@@ -265,7 +347,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const logger = createLogger(config.log.level, config.log.format);
   for (const warning of warnings) logger.warn(warning);
-  logger.info({ version: version(), opaUrl: config.opa.url }, 'starting');
+  logger.info({ version: version(), ...(config.opa.push ? { opaUrl: config.opa.url } : {}) }, 'starting');
 
   const controller = new AbortController();
   const stop = (sig: string): void => {
@@ -276,7 +358,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.once('SIGINT', () => stop('SIGINT'));
   try {
     // The only place that reads the environment: where to look for the opa binary.
-    await runSidecar(config, logger, controller.signal, process.env.PATH);
+    await runOpaSync(config, logger, controller.signal, process.env.PATH);
     return 0;
   } catch (err) {
     logger.error({ err: messageOf(err) }, 'opa-sync failed');

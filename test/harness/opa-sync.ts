@@ -8,6 +8,8 @@ import { runDir } from './run-dir.js';
 import { StopWaiting, waitFor } from './wait.js';
 
 const mainTs = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+// Resolved here, so that opa-sync may run with another working directory.
+const tsxLoader = import.meta.resolve('tsx');
 let counter = 0;
 
 export interface OpaSyncProcess {
@@ -23,15 +25,17 @@ export interface OpaSyncProcess {
 /** Starts opa-sync with the given flags plus a --health-endpoint on a free port. */
 export async function startOpaSync(
   args: readonly string[],
-  { waitReady = true } = {},
+  { waitReady = true, cwd }: { waitReady?: boolean; cwd?: string } = {},
 ): Promise<OpaSyncProcess> {
   const port = await getPort({ host: '127.0.0.1' });
   const name = `opa-sync-${++counter}`;
   const proc = startProcess(
     name,
     process.execPath,
-    ['--import', 'tsx', mainTs, `--health-endpoint=127.0.0.1:${port}`, ...args],
+    ['--import', tsxLoader, mainTs, `--health-endpoint=127.0.0.1:${port}`, ...args],
     runDir(),
+    {},
+    cwd,
   );
   const opsUrl = `http://127.0.0.1:${port}`;
   const handle: OpaSyncProcess = {

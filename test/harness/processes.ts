@@ -33,12 +33,17 @@ export function startProcess(
   args: readonly string[],
   logDir: string,
   env: Readonly<Record<string, string>> = {},
+  cwd?: string,
 ): ManagedProcess {
   const logFile = path.join(logDir, `${name}.log`);
   const fd = openSync(logFile, 'a');
   let child: ChildProcess;
   try {
-    child = spawn(binary, args, { stdio: ['ignore', fd, fd], env: { ...process.env, ...env } });
+    child = spawn(binary, args, {
+      stdio: ['ignore', fd, fd],
+      env: { ...process.env, ...env },
+      ...(cwd === undefined ? {} : { cwd }),
+    });
   } finally {
     closeSync(fd);
   }

@@ -65,6 +65,8 @@ const DEFAULTS: Config = {
     regoVersion: undefined,
     opaBin: undefined,
   },
+  folder: undefined,
+  configmaps: true,
 };
 
 // k8s.io/apimachinery's texts, as pinned by kube-mgmt's cmd/kube-mgmt/flag_test.go.
@@ -267,6 +269,7 @@ describe('configuration (parseArgs)', () => {
         'bundle-addr': ['--bundle-addr=:8282'],
         'bundle-name': ['--bundle-name=authz'],
         'bundles-dir': ['--bundles-dir=/b'],
+        'policies-dir': ['--policies-dir=/p'],
         'bundle-token-file': ['--bundle-token-file=/t', '--bundle-addr=:8282'],
         'bundle-tls-cert-file': ['--bundle-tls-cert-file=/c', '--bundle-tls-key-file=/k', '--bundle-addr=:1'],
         'bundle-tls-key-file': ['--bundle-tls-key-file=/k', '--bundle-tls-cert-file=/c', '--bundle-addr=:1'],
@@ -1296,5 +1299,54 @@ describe('usage()', () => {
       else expect(at, name).to.be.within(1, section - 1);
     }
     expect(Object.values(FLAGS).filter((spec) => 'deprecated' in spec)).to.have.length(5);
+  });
+});
+
+describe('configuration: the local-folder default (what npm start runs)', () => {
+  const local = (...argv: string[]): Config => {
+    const result = parseArgs(argv, { localDefault: true });
+    if (result.kind !== 'run') throw new Error('expected a run');
+    return result.config;
+  };
+
+  it('serves ./policies as a bundle on 127.0.0.1:8282 and writes ./bundles without any flag, no cluster, no push', () => {
+    const config = local();
+    expect(config.folder).to.equal('policies');
+    expect(config.bundles.addr).to.deep.equal({ host: '127.0.0.1', port: 8282 });
+    expect(config.bundles.dir).to.equal('bundles');
+    expect(config.configmaps).to.equal(false);
+    expect(config.opa.push).to.equal(false);
+    expect(config.log.format).to.equal('text');
+    expect(local('--log-format=json').log.format).to.equal('json');
+  });
+
+  it('also pushes with --opa-url, and keeps an explicit --bundle-addr', () => {
+    const config = local('--opa-url=http://127.0.0.1:8181/v1', '--bundle-addr=127.0.0.1:9000');
+    expect(config.folder).to.equal('policies');
+    expect(config.opa.push).to.equal(true);
+    expect(config.bundles.addr).to.deep.equal({ host: '127.0.0.1', port: 9000 });
+  });
+
+  for (const flag of [
+    '--namespaces=opa',
+    '--kubeconfig=/k',
+    '--policies=opa',
+    '--replicate=v1/services',
+    '--policies-dir=/p',
+  ]) {
+    it(`is off as soon as a source flag is given (${flag})`, () => {
+      const config = local(flag);
+      expect(config.bundles.addr).to.equal(undefined);
+      expect(config.folder).to.equal(flag.startsWith('--policies-dir') ? '/p' : undefined);
+    });
+  }
+
+  it('reads ConfigMaps beside a policies folder only when a Kubernetes flag asks for it', () => {
+    expect(local('--policies-dir=/p').configmaps).to.equal(false);
+    expect(local('--policies-dir=/p', '--namespaces=opa').configmaps).to.equal(true);
+    expect(local('--policies-dir=/p', '--kubeconfig=/k').configmaps).to.equal(true);
+    expect(local('--namespaces=opa', '--enable-policies=false', '--enable-data=false').configmaps).to.equal(
+      false,
+    );
   });
 });

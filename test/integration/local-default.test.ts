@@ -1,0 +1,100 @@
+// The local default (what `npm start` runs): with no source flag, opa-sync serves ./policies as the
+// bundle `policies`, writes ./bundles, prints the OPA configuration, and a real OPA that uses it
+// activates the bundle and gets an edit of a file under policies/ without a restart.
+import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import getPort from 'get-port';
+import { requireTool } from '../../scripts/tools.js';
+import { extraOpa, waitFor, type OpaServer } from '../harness/index.js';
+import { startOpaSync, type OpaSyncProcess } from '../harness/opa-sync.js';
+import { logTail } from '../harness/processes.js';
+
+describe('the local default: ./policies served as a bundle (real OPA)', function () {
+  this.timeout(120_000);
+  let work: string;
+  let sync: OpaSyncProcess;
+  let opa: OpaServer;
+  let port: number;
+
+  before(async () => {
+    // A copy of the repository's policies/, so the test can edit files.
+    work = mkdtempSync(path.join(tmpdir(), 'opa-sync-local-'));
+    cpSync(fileURLToPath(new URL('../../policies', import.meta.url)), path.join(work, 'policies'), {
+      recursive: true,
+    });
+    port = await getPort({ host: '127.0.0.1' });
+    // --bundle-addr and --opa-bin are not source flags: the local default still applies.
+    sync = await startOpaSync([`--bundle-addr=127.0.0.1:${port}`, `--opa-bin=${requireTool('opa')}`], {
+      cwd: work,
+    });
+  });
+  after(async () => {
+    await opa?.stop();
+    await sync?.stop();
+  });
+
+  it('prints the OPA configuration, and an OPA using it activates the bundle', async () => {
+    const printed = await waitFor('the printed OPA configuration', () => {
+      const out = logTail(sync.process, 200);
+      return out.includes('long_polling_timeout_seconds') ? out : undefined;
+    });
+    const snippet = printed.slice(
+      printed.indexOf('services:'),
+      printed.indexOf('service: opa-sync\n', printed.indexOf('status:')) + 'service: opa-sync\n'.length,
+    );
+    expect(snippet).to.include(`url: http://127.0.0.1:${port}`);
+    expect(snippet).to.include('resource: bundles/policies');
+    const config = path.join(work, 'opa-config.yaml');
+    writeFileSync(config, snippet);
+    opa = await extraOpa({ extraArgs: [`--config-file=${config}`] });
+    await waitFor('the bundle to be activated', async () =>
+      (await opa.request('/health?bundles=true')).status === 200 ? true : undefined,
+    );
+    const review = {
+      request: {
+        uid: 'u1',
+        kind: { kind: 'Pod' },
+        object: { metadata: { name: 'p', labels: { app: 'prop' } } },
+      },
+    };
+    const res = await opa.request('/', {
+      method: 'POST',
+      body: JSON.stringify(review),
+      headers: { 'content-type': 'application/json' },
+    });
+    const answer = JSON.parse(res.body) as {
+      response: { uid: string; allowed: boolean; status?: { message: string } };
+    };
+    expect(answer.response.uid).to.equal('u1');
+    expect(answer.response.allowed).to.equal(false);
+    expect(answer.response.status?.message).to.include('missing an associated Network Security Policy');
+    expect(existsSync(path.join(work, 'bundles', 'policies.tar.gz'))).to.equal(true);
+  });
+
+  it('an edit of a file under policies/ reaches the OPA without a restart', async () => {
+    const file = path.join(work, 'policies', 'system', 'main.rego');
+    writeFileSync(
+      file,
+      readFileSync(file, 'utf8').replace('"allowed": true', '"allowed": true, "edited": true'),
+    );
+    const pid = opa.process.pid;
+    await waitFor(
+      'the edit to be live',
+      async () => {
+        const res = await opa.request('/', {
+          method: 'POST',
+          body: '{"request":{"uid":"u2"}}',
+          headers: { 'content-type': 'application/json' },
+        });
+        return (JSON.parse(res.body) as { response?: { edited?: boolean } }).response?.edited === true
+          ? true
+          : undefined;
+      },
+      { timeoutMs: 10_000 },
+    );
+    expect(opa.process.pid).to.equal(pid);
+  });
+});
