@@ -190,7 +190,12 @@ async function runOpaSync(
   };
 
   const client = config.opa.push
-    ? new OpaClient({ ...config.opa, logger: logger.child({ component: 'opa-client' }) })
+    ? new OpaClient({
+        ...config.opa,
+        token: config.opa.authToken,
+        tokenFile: config.opa.authTokenFile,
+        logger: logger.child({ component: 'opa-client' }),
+      })
     : undefined;
   const pusher =
     client === undefined
@@ -308,6 +313,7 @@ async function runOpaSync(
   void Promise.all(sources.map((src) => src.synced)).then(() => {
     logger.info({ origins: state.size }, 'sources listed');
     pusher?.markSourcesSynced();
+    bundles?.publisher.markSourcesSynced();
   });
 
   await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));

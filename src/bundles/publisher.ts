@@ -77,22 +77,34 @@ export class BundlePublisher {
   private readonly reported = new Map<string, { state: OriginState; rendered: string }>();
   private readonly known = new Set<string>();
   private dirty = true;
+  /** No bundle is built before every source has listed its objects: OPAs never get a partial first bundle. */
+  private sourcesSynced = false;
   private wake: (() => void) | undefined;
 
   constructor(private readonly options: PublisherOptions) {
     this.known.add(options.defaultBundle);
   }
 
+  /** Called once every source has listed its objects: the first build may happen. */
+  markSourcesSynced(): void {
+    this.sourcesSynced = true;
+    this.poke();
+  }
+
+  private poke(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
   async run(signal: AbortSignal): Promise<void> {
     const unsubscribe = this.options.state.subscribe(() => {
       this.dirty = true;
-      const wake = this.wake;
-      this.wake = undefined;
-      wake?.();
+      this.poke();
     });
     try {
       while (!signal.aborted) {
-        if (!this.dirty) {
+        if (!this.dirty || !this.sourcesSynced) {
           await new Promise<void>((resolve) => {
             this.wake = resolve;
             signal.addEventListener('abort', () => resolve(), { once: true });
