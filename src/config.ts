@@ -12,6 +12,7 @@ import {
   type LegacyMapping,
 } from './config-flags.js';
 import { ConfigError } from './util/errors.js';
+import { SIGNING_ALGS, type SigningAlg } from './bundles/sign.js';
 import type { LogFormat, LogLevel } from './util/logger.js';
 
 /** A Kubernetes resource to replicate; all lower-cased, `group` '' = the core group. */
@@ -99,23 +100,9 @@ export interface Config {
   };
 }
 
-/** The signing algorithms of `opa build --signing-alg`. */
-export const BUNDLE_SIGNING_ALGS = [
-  'RS256',
-  'RS384',
-  'RS512',
-  'PS256',
-  'PS384',
-  'PS512',
-  'ES256',
-  'ES384',
-  'ES512',
-  'HS256',
-  'HS384',
-  'HS512',
-] as const;
-
-export type BundleSigningAlg = (typeof BUNDLE_SIGNING_ALGS)[number];
+/** The signing algorithms of `opa build --signing-alg` (one list, the signer's). */
+export const BUNDLE_SIGNING_ALGS: readonly BundleSigningAlg[] = SIGNING_ALGS;
+export type BundleSigningAlg = SigningAlg;
 
 export type ParseResult =
   { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config; warnings: string[] };

@@ -22,6 +22,7 @@ import {
   type OpaServer,
 } from '../harness/index.js';
 import { startOpaSync, type OpaSyncProcess } from '../harness/opa-sync.js';
+import { sortKeys } from '../harness/json.js';
 
 const fixture = (name: string): string =>
   readFileSync(new URL(`../fixtures/seed/${name}`, import.meta.url), 'utf8');
@@ -88,15 +89,6 @@ async function expectEventually(
   } catch {
     expect(await actual(), what).to.deep.equal(await expected());
   }
-}
-
-function sortKeys(value: unknown): unknown {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
-  return Object.fromEntries(
-    Object.entries(value as Record<string, unknown>)
-      .sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([k, v]) => [k, sortKeys(v)]),
-  );
 }
 
 const NP_PATH = '/apis/networking.k8s.io/v1/networkpolicies';

@@ -10,6 +10,7 @@ import { OpaClient } from '../../src/opa/client.js';
 import { OpaPusher } from '../../src/opa/pusher.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { extraOpa, waitFor, type OpaServer } from '../harness/index.js';
+import { sortKeys } from '../harness/json.js';
 
 const NAMES = ['p1', 'p2', 'p3'] as const;
 
@@ -166,12 +167,3 @@ describe('OPA pusher against a real OPA (property)', function () {
     expect(run).to.equal(15);
   });
 });
-
-function sortKeys(value: unknown): unknown {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
-  return Object.fromEntries(
-    Object.entries(value as Record<string, unknown>)
-      .sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([k, v]) => [k, sortKeys(v)]),
-  );
-}
