@@ -8,8 +8,17 @@ const run = promisify(execFile);
 const main = new URL('../../src/main.ts', import.meta.url).pathname;
 
 async function opaSync(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return opaSyncWithPath(process.env.PATH, ...args);
+}
+
+async function opaSyncWithPath(
+  searchPath: string | undefined,
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args]);
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], {
+      env: { ...process.env, PATH: searchPath ?? '' },
+    });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -48,6 +57,16 @@ describe('opa-sync command line', () => {
     const out = await opaSync('--replicate=v1/services', '--replicate-cluster=v1/services');
     expect(out.code).to.equal(2);
     expect(out.stderr).to.include('resource "services" is replicated twice');
+  });
+
+  it('says exactly what is missing when the opa binary that validates bundles is not there', async () => {
+    const out = await opaSyncWithPath('/nonexistent', '--policies-dir=policies', '--bundle-addr=127.0.0.1:0');
+    expect(out.code).to.equal(1);
+    expect(out.stdout + out.stderr).to.include(
+      'bundles are validated with the opa binary, which is not on PATH',
+    );
+    expect(out.stdout + out.stderr).to.include('--opa-bin');
+    expect(out.stdout + out.stderr).to.include('npm run tools');
   });
 
   it('reports every configuration problem at once and exits non-zero', async () => {
