@@ -305,6 +305,8 @@ async function runOpaSync(
     await ops?.close();
   };
   try {
+    // Replication first: its API discovery can refuse the configuration before anything else starts.
+    sources.sort((a, b) => Number(b.name === 'replication') - Number(a.name === 'replication'));
     for (const src of sources) await src.start();
   } catch (err) {
     await stopAll();
@@ -375,6 +377,8 @@ export async function main(argv: readonly string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // Everything was stopped in order; should a library still hold a handle, do not hang on it.
+    setTimeout(() => process.exit(code), 2000).unref();
   },
   (err: unknown) => {
     process.stderr.write(`opa-sync: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

@@ -128,7 +128,12 @@ export function watchCollection<T extends KubernetesObject>(
     } finally {
       listWatch.off('error', noteFailure);
     }
-    if (failed || stopped) return;
+    // stop() during a start: the informer may have opened its watch after it was told to stop.
+    if (stopped) {
+      await listWatch.stop();
+      return;
+    }
+    if (failed) return;
     backoff.reset();
     if (!synced) {
       synced = true;
