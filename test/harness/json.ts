@@ -2,7 +2,8 @@
 
 /** The same value with object keys sorted at every level. */
 export function sortKeys(value: unknown): unknown {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  if (Array.isArray(value)) return value.map(sortKeys);
+  if (value === null || typeof value !== 'object') return value;
   return Object.fromEntries(
     Object.entries(value as Record<string, unknown>)
       .sort(([a], [b]) => (a < b ? -1 : 1))

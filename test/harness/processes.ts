@@ -14,7 +14,11 @@ export interface ManagedProcess {
   stop(graceMs?: number): Promise<void>;
 }
 
-const running = new Set<ManagedProcess>();
+// On globalThis: the mocha hooks file may load a second instance of this module (see run-dir.ts), and
+// its global teardown must stop what the tests started.
+const RUNNING = Symbol.for('opa-sync.test-processes');
+const shared = globalThis as typeof globalThis & { [RUNNING]?: Set<ManagedProcess> };
+const running: Set<ManagedProcess> = (shared[RUNNING] ??= new Set<ManagedProcess>());
 
 // `mocha --exit` and crashes end the test process without teardown: never leave a server behind.
 process.on('exit', () => {
