@@ -42,6 +42,7 @@ import { startOpaSync, type OpaSyncProcess } from '../harness/opa-sync.js';
 import { logTail, startProcess, type ManagedProcess } from '../harness/processes.js';
 import { runDir } from '../harness/run-dir.js';
 import { StopWaiting } from '../harness/wait.js';
+import { writeKubeconfig } from '../harness/kubeconfig.js';
 
 const execFileAsync = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -590,26 +591,7 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
 
     const minted = (await kubectlOk(['create', 'token', 'opa-sync', '-n', 'opa', '--duration=1h'])).trim();
     saKubeconfig = path.join(runDir(), 'kubeconfig-opa-sync-deploy.json');
-    writeFileSync(
-      saKubeconfig,
-      JSON.stringify({
-        apiVersion: 'v1',
-        kind: 'Config',
-        clusters: [
-          {
-            name: 'test',
-            cluster: {
-              server: cp.server,
-              'certificate-authority-data': Buffer.from(cp.ca.pem).toString('base64'),
-            },
-          },
-        ],
-        users: [{ name: 'opa-sync', user: { token: minted } }],
-        contexts: [{ name: 'test', context: { cluster: 'test', user: 'opa-sync' } }],
-        'current-context': 'test',
-      }),
-      { mode: 0o600 },
-    );
+    writeKubeconfig(saKubeconfig, cp.server, cp.ca.pem, 'opa-sync', minted);
 
     // Exactly the manifest's arguments, except where OPA is, the token file, and the health port.
     const args = syncArgs.flatMap((arg): string[] => {

@@ -11,6 +11,7 @@ import { createKeyPair, createServingCert, type CertificateAuthority } from './c
 import { httpRequest } from './http.js';
 import { logTail, startProcess, type ManagedProcess } from './processes.js';
 import { StopWaiting, waitFor } from './wait.js';
+import { writeKubeconfig } from './kubeconfig.js';
 
 export interface ControlPlane {
   /** https://127.0.0.1:<port> */
@@ -118,27 +119,7 @@ export async function startControlPlane(runFolder: string, ca: CertificateAuthor
   await waitApiServer();
 
   const kubeconfigFile = path.join(dir, 'kubeconfig.json');
-  writeFileSync(
-    kubeconfigFile,
-    JSON.stringify(
-      {
-        apiVersion: 'v1',
-        kind: 'Config',
-        clusters: [
-          {
-            name: 'test',
-            cluster: { server, 'certificate-authority-data': Buffer.from(ca.pem).toString('base64') },
-          },
-        ],
-        users: [{ name: 'admin', user: { token: adminToken } }],
-        contexts: [{ name: 'test', context: { cluster: 'test', user: 'admin' } }],
-        'current-context': 'test',
-      },
-      null,
-      2,
-    ),
-    { mode: 0o600 },
-  );
+  writeKubeconfig(kubeconfigFile, server, ca.pem, 'admin', adminToken);
 
   const controllerManager = startProcess(
     'kube-controller-manager',

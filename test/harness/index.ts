@@ -17,17 +17,24 @@ export { httpRequest } from './http.js';
 
 const execFileAsync = promisify(execFile);
 
-let ca: Promise<CertificateAuthority> | undefined;
-let opa: Promise<OpaServer> | undefined;
-let controlPlaneStarting: Promise<ControlPlane> | undefined;
-const extraOpas = new Set<OpaServer>();
-let startedControlPlane: ControlPlane | undefined;
-let startedOpa: OpaServer | undefined;
+// On globalThis: mocha may load this module twice (the hooks file through require, specs through
+// import); both must share one control plane, one shared OPA and one list of extra OPAs.
+interface HarnessState {
+  ca?: Promise<CertificateAuthority>;
+  opa?: Promise<OpaServer>;
+  controlPlane?: Promise<ControlPlane>;
+  startedOpa?: OpaServer;
+  startedControlPlane?: ControlPlane;
+  extraOpas: Set<OpaServer>;
+}
+const STATE = Symbol.for('opa-sync.test-harness');
+const shared = globalThis as typeof globalThis & { [STATE]?: HarnessState };
+const state: HarnessState = (shared[STATE] ??= { extraOpas: new Set() });
 
 /** The run's certificate authority: signs the API server's, OPA's and webhooks' certificates. */
 export function testCa(): Promise<CertificateAuthority> {
-  ca ??= createCa(runDir());
-  return ca;
+  state.ca ??= createCa(runDir());
+  return state.ca;
 }
 
 // A failed start is remembered: every test that needs the component fails with the same reason.
@@ -39,33 +46,33 @@ function memo<T>(start: () => Promise<T>): Promise<T> {
 
 /** The shared OPA of the run (plain HTTP, no authentication). Tests must not assume it is empty. */
 export function sharedOpa(): Promise<OpaServer> {
-  opa ??= memo(async () => {
-    startedOpa = await startOpa(runDir());
-    return startedOpa;
+  state.opa ??= memo(async () => {
+    state.startedOpa = await startOpa(runDir());
+    return state.startedOpa;
   });
-  return opa;
+  return state.opa;
 }
 
 /** Another OPA, owned by the caller (stopped at the end of the run if the caller does not). */
 export async function extraOpa(options: OpaOptions = {}): Promise<OpaServer> {
   const server = await startOpa(runDir(), options);
-  extraOpas.add(server);
-  return {
-    ...server,
-    stop: async () => {
-      extraOpas.delete(server);
-      await server.stop();
-    },
+  state.extraOpas.add(server);
+  // The same object (its `process` follows restarts), with a stop that also forgets it.
+  const stop = server.stop.bind(server);
+  server.stop = async () => {
+    state.extraOpas.delete(server);
+    await stop();
   };
+  return server;
 }
 
 /** The shared control plane of the run. */
 export function controlPlane(): Promise<ControlPlane> {
-  controlPlaneStarting ??= memo(async () => {
-    startedControlPlane = await startControlPlane(runDir(), await testCa());
-    return startedControlPlane;
+  state.controlPlane ??= memo(async () => {
+    state.startedControlPlane = await startControlPlane(runDir(), await testCa());
+    return state.startedControlPlane;
   });
-  return controlPlaneStarting;
+  return state.controlPlane;
 }
 
 /** Creates a namespace with a unique name (`<prefix>-<random>`) for one test or suite. */
@@ -127,8 +134,8 @@ export async function kubectlRun(
 
 /** Stops everything the harness started. */
 export async function stopHarness(): Promise<void> {
-  await Promise.all([...extraOpas].map((o) => o.stop()));
-  extraOpas.clear();
-  await startedOpa?.stop();
-  await startedControlPlane?.stop();
+  await Promise.all([...state.extraOpas].map((o) => o.stop()));
+  state.extraOpas.clear();
+  await state.startedOpa?.stop();
+  await state.startedControlPlane?.stop();
 }

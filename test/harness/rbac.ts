@@ -1,10 +1,10 @@
 // Least-privilege identities for tests: a ServiceAccount bound, in each given namespace, to a Role with
 // only the given rules, and a kubeconfig that authenticates with a token minted for it.
-import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { CoreV1Api, RbacAuthorizationV1Api, type V1PolicyRule } from '@kubernetes/client-node';
 import { controlPlane } from './index.js';
 import { runDir } from './run-dir.js';
+import { writeKubeconfig } from './kubeconfig.js';
 
 /** The rules opa-sync needs on ConfigMaps in each namespace it watches. */
 export const CONFIGMAP_RULES: V1PolicyRule[] = [
@@ -39,25 +39,6 @@ export async function serviceAccountKubeconfig(
     body: { spec: { audiences: ['https://kubernetes.default.svc'], expirationSeconds: 3600 } },
   });
   const file = path.join(runDir(), `kubeconfig-${home}-${name}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [
-        {
-          name: 'test',
-          cluster: {
-            server: cp.server,
-            'certificate-authority-data': Buffer.from(cp.ca.pem).toString('base64'),
-          },
-        },
-      ],
-      users: [{ name, user: { token: token.status?.token } }],
-      contexts: [{ name: 'test', context: { cluster: 'test', user: name } }],
-      'current-context': 'test',
-    }),
-    { mode: 0o600 },
-  );
+  writeKubeconfig(file, cp.server, cp.ca.pem, name, token.status?.token ?? '');
   return file;
 }
