@@ -97,22 +97,27 @@ export class CollectionSync {
     }
   }
 
+  /** One call to OPA, counted and timed. */
+  private async measured(call: () => Promise<void>): Promise<void> {
+    const timer = this.metrics?.loadDuration.startTimer({ kind: 'collection' });
+    try {
+      await call();
+      this.metrics?.loads.inc({ kind: 'collection', result: 'ok' });
+    } catch (err) {
+      this.metrics?.loads.inc({ kind: 'collection', result: 'error' });
+      throw err;
+    } finally {
+      timer?.();
+    }
+  }
+
   private async putWhole(collection: Collection, applied: Applied, signal: AbortSignal): Promise<void> {
     const started = Date.now();
     const snapshot = new Map(collection.entries);
     // Everything changed so far is in the snapshot; only later events need a patch.
     this.dirty.delete(collection.key);
-    const timer = this.metrics?.loadDuration.startTimer({ kind: 'collection' });
-    try {
-      await this.client.putData(collection.path, buildTree(snapshot.values()), signal);
-      this.metrics?.loads.inc({ kind: 'collection', result: 'ok' });
-    } catch (err) {
-      this.metrics?.loads.inc({ kind: 'collection', result: 'error' });
-      // Nothing was taken: every entry is still to be loaded by the next full PUT.
-      throw err;
-    } finally {
-      timer?.();
-    }
+    // On failure nothing was taken: every entry is still to be loaded by the next full PUT.
+    await this.measured(() => this.client.putData(collection.path, buildTree(snapshot.values()), signal));
     applied.entries = snapshot;
     applied.perParent = parentCounts(snapshot.values());
     applied.loaded = true;
@@ -133,16 +138,7 @@ export class CollectionSync {
     let commits: (() => void)[] = [];
     const flush = async (): Promise<void> => {
       if (ops.length === 0) return;
-      const timer = this.metrics?.loadDuration.startTimer({ kind: 'collection' });
-      try {
-        await this.client.patchData(collection.path, ops, signal);
-        this.metrics?.loads.inc({ kind: 'collection', result: 'ok' });
-      } catch (err) {
-        this.metrics?.loads.inc({ kind: 'collection', result: 'error' });
-        throw err;
-      } finally {
-        timer?.();
-      }
+      await this.measured(() => this.client.patchData(collection.path, ops, signal));
       for (const commit of commits) commit();
       this.logger.debug({ collection: collection.key, ops: ops.length }, 'patched collection');
       ops = [];

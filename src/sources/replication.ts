@@ -9,7 +9,7 @@ import { KubeApiError, type KubeRawClient } from '../kube/raw-client.js';
 import { watchCollection, type WatchedCollection } from '../kube/watch-collection.js';
 import type { ReplicatedCollections } from '../model/collections.js';
 import { Backoff, sleep } from '../util/backoff.js';
-import { messageOf } from '../util/errors.js';
+import { PermanentError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 
 export interface ReplicationOptions {
@@ -36,7 +36,11 @@ interface ApiResourceList {
 }
 
 /** A problem that configuration must fix: replication of this resource cannot start. */
-export class ReplicationConfigError extends Error {}
+export class ReplicationConfigError extends PermanentError {
+  constructor(message: string) {
+    super('replication_config', message);
+  }
+}
 
 function apiPrefix(ref: ResourceRef): string {
   return ref.group === '' ? `/api/${ref.version}` : `/apis/${ref.group}/${ref.version}`;

@@ -16,6 +16,7 @@ import { TokenFile } from '../../src/bundles/tokens.js';
 import { Metrics } from '../../src/http/metrics.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { extraOpa, httpRequest, waitFor, type OpaServer } from '../harness/index.js';
+import { metricValue } from '../harness/metrics.js';
 
 async function makeBundle(name: string, revision: string, rego: string): Promise<PublishedBundle> {
   const pack = tar.pack();
@@ -50,19 +51,6 @@ async function startServer(tokens?: TokenFile): Promise<BundleServer> {
   const app = createBundleApp({ registry, fleet, tokens, metrics, logger: silentLogger() });
   const server = await listenBundleServer(app, '127.0.0.1', 0);
   return { url: `http://127.0.0.1:${server.port}`, registry, metrics, server };
-}
-
-async function metricValue(
-  metrics: Metrics,
-  name: string,
-  labels: Record<string, string> = {},
-): Promise<number> {
-  const metric = metrics.registry.getSingleMetric(name);
-  if (metric === undefined) throw new Error(`no metric ${name}`);
-  const { values } = await metric.get();
-  return values
-    .filter((v) => Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want))
-    .reduce((sum, v) => sum + v.value, 0);
 }
 
 let configDir: string;

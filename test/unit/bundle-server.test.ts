@@ -27,6 +27,7 @@ import { InvalidInputError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { createServingCert } from '../harness/certs.js';
 import { testCa, waitFor } from '../harness/index.js';
+import { metricValue } from '../harness/metrics.js';
 
 function bundleOf(name: string, content: string): PublishedBundle {
   const bytes = Buffer.from(content);
@@ -61,18 +62,6 @@ function setup(options: { tokens?: TokenFile; maxWaitSeconds?: number; built?: b
   });
   if (options.built !== false) registry.markBuilt();
   return { registry, metrics, fleet, app };
-}
-
-async function metricValue(
-  metrics: Metrics,
-  name: string,
-  labels: Record<string, string> = {},
-): Promise<number> {
-  const metric = metrics.registry.getSingleMetric(name);
-  if (metric === undefined) throw new Error(`no metric ${name}`);
-  const { values } = await metric.get();
-  const found = values.find((v) => Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want));
-  return found?.value ?? 0;
 }
 
 const binary = (res: request.Response, done: (err: Error | null, body: Buffer) => void): void => {
