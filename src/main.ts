@@ -14,7 +14,6 @@ import { FolderSource } from './sources/folder.js';
 import { describeOrigin } from './model/origin.js';
 import { ReplicationSource } from './sources/replication.js';
 import { KubeRawClient } from './kube/raw-client.js';
-import { ReplicatedCollections } from './model/collections.js';
 import { usage } from './usage.js';
 import { BundlePublisher } from './bundles/publisher.js';
 import { BundleRegistry } from './bundles/registry.js';
@@ -166,7 +165,6 @@ async function runOpaSync(
     });
   const metrics = new Metrics();
   const state = new DesiredState();
-  const collections = new ReplicatedCollections();
   const rep = config.replication;
   const replicating = rep.namespaced.length + rep.cluster.length > 0;
   // Kubernetes is contacted only when a Kubernetes source is asked for.
@@ -207,7 +205,6 @@ async function runOpaSync(
           onOutcome: report('opa'),
           resyncIntervalMs: config.opa.resyncIntervalMs,
           metrics,
-          collections: replicating ? collections : undefined,
         });
   const bundles = startBundles(config, state, metrics, logger, report('bundle'), searchPath);
 
@@ -251,7 +248,7 @@ async function runOpaSync(
     const replication = new ReplicationSource({
       kubeConfig,
       raw: new KubeRawClient(kubeConfig, KUBE_CALL_TIMEOUT_MS),
-      collections,
+      state,
       logger: logger.child({ component: 'replication' }),
       metrics,
       namespaced: rep.namespaced,
@@ -270,6 +267,9 @@ async function runOpaSync(
     });
   }
 
+  // Registered before any sink starts: no sink may take "no source yet" for "every source listed".
+  const registered = sources.map((src) => [src, state.registerSource(src.name)] as const);
+
   let ops: RunningServer | undefined;
   if (config.healthEndpoint !== undefined) {
     const { host, port } = config.healthEndpoint;
@@ -277,7 +277,7 @@ async function runOpaSync(
       metrics,
       () => ({
         ...Object.fromEntries(sources.map((src) => [src.name, src.isSynced()])),
-        ...(pusher === undefined ? {} : { opa: pusher.isReady() }),
+        ...(pusher === undefined ? {} : { opa: pusher.ready() }),
         ...(bundles === undefined ? {} : { bundles: bundles.registry.isBuilt() }),
       }),
       logger.child({ component: 'ops' }),
@@ -312,10 +312,9 @@ async function runOpaSync(
     await stopAll();
     throw err;
   }
+  for (const [src, listed] of registered) void src.synced.then(listed);
   void Promise.all(sources.map((src) => src.synced)).then(() => {
     logger.info({ origins: state.size }, 'sources listed');
-    pusher?.markSourcesSynced();
-    bundles?.publisher.markSourcesSynced();
   });
 
   await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));

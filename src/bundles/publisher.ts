@@ -8,6 +8,8 @@ import type { Metrics } from '../http/metrics.js';
 import type { DesiredState, OriginState } from '../model/desired-state.js';
 import type { LoadError, Outcome } from '../model/outcome.js';
 import { describeOrigin, originKey } from '../model/origin.js';
+import type { Part } from '../lifecycle/part.js';
+import { Wake } from '../lifecycle/wake.js';
 import { sleep } from '../util/backoff.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
@@ -70,45 +72,39 @@ function entryOf(state: OriginState, defaultBundle: string): Entry {
   return entry;
 }
 
-export class BundlePublisher {
+export class BundlePublisher implements Part {
+  readonly name = 'bundles';
+  /** The state is rebuilt from scratch on every pass: a restart loses nothing but the pass it was in. */
+  readonly onFailure = 'restart';
   /** The last version of each origin that went into a published bundle. */
   private readonly lastGood = new Map<string, Entry>();
   /** What was last reported for each origin, and for which version of it. */
   private readonly reported = new Map<string, { state: OriginState; rendered: string }>();
   private readonly known = new Set<string>();
   private dirty = true;
-  /** No bundle is built before every source has listed its objects: OPAs never get a partial first bundle. */
-  private sourcesSynced = false;
-  private wake: (() => void) | undefined;
+  private readonly wake = new Wake();
 
   constructor(private readonly options: PublisherOptions) {
     this.known.add(options.defaultBundle);
   }
 
-  /** Called once every source has listed its objects: the first build may happen. */
-  markSourcesSynced(): void {
-    this.sourcesSynced = true;
-    this.poke();
-  }
-
-  private poke(): void {
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
+  /** True once every bundle has been built for the first time (the server answers 503 until then). */
+  ready(): boolean {
+    return this.options.registry.isBuilt();
   }
 
   async run(signal: AbortSignal): Promise<void> {
-    const unsubscribe = this.options.state.subscribe(() => {
-      this.dirty = true;
-      this.poke();
+    this.dirty = true;
+    const unsubscribe = this.options.state.subscribe((change) => {
+      // Replicated collections are not in these bundles; origins are, and the first build waits for
+      // every source to have listed (OPAs never get a partial first bundle).
+      if (change.kind === 'origin') this.dirty = true;
+      if (change.kind === 'origin' || change.kind === 'sources-synced') this.wake.wake();
     });
     try {
       while (!signal.aborted) {
-        if (!this.dirty || !this.sourcesSynced) {
-          await new Promise<void>((resolve) => {
-            this.wake = resolve;
-            signal.addEventListener('abort', () => resolve(), { once: true });
-          });
+        if (!this.dirty || !this.options.state.sourcesSynced()) {
+          await this.wake.wait(signal);
           continue;
         }
         await sleep(this.options.debounceMs ?? 100, signal).catch(() => undefined);

@@ -5,6 +5,7 @@ import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig } from '@ku
 import type { LoadError, Outcome } from '../model/outcome.js';
 import { describeOrigin, originKey, type ConfigMapOrigin } from '../model/origin.js';
 import type { Metrics } from '../http/metrics.js';
+import { Wake } from '../lifecycle/wake.js';
 import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
@@ -43,7 +44,7 @@ export class StatusWriter {
   private readonly latest = new Map<string, Map<string, readonly LoadError[]>>();
   private readonly core: CoreV1Api;
   private readonly backoff: Backoff;
-  private wake: (() => void) | undefined;
+  private readonly wake = new Wake();
 
   constructor(private readonly options: StatusWriterOptions) {
     this.core = options.kubeConfig.makeApiClient(CoreV1Api);
@@ -64,19 +65,14 @@ export class StatusWriter {
     this.latest.set(key, bySink);
     const errors = [...bySink.keys()].sort().flatMap((s) => bySink.get(s) ?? []);
     this.pending.set(key, { origin, value: renderStatus(errors) });
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
+    this.wake.wake();
   }
 
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       const [entry] = this.pending;
       if (entry === undefined) {
-        await new Promise<void>((resolve) => {
-          this.wake = resolve;
-          signal.addEventListener('abort', () => resolve(), { once: true });
-        });
+        await this.wake.wait(signal);
         continue;
       }
       const [key, write] = entry;

@@ -1,5 +1,5 @@
 // What a piece of desired state came from, and how it is named: a ConfigMap (as policy or as data), or
-// a file of the local policies folder; replicated collections are kept apart (collections.ts).
+// a file of the local policies folder. Replicated collections are named by their resource instead.
 
 export type OriginRole = 'policy' | 'data';
 

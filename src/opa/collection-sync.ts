@@ -2,7 +2,7 @@
 // list (and after OPA lost it), then the changed objects as JSON Patch batches on the collection. Changes
 // are coalesced per object between batches. A failed patch falls back to a full PUT.
 import type { Metrics } from '../http/metrics.js';
-import type { Collection, CollectionEntry, ReplicatedCollections } from '../model/collections.js';
+import type { Collection, CollectionEntry, DesiredState } from '../model/desired-state.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { OpaHttpError, jsonPointer, type JsonPatchOp, type OpaClient } from './client.js';
@@ -45,15 +45,15 @@ export class CollectionSync {
   private readonly dirty = new Map<string, Set<string>>();
 
   constructor(
-    private readonly collections: ReplicatedCollections,
+    private readonly state: DesiredState,
     private readonly client: CollectionApi,
     private readonly logger: Logger,
     private readonly metrics?: Metrics,
     private readonly batchSize = DEFAULT_BATCH,
   ) {}
 
-  markDirty(key: string, id: string | undefined): void {
-    if (id === undefined) return; // defined or synced: the next sync decides between PUT and patch
+  /** One object changed; the next sync of its collection patches it. */
+  markDirty(key: string, id: string): void {
     let set = this.dirty.get(key);
     if (!set) this.dirty.set(key, (set = new Set()));
     set.add(id);
@@ -66,12 +66,12 @@ export class CollectionSync {
 
   /** True when every collection has been loaded into OPA at least once since the last full push. */
   allLoaded(): boolean {
-    return this.collections.keys().every((k) => this.applied.get(k)?.loaded === true);
+    return this.state.collectionKeys().every((k) => this.applied.get(k)?.loaded === true);
   }
 
   /** Brings one collection up to date. Returns true when work is left (a fallback to a full PUT). */
   async sync(key: string, signal: AbortSignal): Promise<boolean> {
-    const collection = this.collections.get(key);
+    const collection = this.state.collection(key);
     if (!collection?.synced) return false;
     let applied = this.applied.get(key);
     if (!applied)

@@ -1,16 +1,18 @@
 // The OPA push sink: makes the OPA next to us hold exactly the desired state, origin by origin (and each
-// replicated collection, through collection-sync.ts), and reports each origin's outcome. Level-triggered: origins are queued by key and read from the desired
-// state when worked on, so bursts coalesce. It heals on its own:
+// replicated collection, through collection-sync.ts), and reports each origin's outcome. Level-triggered:
+// origins and collections are queued by key and read from the desired state when worked on, so bursts
+// coalesce. It heals on its own:
 // - a module rejected because something it needs is not loaded yet is retried with backoff, and at once
 //   whenever another module loads (dependency order across keys and ConfigMaps);
 // - a marker document is checked every resync interval; when it is gone (OPA restarted and lost what we
 //   pushed) or OPA is reachable again after a failure, everything is pushed again.
 import { randomUUID } from 'node:crypto';
-import type { ReplicatedCollections } from '../model/collections.js';
-import type { DesiredState, OriginState } from '../model/desired-state.js';
+import type { Change, DesiredState, OriginState } from '../model/desired-state.js';
 import type { LoadError, Outcome } from '../model/outcome.js';
 import { describeOrigin, type Origin } from '../model/origin.js';
 import type { Metrics } from '../http/metrics.js';
+import type { Part } from '../lifecycle/part.js';
+import { Wake } from '../lifecycle/wake.js';
 import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
 import { PermanentError, RetryableError, isAbortError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
@@ -21,9 +23,6 @@ export type OpaApi = Pick<
   OpaClient,
   'putPolicy' | 'deletePolicy' | 'putData' | 'removeData' | 'getData' | 'patchData'
 >;
-
-/** Queue keys of replicated collections carry this prefix; the others are origin keys. */
-const COLLECTION = 'collection:';
 
 /** Where opa-sync keeps its marker in OPA's data: its absence means OPA lost what we pushed. */
 export const MARKER_PATH: readonly string[] = ['opa_sync', 'marker'];
@@ -36,8 +35,6 @@ export interface PusherOptions {
   resyncIntervalMs: number;
   metrics?: Metrics | undefined;
   retryBackoff?: BackoffOptions;
-  /** Replicated Kubernetes collections, pushed by the same loop and healed by the same restart handling. */
-  collections?: ReplicatedCollections | undefined;
 }
 
 /** What OPA holds because of one origin, as far as we know. */
@@ -65,91 +62,133 @@ function forget(applied: Applied): void {
 
 const DEFAULT_RETRY: BackoffOptions = { minMs: 1000, maxMs: 60_000, factor: 2, jitter: 0.2 };
 
-export class OpaPusher {
+export class OpaPusher implements Part {
+  readonly name = 'opa-pusher';
+  /** Level-triggered: a new run() pushes everything again, so a restart heals whatever went wrong. */
+  readonly onFailure = 'restart';
+  /** Origins to sync, by origin key. */
   private readonly queue = new Set<string>();
+  /** Replicated collections to sync, by collection key. */
+  private readonly collectionQueue = new Set<string>();
   private readonly applied = new Map<string, Applied>();
   private readonly retries = new Map<string, Retry>();
   private readonly log: Logger;
   private readonly markerValue = { instance: randomUUID() };
-  private wake: (() => void) | undefined;
+  private readonly wake = new Wake();
   private fullPushWanted = true;
   private reachable = false;
   private loadsSucceeded = 0;
-  private sourcesSynced = false;
   private initialLoadDone = false;
+  /** Whose turn it is in next(): see there. */
+  private collectionTurn = false;
 
-  private readonly collectionSync: CollectionSync | undefined;
+  private readonly collectionSync: CollectionSync;
 
   constructor(private readonly options: PusherOptions) {
     this.log = options.logger;
-    this.collectionSync =
-      options.collections === undefined
-        ? undefined
-        : new CollectionSync(options.collections, options.client, options.logger, options.metrics);
+    this.collectionSync = new CollectionSync(options.state, options.client, options.logger, options.metrics);
   }
 
   /** True once OPA is reachable and everything the sources held at their initial sync was tried. */
-  isReady(): boolean {
-    return this.reachable && this.initialLoadDone && (this.collectionSync?.allLoaded() ?? true);
+  ready(): boolean {
+    return this.reachable && this.initialLoadDone && this.collectionSync.allLoaded();
   }
 
-  /** Called once every source has listed its objects: the next time the queue drains, the initial load is done. */
-  markSourcesSynced(): void {
-    this.sourcesSynced = true;
-    this.poke();
-  }
-
-  /** Runs until the signal aborts. */
+  /** Runs until the signal aborts; every (re)start begins with a full push. */
   async run(signal: AbortSignal): Promise<void> {
-    const unsubscribe = this.options.state.subscribe((key) => this.enqueue(key));
-    const unsubscribeCollections = this.options.collections?.subscribe((key, id) => {
-      this.collectionSync?.markDirty(key, id);
-      this.enqueue(COLLECTION + key);
-    });
-    const checker = this.checkOpaLoop(signal);
+    this.fullPushWanted = true;
+    const unsubscribe = this.options.state.subscribe((change) => this.changed(change));
+    // The checker ends with this run, whichever way the run ends: a failure here is never held up by it.
+    const checking = new AbortController();
+    const stopChecking = (): void => checking.abort();
+    signal.addEventListener('abort', stopChecking, { once: true });
+    const checker = this.checkOpaLoop(checking.signal);
     try {
       while (!signal.aborted) {
         if (this.fullPushWanted) {
           await this.fullPush(signal);
           continue;
         }
-        const key = this.next();
-        if (key === undefined) {
-          if (this.sourcesSynced && this.reachable && !this.initialLoadDone) {
+        const work = this.next();
+        if (work === undefined) {
+          if (this.options.state.sourcesSynced() && this.reachable && !this.initialLoadDone) {
             this.initialLoadDone = true;
             this.log.info({ origins: this.options.state.size }, 'initial load into OPA done');
           }
-          await this.idle(signal);
+          await this.wake.wait(signal);
           continue;
         }
-        await this.sync(key, signal);
+        if (work.kind === 'collection') await this.syncCollection(work.key, signal);
+        else await this.syncOrigin(work.key, signal);
       }
     } catch (err) {
       if (!isAbortError(err) && !signal.aborted) throw err;
     } finally {
       unsubscribe();
-      unsubscribeCollections?.();
+      signal.removeEventListener('abort', stopChecking);
+      checking.abort();
       for (const retry of this.retries.values()) clearTimeout(retry.timer);
-      this.poke();
       await checker;
+    }
+  }
+
+  private changed(change: Change): void {
+    switch (change.kind) {
+      case 'origin':
+        this.enqueue(change.key);
+        return;
+      case 'entry':
+        this.collectionSync.markDirty(change.collection, change.entryId);
+        this.enqueueCollection(change.collection);
+        return;
+      case 'collection':
+        this.enqueueCollection(change.collection);
+        return;
+      case 'sources-synced':
+        this.wake.wake();
+        return;
     }
   }
 
   private enqueue(key: string): void {
     this.queue.add(key);
-    this.options.metrics?.queueDepth.set(this.queue.size);
-    this.poke();
+    this.setQueueDepth();
+    this.wake.wake();
   }
 
-  private poke(): void {
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
+  private enqueueCollection(key: string): void {
+    this.collectionQueue.add(key);
+    this.setQueueDepth();
+    this.wake.wake();
   }
 
-  private next(): string | undefined {
+  private setQueueDepth(): void {
+    this.options.metrics?.queueDepth.set(this.queue.size + this.collectionQueue.size);
+  }
+
+  /**
+   * The next piece of work. Collections and origins take turns, so that churn of replicated objects never
+   * starves policy loads (nor the other way round); after a full push the collections go first.
+   */
+  private next(): { kind: 'origin' | 'collection'; key: string } | undefined {
     // While OPA is unreachable nothing can load; the checker wakes us when it answers again.
     if (!this.reachable) return undefined;
+    this.collectionTurn = !this.collectionTurn;
+    const [collection] = this.collectionQueue;
+    if (collection !== undefined && (this.collectionTurn || this.queue.size === 0)) {
+      this.collectionQueue.delete(collection);
+      this.setQueueDepth();
+      return { kind: 'collection', key: collection };
+    }
+    const key = this.nextOrigin();
+    if (key !== undefined) return { kind: 'origin', key };
+    if (collection === undefined) return undefined;
+    this.collectionQueue.delete(collection);
+    this.setQueueDepth();
+    return { kind: 'collection', key: collection };
+  }
+
+  private nextOrigin(): string | undefined {
     const [key] = this.queue;
     if (key === undefined) {
       this.requeueUnblocked();
@@ -159,7 +198,7 @@ export class OpaPusher {
       return again;
     }
     this.queue.delete(key);
-    this.options.metrics?.queueDepth.set(this.queue.size);
+    this.setQueueDepth();
     return key;
   }
 
@@ -168,14 +207,6 @@ export class OpaPusher {
     for (const [key, retry] of this.retries) {
       if (retry.seenLoads < this.loadsSucceeded) this.queue.add(key);
     }
-  }
-
-  private idle(signal: AbortSignal): Promise<void> {
-    if (signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.wake = resolve;
-      signal.addEventListener('abort', () => resolve(), { once: true });
-    });
   }
 
   /** Checks the marker every resync interval; asks for a full push when OPA lost it or came back. */
@@ -199,7 +230,7 @@ export class OpaPusher {
         if (this.reachable) this.log.warn({ err: messageOf(err) }, 'OPA is not reachable');
         this.reachable = false;
         this.fullPushWanted = true;
-        this.poke();
+        this.wake.wake();
       }
     }
   }
@@ -208,7 +239,7 @@ export class OpaPusher {
     this.log.warn({ reason }, 'pushing everything into OPA again');
     this.options.metrics?.opaRestarts.inc();
     this.fullPushWanted = true;
-    this.poke();
+    this.wake.wake();
   }
 
   /** Writes the marker, forgets what OPA held, and queues every origin. */
@@ -232,26 +263,22 @@ export class OpaPusher {
     this.fullPushWarned = false;
     this.reachable = true;
     this.fullPushWanted = false;
+    this.collectionTurn = false;
     // OPA may have lost anything (restart) or nothing (a network hiccup): load everything wanted again,
     // and still remove what is no longer wanted.
     for (const applied of this.applied.values()) forget(applied);
-    this.collectionSync?.forgetAll();
-    for (const key of this.options.collections?.keys() ?? []) this.queue.add(COLLECTION + key);
+    this.collectionSync.forgetAll();
+    for (const key of this.options.state.collectionKeys()) this.collectionQueue.add(key);
     for (const key of this.options.state.keys()) this.queue.add(key);
     for (const key of this.applied.keys()) this.queue.add(key);
-    this.options.metrics?.queueDepth.set(this.queue.size);
+    this.setQueueDepth();
   }
 
   private fullPushWarned = false;
 
-  private async sync(key: string, signal: AbortSignal): Promise<void> {
-    if (key.startsWith(COLLECTION)) await this.syncCollection(key.slice(COLLECTION.length), signal);
-    else await this.syncOrigin(key, signal);
-  }
-
   private async syncCollection(key: string, signal: AbortSignal): Promise<void> {
     try {
-      if (await this.collectionSync?.sync(key, signal)) this.enqueue(COLLECTION + key);
+      if (await this.collectionSync.sync(key, signal)) this.enqueueCollection(key);
     } catch (err) {
       if (!(err instanceof RetryableError)) throw err;
       this.lostOpa(err, `collection ${key}`);

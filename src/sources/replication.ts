@@ -7,7 +7,7 @@ import { formatResource, type ResourceRef } from '../config.js';
 import type { Metrics } from '../http/metrics.js';
 import { KubeApiError, type KubeRawClient } from '../kube/raw-client.js';
 import { watchCollection, type WatchedCollection } from '../kube/watch-collection.js';
-import type { ReplicatedCollections } from '../model/collections.js';
+import type { DesiredState } from '../model/desired-state.js';
 import { Backoff, sleep } from '../util/backoff.js';
 import { PermanentError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
@@ -15,7 +15,7 @@ import type { Logger } from '../util/logger.js';
 export interface ReplicationOptions {
   kubeConfig: KubeConfig;
   raw: KubeRawClient;
-  collections: ReplicatedCollections;
+  state: DesiredState;
   logger: Logger;
   metrics?: Metrics | undefined;
   namespaced: readonly ResourceRef[];
@@ -117,7 +117,7 @@ export class ReplicationSource {
     if (problems.length > 0) throw new ReplicationConfigError(problems.join('; '));
     for (const { ref, clusterFlag, discovered } of found) {
       const key = formatResource(ref);
-      this.options.collections.define(key, [...this.options.path, ref.resource]);
+      this.options.state.defineCollection(key, [...this.options.path, ref.resource]);
       if (discovered) {
         this.startWatch(ref, clusterFlag, discovered);
       } else {
@@ -207,11 +207,11 @@ export class ReplicationSource {
     const upsert = (obj: Obj): void => {
       this.trim(obj);
       if (layout) layout.upsert(obj);
-      else this.options.collections.setEntry(key, entryPathOf(obj), obj);
+      else this.options.state.setEntry(key, entryPathOf(obj), obj);
     };
     const remove = (obj: Obj): void => {
       if (layout) layout.remove(obj);
-      else this.options.collections.deleteEntry(key, entryPathOf(obj));
+      else this.options.state.deleteEntry(key, entryPathOf(obj));
     };
     const watch = watchCollection<Obj>({
       kubeConfig: this.options.kubeConfig,
@@ -224,9 +224,9 @@ export class ReplicationSource {
     });
     this.watches.push(watch);
     void watch.synced.then(() => {
-      const count = this.options.collections.get(key)?.entries.size ?? 0;
+      const count = this.options.state.collection(key)?.entries.size ?? 0;
       this.log.info({ resource: key, objects: count }, 'initial list done');
-      this.options.collections.markSynced(key);
+      this.options.state.markCollectionSynced(key);
     });
   }
 
@@ -245,11 +245,11 @@ export class ReplicationSource {
   }
 
   setEntry(key: string, name: string, obj: Obj): void {
-    this.options.collections.setEntry(key, [name], obj);
+    this.options.state.setEntry(key, [name], obj);
   }
 
   deleteEntry(key: string, name: string): void {
-    this.options.collections.deleteEntry(key, [name]);
+    this.options.state.deleteEntry(key, [name]);
   }
 }
 

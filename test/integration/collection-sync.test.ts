@@ -2,7 +2,7 @@
 // with small batches so a burst spans several JSON Patches), a real OPA holds exactly the collection.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { ReplicatedCollections } from '../../src/model/collections.js';
+import { DesiredState } from '../../src/model/desired-state.js';
 import { OpaClient } from '../../src/opa/client.js';
 import { CollectionSync } from '../../src/opa/collection-sync.js';
 import { silentLogger } from '../../src/util/logger.js';
@@ -53,12 +53,14 @@ describe('collection sync against a real OPA (property)', function () {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { maxLength: 30 }), fc.boolean(), async (ops, namespaced) => {
         run += 1;
-        const collections = new ReplicatedCollections();
+        const collections = new DesiredState();
         const key = `test/v1/things${run}`;
         const path = ['prop', `things${run}`];
-        collections.define(key, path);
+        collections.defineCollection(key, path);
         const sync = new CollectionSync(collections, client, silentLogger(), undefined, 2);
-        collections.subscribe((k, id) => sync.markDirty(k, id));
+        collections.subscribe((change) => {
+          if (change.kind === 'entry') sync.markDirty(change.collection, change.entryId);
+        });
         const signal = new AbortController().signal;
         const entryPath = (op: { ns: string; name: string }): string[] =>
           namespaced ? [op.ns, op.name] : [`${op.ns}-${op.name}`];
@@ -66,7 +68,7 @@ describe('collection sync against a real OPA (property)', function () {
         let fallbacks = 0;
         // The initial list: a few objects before the collection is synced and loaded whole.
         collections.setEntry(key, entryPath({ ns: 'a', name: 'x' }), { v: -1 });
-        collections.markSynced(key);
+        collections.markCollectionSynced(key);
         await sync.sync(key, signal);
         for (const op of ops) {
           if (op.kind === 'set')
@@ -79,7 +81,7 @@ describe('collection sync against a real OPA (property)', function () {
         expect(fallbacks).to.equal(0);
 
         const want: Record<string, unknown> = {};
-        for (const entry of collections.get(key)?.entries.values() ?? []) {
+        for (const entry of collections.collection(key)?.entries.values() ?? []) {
           let node = want;
           for (const seg of entry.entryPath.slice(0, -1))
             node = (node[seg] ??= {}) as Record<string, unknown>;

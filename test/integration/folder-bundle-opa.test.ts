@@ -97,7 +97,6 @@ describe('policies folder → bundle server → real OPA', () => {
       debounceMs: 50,
     });
     publishing = publisher.run(stop.signal);
-    publisher.markSourcesSynced();
     await waitFor('the first bundle', () => (registry.isBuilt() ? true : undefined));
 
     const fleet = new Fleet(metrics, (name) => registry.get(name)?.revision);

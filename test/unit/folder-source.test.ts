@@ -213,7 +213,9 @@ describe('FolderSource', function () {
       await write(path.join(dir, 'same', 'data.json'), '{"x": 1}');
       await startSource();
       const changes: string[] = [];
-      state.subscribe((key) => changes.push(key));
+      state.subscribe((change) => {
+        if (change.kind === 'origin') changes.push(change.key);
+      });
 
       await write(file, 'package same\n');
       await write(path.join(dir, 'same', 'data.json'), '{"x": 1}');
@@ -230,8 +232,8 @@ describe('FolderSource', function () {
       await startSource();
       const key = keyOf('policy', 'atomic.rego');
       const seen: (string | undefined)[] = [];
-      state.subscribe((k) => {
-        if (k === key) seen.push(policyText(state, 'atomic.rego'));
+      state.subscribe((change) => {
+        if (change.kind === 'origin' && change.key === key) seen.push(policyText(state, 'atomic.rego'));
       });
 
       // What most editors do: write a temp file beside it, then rename it over the original.
