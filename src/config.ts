@@ -543,9 +543,27 @@ function buildReplication(values: FlagValues, problems: string[]): Config['repli
   const allowSecrets = values['replicate-allow-secrets'];
   // kube-mgmt's chart passes `--replicate-path=kubernetes`; `--replicate-path=` is the data root.
   const path = (values['replicate-path'] ?? '').split('/').filter((segment) => segment !== '');
+  const namespaced = buildResources('replicate', values.replicate, allowSecrets, path, problems);
+  const cluster = buildResources(
+    'replicate-cluster',
+    values['replicate-cluster'],
+    allowSecrets,
+    path,
+    problems,
+  );
+  // One data path per resource name: --replicate and --replicate-cluster of the same one would collide.
+  const seen = new Set<string>();
+  for (const ref of [...namespaced, ...cluster]) {
+    if (seen.has(ref.resource)) {
+      problems.push(
+        `resource "${ref.resource}" is replicated twice (--replicate and --replicate-cluster would write the same data path)`,
+      );
+    }
+    seen.add(ref.resource);
+  }
   return {
-    namespaced: buildResources('replicate', values.replicate, allowSecrets, path, problems),
-    cluster: buildResources('replicate-cluster', values['replicate-cluster'], allowSecrets, path, problems),
+    namespaced,
+    cluster,
     path,
     ignoreNamespaces: buildIgnoreNamespaces(values['replicate-ignore-namespaces'], problems),
     clusterByName: values['replicate-cluster-by-name'],

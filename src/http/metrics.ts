@@ -40,6 +40,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly partFailures = new Counter({
+    name: 'opa_sync_part_failures_total',
+    help: 'Times a part of opa-sync (a source, sink or server) stopped with an unexpected error, by part',
+    labelNames: ['part'] as const,
+    registers: [this.registry],
+  });
+
+  readonly partUp = new Gauge({
+    name: 'opa_sync_part_up',
+    help: '1 while a part of opa-sync is running, 0 while it waits to restart or has failed',
+    labelNames: ['part'] as const,
+    registers: [this.registry],
+  });
+
   readonly watchErrors = new Counter({
     name: 'opa_sync_watch_errors_total',
     help: 'Failed Kubernetes list or watch requests (each is retried with backoff)',

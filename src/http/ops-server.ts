@@ -1,22 +1,29 @@
-// The operations endpoint (--health-endpoint): /health (the process answers), /ready (every source has
-// done its initial sync, OPA is reachable and the initial load was tried), /metrics (Prometheus).
+// The operations endpoint (--health-endpoint): /health (200 while every part runs; 503, with the
+// failing part and its last error, while one waits to restart or has failed), /ready (every part has
+// done its initial work: sources listed, OPA reachable and loaded, bundles built, servers listening),
+// /metrics (Prometheus). The views come from the supervisor.
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
+import type { PartHealth } from '../lifecycle/supervisor.js';
 import type { Logger } from '../util/logger.js';
+import type { RunningServer } from './server-part.js';
 import type { Metrics } from './metrics.js';
 
-export type ReadinessChecks = () => Record<string, boolean>;
+export interface OpsViews {
+  readiness(): { ready: boolean; checks: Record<string, boolean> };
+  health(): { healthy: boolean; parts: Record<string, PartHealth> };
+}
 
-export function createOpsApp(metrics: Metrics, readiness: ReadinessChecks, logger: Logger): express.Express {
+export function createOpsApp(metrics: Metrics, views: OpsViews, logger: Logger): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.get('/health', (_req, res) => {
-    res.json({ status: 'ok' });
+    const { healthy, parts } = views.health();
+    res.status(healthy ? 200 : 503).json({ status: healthy ? 'ok' : 'failing', parts });
   });
   app.get('/ready', (_req, res) => {
-    const checks = readiness();
-    const ready = Object.values(checks).every(Boolean);
+    const { ready, checks } = views.readiness();
     res.status(ready ? 200 : 503).json({ ready, checks });
   });
   app.get('/metrics', async (_req, res) => {
@@ -30,16 +37,12 @@ export function createOpsApp(metrics: Metrics, readiness: ReadinessChecks, logge
   return app;
 }
 
-export interface RunningServer {
-  port: number;
-  close(): Promise<void>;
-}
-
 export function listen(app: express.Express, host: string, port: number): Promise<RunningServer> {
   return new Promise((resolve, reject) => {
     const server: Server = app.listen(port, host);
     server.once('error', reject);
     server.once('listening', () => {
+      server.off('error', reject);
       const address = server.address() as AddressInfo;
       resolve({
         port: address.port,

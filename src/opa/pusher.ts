@@ -63,7 +63,8 @@ function forget(applied: Applied): void {
 const DEFAULT_RETRY: BackoffOptions = { minMs: 1000, maxMs: 60_000, factor: 2, jitter: 0.2 };
 
 export class OpaPusher implements Part {
-  readonly name = 'opa-pusher';
+  // 'opa' in /ready and /health, as before the parts had names of their own.
+  readonly name = 'opa';
   /** Level-triggered: a new run() pushes everything again, so a restart heals whatever went wrong. */
   readonly onFailure = 'restart';
   /** Origins to sync, by origin key. */

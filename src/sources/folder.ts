@@ -14,6 +14,8 @@ import { watch, type FSWatcher } from 'chokidar';
 import { parse as parseYaml } from 'yaml';
 import type { DataDocument, DesiredState, OriginProblem, OriginState } from '../model/desired-state.js';
 import { originKey, type FileOrigin } from '../model/origin.js';
+import type { Part } from '../lifecycle/part.js';
+import { untilAborted } from '../lifecycle/wake.js';
 import { sleep } from '../util/backoff.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
@@ -156,12 +158,16 @@ interface FileTask {
   again: boolean;
 }
 
-export class FolderSource {
-  readonly synced: Promise<void>;
-  private resolveSynced: () => void = () => undefined;
+export class FolderSource implements Part {
+  readonly name = 'folder';
+  /** A new run() walks the folder again; files gone meanwhile are removed after that walk. */
+  readonly onFailure = 'restart';
+  private readonly listed: () => void;
   private isScanned = false;
   private stopped = false;
-  private readonly abort = new AbortController();
+  private abort = new AbortController();
+  /** Rejects run() when the watch or the scan fails: such a failure is the supervisor's to see. */
+  private fail: (err: unknown) => void = () => undefined;
   private readonly log: Logger;
   private readonly debounceMs: number;
   /** The folder as given (absolute): events and origins are named relative to it. */
@@ -169,7 +175,6 @@ export class FolderSource {
   /** The folder's real path: what a file's real path must stay inside. */
   private rootReal: string;
   private watcher: FSWatcher | undefined;
-  private starting: Promise<void> | undefined;
   /** Until chokidar's initial walk is done, events only collect the files it found. */
   private walking = true;
   private readonly found = new Set<string>();
@@ -189,32 +194,40 @@ export class FolderSource {
     this.debounceMs = options.debounceMs ?? 100;
     this.root = path.resolve(options.dir);
     this.rootReal = this.root;
-    this.synced = new Promise((resolve) => {
-      this.resolveSynced = resolve;
-    });
+    this.listed = options.state.registerSource(this.name);
   }
 
-  /** Starts the initial scan and the watch. `synced` resolves once the scan is in the state. */
-  start(): void {
-    if (this.starting !== undefined) return;
-    this.starting = this.begin().catch((err: unknown) => {
-      this.log.error({ dir: this.root, err: messageOf(err) }, 'policies folder watch failed to start');
-    });
-  }
-
-  isSynced(): boolean {
+  /** True once the initial scan is in the state (at once for a folder that does not exist yet). */
+  ready(): boolean {
     return this.isScanned;
   }
 
-  /** Closes the watcher and every timer; reads in progress finish without writing to the state. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.abort.abort();
-    for (const task of this.tasks.values()) clearTimeout(task.timer);
-    await this.starting;
-    await this.watcher?.close();
-    await Promise.all(this.runningReads());
-    this.tasks.clear();
+  /**
+   * Scans the folder, then follows its changes until the signal aborts; then closes the watcher and
+   * every timer (reads in progress finish without writing to the state).
+   */
+  async run(signal: AbortSignal): Promise<void> {
+    this.stopped = false;
+    this.isScanned = false;
+    this.abort = new AbortController();
+    this.walking = true;
+    this.deferData = true;
+    this.found.clear();
+    const failed = new Promise<never>((_, reject) => {
+      this.fail = reject;
+    });
+    try {
+      await Promise.race([this.begin().then(() => untilAborted(signal)), failed, untilAborted(signal)]);
+    } finally {
+      this.fail = () => undefined;
+      this.stopped = true;
+      this.abort.abort();
+      for (const task of this.tasks.values()) clearTimeout(task.timer);
+      await this.watcher?.close();
+      this.watcher = undefined;
+      await Promise.all(this.runningReads());
+      this.tasks.clear();
+    }
   }
 
   private runningReads(): Promise<void>[] {
@@ -260,9 +273,7 @@ export class FolderSource {
       this.log.warn({ dir: this.root, err: messageOf(err) }, 'policies folder watch error');
     });
     watcher.once('ready', () => {
-      this.initialScanDone().catch((err: unknown) => {
-        this.log.error({ dir: this.root, err: messageOf(err) }, 'policies folder scan failed');
-      });
+      this.initialScanDone().catch((err: unknown) => this.fail(err));
     });
     this.log.info({ dir: this.root }, 'watching the policies folder');
   }
@@ -270,7 +281,7 @@ export class FolderSource {
   private markSynced(): void {
     if (this.isScanned) return;
     this.isScanned = true;
-    this.resolveSynced();
+    this.listed();
   }
 
   /**
@@ -282,12 +293,15 @@ export class FolderSource {
     this.walking = false;
     const found = [...this.found].sort();
     this.found.clear();
+    // After a restart: what was loaded from a file that the new walk did not find is gone.
+    const walked = new Set(found);
+    for (const [rel, role] of [...this.present]) if (!walked.has(rel)) this.forget(rel, role);
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < found.length && !this.stopped) {
         const rel = found[next] as string;
         next += 1;
-        this.run(rel);
+        this.read(rel);
         await this.tasks.get(rel)?.running;
       }
     };
@@ -400,12 +414,12 @@ export class FolderSource {
     clearTimeout(task.timer);
     task.timer = setTimeout(() => {
       task.timer = undefined;
-      this.run(rel);
+      this.read(rel);
     }, this.debounceMs);
   }
 
   /** Reads the file now; one read per file at a time, and one more if it changed meanwhile. */
-  private run(rel: string): void {
+  private read(rel: string): void {
     if (this.stopped) return;
     const task = this.taskOf(rel);
     if (task.running !== undefined) {
@@ -420,7 +434,7 @@ export class FolderSource {
         task.running = undefined;
         if (task.again) {
           task.again = false;
-          this.run(rel);
+          this.read(rel);
         } else if (task.timer === undefined && this.tasks.get(rel) === task) {
           this.tasks.delete(rel);
         }

@@ -16,6 +16,7 @@ import { Metrics } from '../../src/http/metrics.js';
 import { DesiredState } from '../../src/model/desired-state.js';
 import type { Outcome } from '../../src/model/outcome.js';
 import { FolderSource } from '../../src/sources/folder.js';
+import { runPart, type RunningPart } from '../harness/parts.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { extraOpa, waitFor, type OpaServer } from '../harness/index.js';
 
@@ -28,7 +29,7 @@ const OTHER = (value: string): string => `package other\n\nvalue := ${JSON.strin
 describe('policies folder → bundle server → real OPA', () => {
   let folder: string;
   let state: DesiredState;
-  let source: FolderSource;
+  let source: RunningPart;
   let registry: BundleRegistry;
   let server: RunningServer;
   let opa: OpaServer | undefined;
@@ -80,9 +81,8 @@ describe('policies folder → bundle server → real OPA', () => {
     put('authz/main_test.rego', 'package authz_test\n\ntest_x if data.authz.nothing_here.x\n');
 
     state = new DesiredState();
-    source = new FolderSource({ dir: folder, state, logger: silentLogger(), debounceMs: 50 });
-    source.start();
-    await source.synced;
+    source = runPart(new FolderSource({ dir: folder, state, logger: silentLogger(), debounceMs: 50 }));
+    await source.waitReady();
 
     registry = new BundleRegistry();
     const metrics = new Metrics({ processMetrics: false });

@@ -10,6 +10,7 @@ import { pino } from 'pino';
 import { DesiredState, type OriginState } from '../../src/model/desired-state.js';
 import { originKey, type OriginRole } from '../../src/model/origin.js';
 import { classifyFile, FolderSource, isInside, parseDataFile } from '../../src/sources/folder.js';
+import { runPart, type RunningPart } from '../harness/parts.js';
 import type { Logger } from '../../src/util/logger.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -62,7 +63,7 @@ describe('FolderSource', function () {
   let base: string;
   let dir: string;
   let state: DesiredState;
-  let source: FolderSource | undefined;
+  let source: RunningPart | undefined;
   let lines: LogLine[];
 
   beforeEach(() => {
@@ -82,10 +83,10 @@ describe('FolderSource', function () {
   async function startSource(debounceMs = 50): Promise<FolderSource> {
     const captured = capturingLogger();
     lines = captured.lines;
-    source = new FolderSource({ dir, state, logger: captured.logger, debounceMs });
-    source.start();
-    await source.synced;
-    return source;
+    const folder = new FolderSource({ dir, state, logger: captured.logger, debounceMs });
+    source = runPart(folder);
+    await source.waitReady();
+    return folder;
   }
 
   function warnings(): LogLine[] {
@@ -101,7 +102,7 @@ describe('FolderSource', function () {
       await write(path.join(dir, 'deep', 'a', 'b', 'data.yml'), 'x: 1\n');
 
       const s = await startSource();
-      expect(s.isSynced()).to.equal(true);
+      expect(s.ready()).to.equal(true);
       expect(state.keys()).to.deep.equal(
         [
           keyOf('data', 'authz/data.json'),
@@ -158,7 +159,7 @@ describe('FolderSource', function () {
     it('treats a missing folder as empty, and loads it once it appears', async () => {
       rmSync(dir, { recursive: true });
       const s = await startSource();
-      expect(s.isSynced()).to.equal(true);
+      expect(s.ready()).to.equal(true);
       expect(state.size).to.equal(0);
       await write(path.join(dir, 'late.rego'), 'package late\n');
       await waitFor('the late folder to be loaded', () =>
@@ -273,11 +274,27 @@ describe('FolderSource', function () {
     });
 
     it('stops: later changes are not read', async () => {
-      const s = await startSource();
-      await s.stop();
+      await startSource();
+      await source?.stop();
+      source = undefined;
       await write(path.join(dir, 'after-stop.rego'), 'package x\n');
       await sleep(300);
       expect(state.size).to.equal(0);
+    });
+
+    it('runs again after a stop (a restart): files added meanwhile are loaded, files deleted meanwhile removed', async () => {
+      await write(path.join(dir, 'kept.rego'), 'package kept\n');
+      await write(path.join(dir, 'gone.rego'), 'package gone\n');
+      await write(path.join(dir, 'gone', 'data.json'), '{"x": 1}');
+      const folder = await startSource();
+      expect(state.size).to.equal(3);
+      await source?.stop();
+      rmSync(path.join(dir, 'gone.rego'));
+      rmSync(path.join(dir, 'gone'), { recursive: true });
+      await write(path.join(dir, 'new.rego'), 'package new\n');
+      source = runPart(folder);
+      await waitFor('the rescan', () => (state.size === 2 && folder.ready() ? true : undefined));
+      expect(state.keys()).to.deep.equal([keyOf('policy', 'kept.rego'), keyOf('policy', 'new.rego')]);
     });
   });
 
