@@ -9,6 +9,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Metrics } from '../http/metrics.js';
+import type { RunningServer } from '../http/server-part.js';
 import { InvalidInputError, OpaSyncError, RetryableError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import type { Fleet } from './fleet.js';
@@ -25,11 +26,8 @@ export interface BundleServerOptions {
   maxWaitSeconds?: number;
 }
 
-export interface RunningServer {
-  port: number;
-  /** Stops listening, answers held long polls at once (304) and closes every connection. */
-  close(): Promise<void>;
-}
+/** close() stops listening, answers held long polls at once (304) and closes every connection. */
+export type { RunningServer } from '../http/server-part.js';
 
 /** OPA turns long polling on only when a 200 carries exactly this type (string equality, no charset). */
 export const BUNDLE_CONTENT_TYPE = 'application/vnd.openpolicyagent.bundles';
@@ -38,10 +36,19 @@ const STATUS_BODY_LIMIT = '1mb';
 // After close(), held responses get this long to be written before their connections are cut.
 const CLOSE_GRACE_MS = 1000;
 
-/** The part of the app that close() needs: a way to end held long polls, and the ones still going. */
+/** A held long poll, as close() sees it: how to end it now, and when its answer has been written. */
+interface HeldPoll {
+  end(): void;
+  closed: Promise<void>;
+}
+
+/**
+ * The part of the app that close() needs. Held polls are in a set that close() walks: nothing is added
+ * to a shared signal per poll (which would make holding n polls cost O(n²) in listener bookkeeping).
+ */
 interface ServerState {
-  shutdown: AbortController;
-  held: Set<Promise<void>>;
+  closing: boolean;
+  held: Set<HeldPoll>;
 }
 const states = new WeakMap<express.Express, ServerState>();
 
@@ -167,7 +174,7 @@ export function createBundleApp(options: BundleServerOptions): express.Express {
       `maxWaitSeconds must be a whole number >= 1, not ${maxWait}`,
     );
   }
-  const state: ServerState = { shutdown: new AbortController(), held: new Set() };
+  const state: ServerState = { closing: false, held: new Set() };
 
   const app = express();
   states.set(app, state);
@@ -249,7 +256,7 @@ export function createBundleApp(options: BundleServerOptions): express.Express {
       sendNotModified(res, bundle);
       return;
     }
-    if (state.shutdown.signal.aborted) {
+    if (state.closing) {
       // Shutting down: make the client reconnect (to another replica) instead of asking here again.
       res.setHeader('Connection', 'close');
       sendNotModified(res, bundle);
@@ -262,8 +269,6 @@ export function createBundleApp(options: BundleServerOptions): express.Express {
     // away, or close(), ends the hold at once.
     const waitSeconds = Math.min(asked, maxWait);
     const stop = new AbortController();
-    const onShutdown = (): void => stop.abort();
-    state.shutdown.signal.addEventListener('abort', onShutdown, { once: true });
     let gone = false;
     const closed = new Promise<void>((resolve) => {
       res.once('close', () => {
@@ -274,8 +279,9 @@ export function createBundleApp(options: BundleServerOptions): express.Express {
         resolve();
       });
     });
-    state.held.add(closed);
-    void closed.then(() => state.held.delete(closed));
+    const held: HeldPoll = { end: () => stop.abort(), closed };
+    state.held.add(held);
+    void closed.then(() => state.held.delete(held));
     metrics.bundleLongPollsHeld.inc();
     let changed: PublishedBundle | undefined;
     try {
@@ -287,10 +293,9 @@ export function createBundleApp(options: BundleServerOptions): express.Express {
       );
     } finally {
       metrics.bundleLongPollsHeld.dec();
-      state.shutdown.signal.removeEventListener('abort', onShutdown);
     }
     if (gone) return;
-    if (state.shutdown.signal.aborted) res.setHeader('Connection', 'close');
+    if (state.closing) res.setHeader('Connection', 'close');
     if (changed !== undefined) sendBundle(req, res, changed);
     else sendNotModified(res, registry.get(bundle.name) ?? bundle);
   });
@@ -385,10 +390,12 @@ export async function listenBundleServer(
       closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
         if (state !== undefined) {
-          state.shutdown.abort();
+          state.closing = true;
+          const held = [...state.held];
+          for (const poll of held) poll.end();
           let timer: NodeJS.Timeout | undefined;
           await Promise.race([
-            Promise.all([...state.held]),
+            Promise.all(held.map((poll) => poll.closed)),
             new Promise<void>((resolve) => {
               timer = setTimeout(resolve, CLOSE_GRACE_MS);
             }),

@@ -370,7 +370,14 @@ describe('bundle server: ConfigMaps into bundles that real OPAs pull (real OPA +
     const ready = JSON.parse((await httpRequest(`${both.opsUrl}/ready`)).body) as {
       checks: Record<string, boolean>;
     };
-    expect(ready.checks).to.deep.equal({ configmaps: true, opa: true, bundles: true });
+    expect(ready.checks).to.deep.equal({
+      ops: true,
+      'bundle-server': true,
+      status: true,
+      opa: true,
+      bundles: true,
+      configmaps: true,
+    });
     await waitFor('the combined status', async () =>
       (await core.readNamespacedConfigMap({ name: 'second', namespace: ns })).metadata?.annotations?.[
         'example.com/both-status'

@@ -376,10 +376,20 @@ describe('sidecar: ConfigMaps into OPA (real OPA + kube-apiserver)', function ()
   });
 
   it('serves /health, /ready and Prometheus /metrics', async () => {
-    expect((await httpRequest(`${sync.opsUrl}/health`)).status).to.equal(200);
+    const health = await httpRequest(`${sync.opsUrl}/health`);
+    expect(health.status).to.equal(200);
+    const parts = (JSON.parse(health.body) as { parts: Record<string, { phase: string; restarts: number }> })
+      .parts;
+    for (const name of ['ops', 'status', 'opa', 'configmaps']) {
+      expect(parts[name], name).to.deep.include({ phase: 'running', restarts: 0 });
+    }
     const ready = await httpRequest(`${sync.opsUrl}/ready`);
     expect(ready.status).to.equal(200);
-    expect(JSON.parse(ready.body)).to.deep.equal({ ready: true, checks: { configmaps: true, opa: true } });
+    // One check per part: the ops server, the status writer, the OPA push, the ConfigMap source.
+    expect(JSON.parse(ready.body)).to.deep.equal({
+      ready: true,
+      checks: { ops: true, status: true, opa: true, configmaps: true },
+    });
     const metrics = (await httpRequest(`${sync.opsUrl}/metrics`)).body;
     expect(metrics).to.match(/^opa_sync_loads_total\{kind="policy",result="ok"\} [1-9]/m);
     expect(metrics).to.match(/^opa_sync_load_errors_total\{code="invalid_parameter"\} [1-9]/m);

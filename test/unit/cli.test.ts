@@ -1,11 +1,16 @@
 // The opa-sync command line: --version and --help, and a clear refusal of what it does not know.
-import { execFile } from 'node:child_process';
+// cli() runs in-process, with streams of the test's own.
 import { readFileSync } from 'node:fs';
-import { promisify } from 'node:util';
+import { PassThrough } from 'node:stream';
 import { expect } from 'chai';
+import { cli } from '../../src/cli.js';
 
-const run = promisify(execFile);
-const main = new URL('../../src/main.ts', import.meta.url).pathname;
+function collect(): { stream: PassThrough; text(): string } {
+  const stream = new PassThrough();
+  const chunks: Buffer[] = [];
+  stream.on('data', (c: Buffer) => chunks.push(c));
+  return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
+}
 
 async function opaSync(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return opaSyncWithPath(process.env.PATH, ...args);
@@ -15,15 +20,15 @@ async function opaSyncWithPath(
   searchPath: string | undefined,
   ...args: string[]
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', main, ...args], {
-      env: { ...process.env, PATH: searchPath ?? '' },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+  const stdout = collect();
+  const stderr = collect();
+  // Every case here ends by itself; a signal that never aborts proves it.
+  const code = await cli(
+    args,
+    { stdout: stdout.stream, stderr: stderr.stream, path: searchPath },
+    new AbortController().signal,
+  );
+  return { code, stdout: stdout.text(), stderr: stderr.text() };
 }
 
 describe('opa-sync command line', () => {
