@@ -11,7 +11,7 @@ import { describeOrigin, originKey } from '../model/origin.js';
 import type { Part } from '../lifecycle/part.js';
 import { Wake } from '../lifecycle/wake.js';
 import { sleep } from '../util/backoff.js';
-import { messageOf } from '../util/errors.js';
+import { OpaSyncError, isSystemError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { bundleEntryProblem, bundleNameProblem, dataPathProblem } from '../util/safe-names.js';
 import { buildBundle, deriveRoots, rootsOverlap, type BundleDocument, type BundleModule } from './build.js';
@@ -113,6 +113,8 @@ export class BundlePublisher implements Part {
         try {
           await this.rebuild();
         } catch (err) {
+          // Anything else is a bug: the supervisor logs it, counts it and runs this part again.
+          if (!(err instanceof OpaSyncError) && !isSystemError(err)) throw err;
           // The compiler could not run, or a bundle could not be written: keep serving the last bundles.
           this.options.logger.error(
             { err: messageOf(err) },

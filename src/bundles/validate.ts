@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { LoadError } from '../model/outcome.js';
-import { OpaSyncError } from '../util/errors.js';
+import { OpaSyncError, messageOf } from '../util/errors.js';
 
 const run = promisify(execFile);
 
@@ -102,11 +102,16 @@ export async function checkModules(
       }
       return result;
     }
-    const inspected = await run(opaBin, ['inspect', '--format', 'json', ...flags, '.'], {
-      cwd: dir,
-      timeout: timeoutMs,
-    });
-    const { namespaces } = JSON.parse(inspected.stdout) as { namespaces?: Record<string, string[]> };
+    let namespaces: Record<string, string[]> | undefined;
+    try {
+      const inspected = await run(opaBin, ['inspect', '--format', 'json', ...flags, '.'], {
+        cwd: dir,
+        timeout: timeoutMs,
+      });
+      ({ namespaces } = JSON.parse(inspected.stdout) as { namespaces?: Record<string, string[]> });
+    } catch (err) {
+      throw new OpaCheckError('opa_check_failed', `opa inspect failed: ${messageOf(err)}`, { cause: err });
+    }
     for (const [namespace, files] of Object.entries(namespaces ?? {})) {
       for (const file of files)
         result.packages.set(modulePathOf(file, dir), namespace.replace(/^data\./, ''));

@@ -39,6 +39,11 @@ export class ConfigError extends PermanentError {
 /** Input from outside (a ConfigMap key, a file) that cannot be used as it is. */
 export class InvalidInputError extends PermanentError {}
 
+/** An error of the operating system (ENOENT, EACCES, ENOSPC, …), as Node reports failed system calls. */
+export function isSystemError(err: unknown): err is NodeJS.ErrnoException {
+  return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && 'syscall' in err;
+}
+
 export function isAbortError(err: unknown): boolean {
   return err instanceof Error && (err.name === 'AbortError' || err.name === 'TimeoutError');
 }

@@ -6,36 +6,12 @@ import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { pino } from 'pino';
 import { DesiredState, type OriginState } from '../../src/model/desired-state.js';
 import { originKey, type OriginRole } from '../../src/model/origin.js';
 import { classifyFile, FolderSource, isInside, parseDataFile } from '../../src/sources/folder.js';
 import { runPart, type RunningPart } from '../harness/parts.js';
-import type { Logger } from '../../src/util/logger.js';
+import { capturingLogger, type LogLine } from '../harness/logs.js';
 import { waitFor } from '../harness/wait.js';
-
-interface LogLine {
-  level: number;
-  msg: string;
-  file?: string;
-  target?: string;
-  reason?: string;
-  code?: string;
-}
-
-/** A debug-level logger that keeps its lines, so tests can check what the user is told. */
-function capturingLogger(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = pino(
-    { level: 'debug' },
-    {
-      write(line: string): void {
-        lines.push(JSON.parse(line) as LogLine);
-      },
-    },
-  );
-  return { logger, lines };
-}
 
 const WARN = 40;
 
