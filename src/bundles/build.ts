@@ -397,8 +397,8 @@ export function buildBundle(input: BundleInput): BuiltBundle {
   refuseFileFolderClashes(content.map(([name]) => name));
   const fields = { roots, ...(regoVersion === undefined ? {} : { rego_version: regoVersion }) };
   const revision = contentRevision(canonicalJson(fields), content);
-  // Key order fixed by hand (revision, roots, rego_version); the signature hashes the canonical form anyway.
-  const manifest = JSON.stringify({ revision, ...fields });
+  // Canonical (keys sorted: rego_version, revision, roots), as OPA hashes it: the signature digests its bytes.
+  const manifest = canonicalJson({ revision, ...fields }, 'the manifest');
   const files = [
     ...content.map(([name, bytes]) => ({ name, content: bytes })),
     { name: MANIFEST, content: Buffer.from(manifest, 'utf8') },

@@ -1,11 +1,13 @@
 // Bundle signing: loads a signing key, writes OPA's `.signatures.json` (one compact JWS whose payload
 // lists every other file of the bundle with its SHA-256 digest), and holds OPA's canonical JSON form,
-// which both the signature digests and the builder's data.json files use.
+// which the builder writes data.json and .manifest in.
 //
-// Everything here follows OPA v1.22.3 (v1/bundle/sign.go, verify.go, hash.go): structured files
-// (base name data.json, data.yaml, data.yml, .manifest) are hashed as canonical JSON, everything else as
-// raw bytes. Signing uses node:crypto directly: JWS compact serialisation is a few lines, and the
-// ECDSA signature must be in the JWS form (r‖s), which `dsaEncoding: 'ieee-p1363'` gives.
+// Everything here follows OPA v1.22.3 (v1/bundle/sign.go, verify.go, hash.go): OPA hashes structured
+// files (base name data.json, data.yaml, data.yml, .manifest) as canonical JSON, everything else as raw
+// bytes. The builder writes its structured files in that canonical form to begin with, so the digest of
+// every file is the digest of its bytes and signing needs no JSON parser. Signing uses node:crypto
+// directly: JWS compact serialisation is a few lines, and the ECDSA signature must be in the JWS form
+// (r‖s), which `dsaEncoding: 'ieee-p1363'` gives.
 //
 // Determinism: the header carries no `iat`, the payload lists files in a fixed order, and RS*/HS*
 // signatures are deterministic. PS* and ES* signatures are randomised by the algorithms themselves, so a
@@ -67,7 +69,7 @@ export class SigningKeyError extends InvalidInputError {
   }
 }
 
-/** A structured bundle file (data.json, .manifest…) whose content is not the JSON OPA would accept. */
+/** A value for a structured bundle file (data.json, .manifest) that JSON cannot hold (NaN, a cycle…). */
 export class InvalidJsonError extends InvalidInputError {
   constructor(message: string, cause?: unknown) {
     super('invalid_json', message, cause === undefined ? {} : { cause });
@@ -310,150 +312,14 @@ export function canonicalJson(value: unknown, what = 'value'): string {
   return encode(value, '$', 0);
 }
 
-const JSON_NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
-
 /**
- * The canonical JSON text of JSON source, preserving number literals verbatim (`1.0` stays `1.0`) as
- * OPA's UseNumber decoding does: the form OPA hashes a structured file in. Strict JSON only (OPA falls
- * back to YAML for data.yaml files; we never write YAML). A leading UTF-8 BOM is ignored, as OPA does;
- * duplicate keys keep the last value, as Go's decoder does. Invalid UTF-8 is refused rather than guessed
- * at, since Go and JavaScript replace broken sequences differently.
+ * The lowercase hex SHA-256 digest OPA expects for a bundle file in the signature payload. OPA hashes
+ * structured files (base name data.json, data.yaml, data.yml, .manifest) in canonical JSON and every
+ * other file as raw bytes; every structured file opa-sync signs is written in canonical JSON by
+ * construction (`canonicalJson`), so for all of them the digest is that of the bytes as they are.
  */
-export function canonicalizeJson(source: Buffer | string, what = 'JSON'): string {
-  let text: string;
-  if (typeof source === 'string') text = source;
-  else {
-    try {
-      text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(source);
-    } catch (err) {
-      throw new InvalidJsonError(`${what} is not valid UTF-8`, err);
-    }
-  }
-  if (text.startsWith('\uFEFF')) text = text.slice(1);
-  let pos = 0;
-  const fail = (reason: string): never => {
-    throw new InvalidJsonError(`${what} is not valid JSON: ${reason} at offset ${pos}`);
-  };
-  const skipSpace = (): void => {
-    while (pos < text.length && ' \t\n\r'.includes(text[pos] ?? '')) pos += 1;
-  };
-  const parseString = (): string => {
-    pos += 1; // opening quote
-    let out = '';
-    for (;;) {
-      const ch = text[pos];
-      if (ch === undefined) return fail('unterminated string');
-      if (ch === '"') {
-        pos += 1;
-        return out;
-      }
-      if (ch < ' ') return fail('control character in string');
-      if (ch !== '\\') {
-        out += ch;
-        pos += 1;
-        continue;
-      }
-      const esc = text[pos + 1];
-      const simple: Record<string, string> = {
-        '"': '"',
-        '\\': '\\',
-        '/': '/',
-        b: '\b',
-        f: '\f',
-        n: '\n',
-        r: '\r',
-        t: '\t',
-      };
-      if (esc !== undefined && simple[esc] !== undefined) {
-        out += simple[esc];
-        pos += 2;
-      } else if (esc === 'u' && /^[0-9a-fA-F]{4}$/.test(text.slice(pos + 2, pos + 6))) {
-        // Surrogate pairs join naturally in a JS string; lone halves become U+FFFD in wellFormed().
-        out += String.fromCharCode(parseInt(text.slice(pos + 2, pos + 6), 16));
-        pos += 6;
-      } else return fail('bad escape in string');
-    }
-  };
-  const parseValue = (depth: number): string => {
-    if (depth > MAX_DEPTH) return fail(`nested deeper than ${MAX_DEPTH} levels`);
-    skipSpace();
-    const ch = text[pos];
-    if (ch === '{') {
-      pos += 1;
-      const members = new Map<string, string>();
-      skipSpace();
-      if (text[pos] === '}') {
-        pos += 1;
-        return '{}';
-      }
-      for (;;) {
-        skipSpace();
-        if (text[pos] !== '"') return fail('expected a string key');
-        const key = wellFormed(parseString());
-        skipSpace();
-        if (text[pos] !== ':') return fail('expected ":"');
-        pos += 1;
-        members.delete(key); // the last duplicate wins, as with Go's map decoding
-        members.set(key, parseValue(depth + 1));
-        skipSpace();
-        if (text[pos] === ',') pos += 1;
-        else if (text[pos] === '}') {
-          pos += 1;
-          return canonicalObject(members);
-        } else return fail('expected "," or "}"');
-      }
-    }
-    if (ch === '[') {
-      pos += 1;
-      const elements: string[] = [];
-      skipSpace();
-      if (text[pos] === ']') {
-        pos += 1;
-        return '[]';
-      }
-      for (;;) {
-        elements.push(parseValue(depth + 1));
-        skipSpace();
-        if (text[pos] === ',') pos += 1;
-        else if (text[pos] === ']') {
-          pos += 1;
-          return `[${elements.join(',')}]`;
-        } else return fail('expected "," or "]"');
-      }
-    }
-    if (ch === '"') return goJsonString(parseString());
-    for (const literal of ['true', 'false', 'null']) {
-      if (text.startsWith(literal, pos)) {
-        pos += literal.length;
-        return literal;
-      }
-    }
-    JSON_NUMBER.lastIndex = pos;
-    const number = JSON_NUMBER.exec(text);
-    if (number !== null) {
-      pos += number[0].length;
-      return number[0];
-    }
-    return fail('unexpected character');
-  };
-  const result = parseValue(0);
-  skipSpace();
-  if (pos !== text.length) fail('content after the top-level value');
-  return result;
-}
-
-/** Files OPA hashes as canonical JSON rather than raw bytes (v1/bundle/bundle.go `IsStructuredDoc`). */
-export function isStructuredFile(name: string): boolean {
-  const base = path.posix.basename(name);
-  return base === 'data.json' || base === 'data.yaml' || base === 'data.yml' || base === '.manifest';
-}
-
-/** The lowercase hex SHA-256 digest OPA expects for a bundle file in the signature payload. */
-export function fileDigest(name: string, content: Buffer): string {
-  const hashed = isStructuredFile(name)
-    ? Buffer.from(canonicalizeJson(content, `bundle file ${JSON.stringify(name)}`))
-    : content;
-  return createHash('sha256').update(hashed).digest('hex');
+export function fileDigest(content: Buffer): string {
+  return createHash('sha256').update(content).digest('hex');
 }
 
 function base64url(data: Buffer | string): string {
@@ -509,13 +375,20 @@ export function signaturesFile(
         `cannot sign ${JSON.stringify(file.name)}: it is a signatures file`,
       );
     }
+    if (/(?:^|\/)data\.ya?ml$/.test(name)) {
+      // OPA would hash the YAML converted to canonical JSON, which is not its bytes; we never write YAML.
+      throw new InvalidInputError(
+        'invalid_bundle_entry',
+        `cannot sign ${JSON.stringify(file.name)}: opa-sync signs only files it writes, and it writes no YAML`,
+      );
+    }
     if (listed.has(name)) {
       throw new InvalidInputError(
         'duplicate_bundle_entry',
         `cannot sign two files named ${JSON.stringify(name)}`,
       );
     }
-    listed.set(name, fileDigest(name, file.content));
+    listed.set(name, fileDigest(file.content));
   }
   const entries = [...listed.keys()].sort(compareUtf8).map((name) => ({
     name,

@@ -1,8 +1,9 @@
 // Real OPA loads what the bundle builder writes: `opa run --server --bundle <file>` with the built
 // tar.gz, then the policy answers and the data sits where kube-mgmt would put it. Covers the manifest
-// (revision, roots, rego_version 0 for seed-era Rego), signed bundles (RS256, ES256, HS256, tricky data
-// hashed in OPA's canonical JSON), refusal of a wrong key and of a file changed after signing, and the
-// digests against `opa sign` itself.
+// (revision, roots, rego_version 0 for seed-era Rego), signed bundles (RS256, PS256, ES256, HS256; tricky
+// data and a three-key manifest, whose bytes the signer hashes as they are, so OPA's canonical-JSON digests
+// only match if the builder wrote them canonically), refusal of a wrong key and of a module, data file or
+// manifest changed after signing, and the digests against `opa sign` itself.
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -13,12 +14,7 @@ import { expect } from 'chai';
 import tar from 'tar-stream';
 import { requireTool } from '../../scripts/tools.js';
 import { buildBundle, packBundle, type BundleInput } from '../../src/bundles/build.js';
-import {
-  canonicalJson,
-  loadSigningKey,
-  signaturesFile,
-  type SigningOptions,
-} from '../../src/bundles/sign.js';
+import { canonicalJson, loadSigningKey, type SigningOptions } from '../../src/bundles/sign.js';
 import { extraOpa, type OpaServer } from '../harness/index.js';
 import { runDir } from '../harness/run-dir.js';
 
@@ -146,6 +142,8 @@ function signedInput(signing: SigningOptions): BundleInput {
       { path: ['signed', 'tricky'], value: tricky },
     ],
     roots: ['signed'],
+    // A third manifest key, which sorts first: the manifest is hashed as written, so it must be canonical.
+    regoVersion: 1,
     signing,
   };
 }
@@ -233,7 +231,7 @@ describe('bundles in a real OPA', () => {
   });
 
   const signedCases: {
-    alg: 'RS256' | 'ES256' | 'HS256';
+    alg: 'RS256' | 'PS256' | 'ES256' | 'HS256';
     key: () => SigningOptions;
     verify: () => string[];
     wrong: () => string[];
@@ -243,6 +241,12 @@ describe('bundles in a real OPA', () => {
       key: () => loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync'),
       verify: () => ['--verification-key', rsaPublicFile, '--verification-key-id', 'opa-sync'],
       wrong: () => ['--verification-key', otherRsaPublicFile, '--verification-key-id', 'opa-sync'],
+    },
+    {
+      alg: 'PS256',
+      key: () => loadSigningKey(rsaKeyFile, 'PS256'),
+      verify: () => ['--verification-key', rsaPublicFile, '--signing-alg', 'PS256'],
+      wrong: () => ['--verification-key', otherRsaPublicFile, '--signing-alg', 'PS256'],
     },
     {
       alg: 'ES256',
@@ -284,12 +288,19 @@ describe('bundles in a real OPA', () => {
     const built = buildBundle(signedInput(loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync')));
     const files = await readBundle(built.bytes);
     const verify = ['--verification-key', rsaPublicFile, '--verification-key-id', 'opa-sync'];
-    for (const target of ['/signed/policy.rego', '/signed/users/data.json']) {
+    // One byte of each kind of file, right after a marker: 'admin' → 'admio' in the module, 'alice' →
+    // 'alicf' in data.json, the revision's first letter in the manifest. Each stays valid; only the digest breaks.
+    const targets: [string, string][] = [
+      ['/signed/policy.rego', 'admi'],
+      ['/signed/users/data.json', 'alic'],
+      ['/.manifest', '"revision":"'],
+    ];
+    for (const [target, marker] of targets) {
+      expect(files.map((f) => f.name)).to.include(target);
       const tampered = files.map((f) => {
         if (f.name !== target) return f;
         const content = Buffer.from(f.content);
-        // 'alice' → 'alicf' (data) or a letter of the module text: still valid, only the digest breaks.
-        const at = content.indexOf(target.endsWith('.rego') ? 'admin' : 'alice') + 4;
+        const at = content.indexOf(marker) + marker.length;
         content[at] = (content[at] ?? 0) + 1;
         return { name: f.name, content };
       });
@@ -302,36 +313,6 @@ describe('bundles in a real OPA', () => {
     // The untouched repack still loads: the refusal above is the changed byte, not the repacking.
     const opa = await opaWithBundle(packBundle(files), verify);
     await opa.stop();
-  });
-
-  it('signs hand-written JSON (whitespace, number literals, escapes) the way OPA hashes it', async () => {
-    const files = [
-      {
-        name: '/.manifest',
-        content: Buffer.from('{ "roots" : [ "raw" ],\n  "revision": "hand-written" }\n'),
-      },
-      {
-        name: '/raw/data.json',
-        content: Buffer.from(
-          '\n{\n  "z": 1.0,\n  "a": [1E3, -0, 0.10, 12345678901234567890],\n  "s": "\\u00e9\\/\\ud83d\\ude00\\u2028<&>"\n}\n',
-        ),
-      },
-      { name: '/raw/p.rego', content: Buffer.from('package raw\n\nok if data.raw.z == 1\n') },
-    ];
-    const signatures = signaturesFile(files, loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync'));
-    const bytes = packBundle([...files, { name: '/.signatures.json', content: signatures }]);
-    const opa = await opaWithBundle(bytes, [
-      '--verification-key',
-      rsaPublicFile,
-      '--verification-key-id',
-      'opa-sync',
-    ]);
-    try {
-      expect(await query(opa, 'raw/ok')).to.equal(true);
-      expect(await query(opa, 'raw/s')).to.equal('é/😀\u2028<&>');
-    } finally {
-      await opa.stop();
-    }
   });
 
   it('lists the same files and digests as `opa sign` for the same bundle', async () => {
