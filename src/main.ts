@@ -25,7 +25,7 @@ import {
 } from './bundles/server.js';
 import { Fleet } from './bundles/fleet.js';
 import { TokenFile } from './bundles/tokens.js';
-import { loadSigningKey } from './bundles/sign.js';
+import { loadSigningKey } from './bundles/signing-key.js';
 import { findOnPath } from './util/find-binary.js';
 import type { Outcome } from './model/outcome.js';
 import { ConfigError, messageOf } from './util/errors.js';

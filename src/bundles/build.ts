@@ -13,7 +13,9 @@ import { createHash } from 'node:crypto';
 import { constants as zlibConstants, gzipSync } from 'node:zlib';
 import { InvalidInputError } from '../util/errors.js';
 import { bundleEntryProblem, dataPathProblem } from '../util/safe-names.js';
-import { canonicalJson, compareUtf8, signaturesFile, type SigningOptions } from './sign.js';
+import { canonicalJson, compareUtf8 } from './canonical-json.js';
+import { signaturesFile } from './signatures.js';
+import type { SigningOptions } from './signing-key.js';
 
 export interface BundleModule {
   /** Bundle path of a .rego file, with a leading '/': `/opa/my-cm/a.rego`. */

@@ -14,7 +14,7 @@ import type { Logger } from '../util/logger.js';
 import { bundleEntryProblem, bundleNameProblem, dataPathProblem } from '../util/safe-names.js';
 import { buildBundle, deriveRoots, rootsOverlap, type BundleDocument, type BundleModule } from './build.js';
 import type { BundleRegistry } from './registry.js';
-import type { SigningOptions } from './sign.js';
+import type { SigningOptions } from './signing-key.js';
 import { checkModules } from './validate.js';
 
 export interface PublisherOptions {

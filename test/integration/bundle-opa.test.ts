@@ -14,7 +14,8 @@ import { expect } from 'chai';
 import tar from 'tar-stream';
 import { requireTool } from '../../scripts/tools.js';
 import { buildBundle, packBundle, type BundleInput } from '../../src/bundles/build.js';
-import { canonicalJson, loadSigningKey, type SigningOptions } from '../../src/bundles/sign.js';
+import { canonicalJson } from '../../src/bundles/canonical-json.js';
+import { loadSigningKey, type SigningOptions } from '../../src/bundles/signing-key.js';
 import { extraOpa, type OpaServer } from '../harness/index.js';
 import { runDir } from '../harness/run-dir.js';
 

@@ -28,15 +28,14 @@ import {
   type BundleInput,
   type BundleModule,
 } from '../../src/bundles/build.js';
+import { canonicalJson, goJsonString } from '../../src/bundles/canonical-json.js';
+import { signaturesFile } from '../../src/bundles/signatures.js';
 import {
-  canonicalJson,
-  goJsonString,
   loadSigningKey,
-  signaturesFile,
   SigningKeyError,
   type SigningAlg,
   type SigningOptions,
-} from '../../src/bundles/sign.js';
+} from '../../src/bundles/signing-key.js';
 import { InvalidInputError } from '../../src/util/errors.js';
 import { bundleEntryProblem, bundleNameProblem, dataPathProblem } from '../../src/util/safe-names.js';
 
