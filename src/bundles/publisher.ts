@@ -242,7 +242,7 @@ export class BundlePublisher {
   }
 
   private async publish(bundle: string, entries: Entry[], packages: Map<string, string>): Promise<void> {
-    const built = buildBundle({
+    const built = await buildBundle({
       modules: entries.flatMap((e) => e.modules),
       documents: entries.flatMap((e) => e.documents),
       roots: this.rootsOf(entries, packages),

@@ -1,9 +1,10 @@
 // Real OPA loads what the bundle builder writes: `opa run --server --bundle <file>` with the built
 // tar.gz, then the policy answers and the data sits where kube-mgmt would put it. Covers the manifest
-// (revision, roots, rego_version 0 for seed-era Rego), signed bundles (RS256, PS256, ES256, HS256; tricky
-// data and a three-key manifest, whose bytes the signer hashes as they are, so OPA's canonical-JSON digests
-// only match if the builder wrote them canonically), refusal of a wrong key and of a module, data file or
-// manifest changed after signing, and the digests against `opa sign` itself.
+// (revision, roots, rego_version 0 for seed-era Rego), long and non-ASCII entry names (PAX records),
+// signed bundles (RS256, PS256, ES256, HS256; tricky data and a three-key manifest, whose bytes the signer
+// hashes as they are, so OPA's canonical-JSON digests only match if the builder wrote them canonically),
+// refusal of a wrong key and of a module, data file or manifest changed after signing, and the digests
+// against `opa sign` itself.
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -13,7 +14,8 @@ import { gunzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import tar from 'tar-stream';
 import { requireTool } from '../../scripts/tools.js';
-import { buildBundle, packBundle, type BundleInput } from '../../src/bundles/build.js';
+import { packBundle } from '../../src/bundles/archive.js';
+import { buildBundle, type BundleInput } from '../../src/bundles/build.js';
 import { canonicalJson } from '../../src/bundles/canonical-json.js';
 import { loadSigningKey, type SigningOptions } from '../../src/bundles/signing-key.js';
 import { extraOpa, type OpaServer } from '../harness/index.js';
@@ -181,7 +183,7 @@ describe('bundles in a real OPA', () => {
   });
 
   it('loads policy and data: the policy is live and the data is where kube-mgmt puts it', async () => {
-    const built = buildBundle({
+    const built = await buildBundle({
       modules: [{ path: '/opa/policies/main.rego', text: policy }],
       documents: [{ path: ['opa', 'my-cm', 'x.json'], value: { hint: 'add one', list: [1, 2] } }],
       roots: ['kubernetes/admission', 'opa/my-cm'],
@@ -219,7 +221,7 @@ describe('bundles in a real OPA', () => {
       documents: [],
       roots: ['kubernetes/admission'],
     };
-    const opa = await opaWithBundle(buildBundle({ ...input, regoVersion: 0 }).bytes);
+    const opa = await opaWithBundle((await buildBundle({ ...input, regoVersion: 0 })).bytes);
     try {
       expect(await query(opa, 'kubernetes/admission/deny', podWithoutTeam)).to.deep.equal([
         'seed era: no team label',
@@ -228,7 +230,49 @@ describe('bundles in a real OPA', () => {
       await opa.stop();
     }
     // The same module without rego_version is parsed as v1 and refused: the manifest is what made it load.
-    await expectRefused(buildBundle(input).bytes, [], 'rego_parse_error');
+    await expectRefused((await buildBundle(input)).bytes, [], 'rego_parse_error');
+  });
+
+  it('loads modules and data at long and non-ASCII paths (PAX names), signed under the same names', async () => {
+    const long = `/names/${'x'.repeat(60)}/${'y'.repeat(60)}/long.rego`;
+    const unicode = '/names/pölicies/ünïcode-名前.rego';
+    const dataKey = 'é'.repeat(80);
+    const built = await buildBundle({
+      modules: [
+        { path: long, text: 'package names.long\n\nok := true\n' },
+        { path: unicode, text: `package names.unicode\n\nok := data.names["données"]["${dataKey}"].ok\n` },
+      ],
+      documents: [{ path: ['names', 'données', dataKey], value: { ok: 'ünïcode' } }],
+      roots: ['names'],
+      signing: loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync'),
+    });
+    expect(built.files).to.include.members([long, unicode, `/names/données/${dataKey}/data.json`]);
+    // OPA verifies every file against the names in the signature: they must be the names it read.
+    const opa = await opaWithBundle(built.bytes, [
+      '--verification-key',
+      rsaPublicFile,
+      '--verification-key-id',
+      'opa-sync',
+    ]);
+    try {
+      expect(await query(opa, 'names/long/ok')).to.equal(true);
+      expect(await query(opa, 'names/unicode/ok')).to.equal('ünïcode');
+      const data = await opa.request(
+        `/v1/data/names/${encodeURIComponent('données')}/${encodeURIComponent(dataKey)}`,
+      );
+      expect(JSON.parse(data.body)).to.deep.equal({ result: { ok: 'ünïcode' } });
+      // Module ids are the bundle file's path followed by the entry name, whole.
+      const policies = JSON.parse((await opa.request('/v1/policies')).body) as { result: { id: string }[] };
+      const ids = policies.result.map((p) => p.id);
+      for (const name of [long, unicode]) {
+        expect(
+          ids.filter((id) => id.endsWith(`.tar.gz${name}`)),
+          name,
+        ).to.have.length(1);
+      }
+    } finally {
+      await opa.stop();
+    }
   });
 
   const signedCases: {
@@ -265,7 +309,7 @@ describe('bundles in a real OPA', () => {
 
   for (const c of signedCases) {
     it(`activates a signed ${c.alg} bundle with the right key (tricky data hashed canonically)`, async () => {
-      const built = buildBundle(signedInput(c.key()));
+      const built = await buildBundle(signedInput(c.key()));
       expect(built.files).to.include('/.signatures.json');
       const opa = await opaWithBundle(built.bytes, c.verify());
       try {
@@ -281,12 +325,12 @@ describe('bundles in a real OPA', () => {
     });
 
     it(`refuses a signed ${c.alg} bundle verified with the wrong key`, async () => {
-      await expectRefused(buildBundle(signedInput(c.key())).bytes, c.wrong(), 'failed to verify');
+      await expectRefused((await buildBundle(signedInput(c.key()))).bytes, c.wrong(), 'failed to verify');
     });
   }
 
   it('refuses a bundle with one byte of one file changed after signing', async () => {
-    const built = buildBundle(signedInput(loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync')));
+    const built = await buildBundle(signedInput(loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync')));
     const files = await readBundle(built.bytes);
     const verify = ['--verification-key', rsaPublicFile, '--verification-key-id', 'opa-sync'];
     // One byte of each kind of file, right after a marker: 'admin' → 'admio' in the module, 'alice' →
@@ -309,16 +353,19 @@ describe('bundles in a real OPA', () => {
       expect(tampered.find((f) => f.name === '/.signatures.json')).to.equal(
         files.find((f) => f.name === '/.signatures.json'),
       );
-      await expectRefused(packBundle(tampered), verify, 'digest mismatch');
+      await expectRefused(await packBundle(tampered), verify, 'digest mismatch');
     }
     // The untouched repack still loads: the refusal above is the changed byte, not the repacking.
-    const opa = await opaWithBundle(packBundle(files), verify);
+    const opa = await opaWithBundle(await packBundle(files), verify);
     await opa.stop();
   });
 
   it('lists the same files and digests as `opa sign` for the same bundle', async () => {
-    const unsigned = buildBundle({ ...signedInput(loadSigningKey(rsaKeyFile, 'RS256')), signing: undefined });
-    const ours = buildBundle(signedInput(loadSigningKey(rsaKeyFile, 'RS256')));
+    const unsigned = await buildBundle({
+      ...signedInput(loadSigningKey(rsaKeyFile, 'RS256')),
+      signing: undefined,
+    });
+    const ours = await buildBundle(signedInput(loadSigningKey(rsaKeyFile, 'RS256')));
     const bundleFile = writeTemp('unsigned.tar.gz', unsigned.bytes);
     const outDir = mkdtempSync(path.join(workDir, 'opa-sign-'));
     await run(
