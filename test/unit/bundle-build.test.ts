@@ -384,7 +384,7 @@ describe('bundle builder', () => {
         signing: { alg: 'RS256', key: privateKey, keyId: 'k' },
       };
       const first = await buildBundle(input);
-      // Each rotation and the reverse of every list: a different order of everything each time.
+      // Rotations of every list, then every list reversed: a different input order on each turn.
       for (let turn = 1; turn <= input.modules.length; turn += 1) {
         const rotate = <T>(items: readonly T[]): T[] => {
           const n = turn % items.length;
