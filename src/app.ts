@@ -8,7 +8,7 @@ import { BundleRegistry } from './bundles/registry.js';
 import { createBundleApp, listenBundleServer } from './bundles/server.js';
 import { Fleet } from './bundles/fleet.js';
 import { TokenFile } from './bundles/tokens.js';
-import { loadSigningKey } from './bundles/sign.js';
+import { loadSigningKey } from './bundles/signing-key.js';
 import { Metrics } from './http/metrics.js';
 import { createOpsApp, listen } from './http/ops-server.js';
 import { ServerPart } from './http/server-part.js';

@@ -12,7 +12,7 @@ import {
   type LegacyMapping,
 } from './config-flags.js';
 import { ConfigError } from './util/errors.js';
-import { SIGNING_ALGS, type SigningAlg } from './bundles/sign.js';
+import { SIGNING_ALGS, type SigningAlg } from './bundles/signing-key.js';
 import type { LogFormat, LogLevel } from './util/logger.js';
 
 /** A Kubernetes resource to replicate; all lower-cased, `group` '' = the core group. */

@@ -2,18 +2,19 @@
 // (gzip of tar) that a real OPA loads, plus a content revision used as the manifest revision and ETag.
 //
 // The output is deterministic (DESIGN.md habit 10): every replica given the same inputs, in any order,
-// serves the same bytes and the same ETag (bytes: unsigned or RS*/HS*-signed, with the same Node/zlib
-// build; PS*/ES* signatures are randomised by the algorithm, see sign.ts, but the revision and ETag
-// never depend on the signature or on compression). So entries are sorted, every tar header field that could
-// carry the host (mtime, uid/gid, user/group names, mode) is fixed, gzip carries no timestamp or name,
-// data.json files are written in OPA's canonical JSON form, and the revision is a hash of the content,
-// never of a clock. The tar writer is our own (ustar + PAX for long or non-ASCII names): it is a few
-// dozen lines, it lets the build stay synchronous, and no library default can change the bytes.
+// serves the same bytes and the same ETag (bytes: unsigned or RS*/HS*-signed, with the same tar-stream
+// version and Node/zlib build; PS*/ES* signatures are randomised by the algorithm, see signatures.ts,
+// but the revision and ETag never depend on the signature, the archive format or compression). So entries
+// are sorted by UTF-8 bytes, data.json files and the manifest are written in OPA's canonical JSON form
+// (which also lets the signer digest their bytes as they are), the archive has no host or clock in it
+// (archive.ts), and the revision is a hash of the content, never of a clock.
 import { createHash } from 'node:crypto';
-import { constants as zlibConstants, gzipSync } from 'node:zlib';
 import { InvalidInputError } from '../util/errors.js';
 import { bundleEntryProblem, dataPathProblem } from '../util/safe-names.js';
-import { canonicalJson, compareUtf8, signaturesFile, type SigningOptions } from './sign.js';
+import { packBundle } from './archive.js';
+import { canonicalJson, compareUtf8 } from './canonical-json.js';
+import { signaturesFile } from './signatures.js';
+import type { SigningOptions } from './signing-key.js';
 
 export interface BundleModule {
   /** Bundle path of a .rego file, with a leading '/': `/opa/my-cm/a.rego`. */
@@ -55,7 +56,7 @@ export class BundleConflictError extends InvalidInputError {}
 const MANIFEST = '/.manifest';
 const SIGNATURES = '/.signatures.json';
 // Bumped when the revision's framing changes, so that old and new builds never share a revision by chance.
-const REVISION_FRAMING = 'opa-sync bundle revision v1\n';
+const REVISION_FRAMING = 'opa-sync bundle revision v2\n';
 
 function quotePath(path: readonly string[]): string {
   return JSON.stringify(path);
@@ -162,93 +163,6 @@ export function deriveRoots(
 export function rootsOverlap(a: readonly string[], b: readonly string[]): boolean {
   const bs = b.map(rootSegments);
   return a.map(rootSegments).some((x) => bs.some((y) => isPrefix(x, y) || isPrefix(y, x)));
-}
-
-// ---------------------------------------------------------------------------------------------------
-// tar (POSIX ustar, PAX records for names ustar cannot hold) and gzip
-
-const BLOCK = 512;
-
-function writeOctal(header: Buffer, offset: number, width: number, value: number): void {
-  // `width - 1` octal digits, then NUL: the classic ustar form every reader (Go's archive/tar included) takes.
-  const digits = value.toString(8);
-  if (digits.length > width - 1)
-    throw new InvalidInputError('bundle_too_large', `tar field overflow (${value})`);
-  header.write(`${digits.padStart(width - 1, '0')}\0`, offset, width, 'ascii');
-}
-
-function tarHeader(name: string, size: number, typeflag: '0' | 'x'): Buffer {
-  const header = Buffer.alloc(BLOCK, 0);
-  header.write(name, 0, 100, 'utf8');
-  writeOctal(header, 100, 8, 0o644); // mode
-  writeOctal(header, 108, 8, 0); // uid
-  writeOctal(header, 116, 8, 0); // gid
-  writeOctal(header, 124, 12, size);
-  writeOctal(header, 136, 12, 0); // mtime: the epoch, never the build time
-  header.write(' '.repeat(8), 148, 8, 'ascii'); // checksum placeholder
-  header.write(typeflag, 156, 1, 'ascii');
-  header.write('ustar\0', 257, 6, 'ascii');
-  header.write('00', 263, 2, 'ascii');
-  // uname and gname (265, 297) stay empty; devmajor/devminor are zero.
-  writeOctal(header, 329, 8, 0);
-  writeOctal(header, 337, 8, 0);
-  let sum = 0;
-  for (const byte of header) sum += byte;
-  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
-  return header;
-}
-
-function padded(content: Buffer): Buffer[] {
-  const rest = content.length % BLOCK;
-  return rest === 0 ? [content] : [content, Buffer.alloc(BLOCK - rest, 0)];
-}
-
-/** A PAX record `"<len> key=value\n"`, whose length counts its own digits. */
-function paxRecord(key: string, value: string): Buffer {
-  const body = ` ${key}=${value}\n`;
-  const bodyLength = Buffer.byteLength(body, 'utf8');
-  let length = bodyLength + 1;
-  while (String(length).length + bodyLength !== length) length = String(length).length + bodyLength;
-  return Buffer.from(`${length}${body}`, 'utf8');
-}
-
-/**
- * A tar archive of regular files, in the given order, with fixed metadata (mode 0644, uid/gid 0, empty
- * user/group names, mtime 0). Names that are not ASCII or longer than 100 bytes get a PAX `path` record.
- */
-export function packTar(files: readonly { name: string; content: Buffer }[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const { name, content } of files) {
-    const fitsUstar = /^[\x20-\x7e]*$/.test(name) && name.length <= 100;
-    if (!fitsUstar) {
-      const pax = paxRecord('path', name);
-      parts.push(tarHeader('PaxHeader', pax.length, 'x'), ...padded(pax));
-    }
-    // Readers without PAX support get a readable ASCII stand-in; every reader OPA uses reads the PAX path.
-    const ustarName = fitsUstar ? name : name.replace(/[^\x20-\x7e]/g, '_').slice(-100);
-    parts.push(tarHeader(ustarName, content.length, '0'), ...padded(content));
-  }
-  parts.push(Buffer.alloc(BLOCK * 2, 0));
-  return Buffer.concat(parts);
-}
-
-/** gzip with a fixed level, no file name, mtime 0 and a fixed OS byte: the same tar gives the same bytes. */
-export function gzipDeterministic(data: Buffer): Buffer {
-  const out = gzipSync(data, {
-    level: 9,
-    strategy: zlibConstants.Z_DEFAULT_STRATEGY,
-    memLevel: 8,
-    windowBits: 15,
-  });
-  // Byte 9 is the OS that wrote the stream (zlib fills in its build platform); it is outside the CRC.
-  out[9] = 3; // Unix
-  return out;
-}
-
-/** The tar.gz of the given files, sorted by name: what `buildBundle` emits. */
-export function packBundle(files: readonly { name: string; content: Buffer }[]): Buffer {
-  const sorted = [...files].sort((a, b) => compareUtf8(a.name, b.name));
-  return gzipDeterministic(packTar(sorted));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -375,12 +289,13 @@ function contentRevision(manifestFields: string, files: readonly [string, Buffer
 }
 
 /**
- * Builds a bundle. Throws `InvalidInputError` (codes `invalid_bundle_entry`, `invalid_bundle_roots`,
- * `invalid_json`, `invalid_signing_key`, `invalid_rego_version`, `bundle_too_large`) or `BundleConflictError` (`bundle_conflict`: two modules at one
- * path, two documents at one path or one inside another) naming what is wrong; the caller validates
- * names first (`bundleEntryProblem`, `dataPathProblem`) to refuse single inputs instead of whole builds.
+ * Builds a bundle. Rejects with `InvalidInputError` (codes `invalid_bundle_entry`,
+ * `invalid_bundle_roots`, `invalid_json`, `invalid_signing_key`, `invalid_rego_version`) or
+ * `BundleConflictError` (`bundle_conflict`: two modules at one path, two documents at one path or one
+ * inside another) naming what is wrong; the caller validates names first (`bundleEntryProblem`,
+ * `dataPathProblem`) to refuse single inputs instead of whole builds.
  */
-export function buildBundle(input: BundleInput): BuiltBundle {
+export async function buildBundle(input: BundleInput): Promise<BuiltBundle> {
   const regoVersion = input.regoVersion;
   if (regoVersion !== undefined && regoVersion !== 0 && regoVersion !== 1) {
     throw new InvalidInputError(
@@ -397,8 +312,8 @@ export function buildBundle(input: BundleInput): BuiltBundle {
   refuseFileFolderClashes(content.map(([name]) => name));
   const fields = { roots, ...(regoVersion === undefined ? {} : { rego_version: regoVersion }) };
   const revision = contentRevision(canonicalJson(fields), content);
-  // Key order fixed by hand (revision, roots, rego_version); the signature hashes the canonical form anyway.
-  const manifest = JSON.stringify({ revision, ...fields });
+  // Canonical (keys sorted: rego_version, revision, roots), as OPA hashes it: the signature digests its bytes.
+  const manifest = canonicalJson({ revision, ...fields }, 'the manifest');
   const files = [
     ...content.map(([name, bytes]) => ({ name, content: bytes })),
     { name: MANIFEST, content: Buffer.from(manifest, 'utf8') },
@@ -406,11 +321,10 @@ export function buildBundle(input: BundleInput): BuiltBundle {
   if (input.signing !== undefined) {
     files.push({ name: SIGNATURES, content: signaturesFile(files, input.signing) });
   }
-  files.sort((a, b) => compareUtf8(a.name, b.name));
   return {
-    bytes: gzipDeterministic(packTar(files)),
+    bytes: await packBundle(files),
     revision,
     etag: `"${revision}"`,
-    files: files.map((f) => f.name),
+    files: files.map((f) => f.name).sort(compareUtf8),
   };
 }

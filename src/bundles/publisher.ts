@@ -16,7 +16,7 @@ import type { Logger } from '../util/logger.js';
 import { bundleEntryProblem, bundleNameProblem, dataPathProblem } from '../util/safe-names.js';
 import { buildBundle, deriveRoots, rootsOverlap, type BundleDocument, type BundleModule } from './build.js';
 import type { BundleRegistry } from './registry.js';
-import type { SigningOptions } from './sign.js';
+import type { SigningOptions } from './signing-key.js';
 import { checkModules } from './validate.js';
 
 export interface PublisherOptions {
@@ -240,7 +240,7 @@ export class BundlePublisher implements Part {
   }
 
   private async publish(bundle: string, entries: Entry[], packages: Map<string, string>): Promise<void> {
-    const built = buildBundle({
+    const built = await buildBundle({
       modules: entries.flatMap((e) => e.modules),
       documents: entries.flatMap((e) => e.documents),
       roots: this.rootsOf(entries, packages),

@@ -1,8 +1,10 @@
 // Real OPA loads what the bundle builder writes: `opa run --server --bundle <file>` with the built
 // tar.gz, then the policy answers and the data sits where kube-mgmt would put it. Covers the manifest
-// (revision, roots, rego_version 0 for seed-era Rego), signed bundles (RS256, ES256, HS256, tricky data
-// hashed in OPA's canonical JSON), refusal of a wrong key and of a file changed after signing, and the
-// digests against `opa sign` itself.
+// (revision, roots, rego_version 0 for seed-era Rego), long and non-ASCII entry names (PAX records),
+// signed bundles (RS256, PS256, ES256, HS256; tricky data and a three-key manifest, whose bytes the signer
+// hashes as they are, so OPA's canonical-JSON digests only match if the builder wrote them canonically),
+// refusal of a wrong key and of a module, data file or manifest changed after signing, and the digests
+// against `opa sign` itself.
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -12,13 +14,10 @@ import { gunzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import tar from 'tar-stream';
 import { requireTool } from '../../scripts/tools.js';
-import { buildBundle, packBundle, type BundleInput } from '../../src/bundles/build.js';
-import {
-  canonicalJson,
-  loadSigningKey,
-  signaturesFile,
-  type SigningOptions,
-} from '../../src/bundles/sign.js';
+import { packBundle } from '../../src/bundles/archive.js';
+import { buildBundle, type BundleInput } from '../../src/bundles/build.js';
+import { canonicalJson } from '../../src/bundles/canonical-json.js';
+import { loadSigningKey, type SigningOptions } from '../../src/bundles/signing-key.js';
 import { extraOpa, type OpaServer } from '../harness/index.js';
 import { runDir } from '../harness/run-dir.js';
 
@@ -146,6 +145,8 @@ function signedInput(signing: SigningOptions): BundleInput {
       { path: ['signed', 'tricky'], value: tricky },
     ],
     roots: ['signed'],
+    // A third manifest key, which sorts first: the manifest is hashed as written, so it must be canonical.
+    regoVersion: 1,
     signing,
   };
 }
@@ -182,7 +183,7 @@ describe('bundles in a real OPA', () => {
   });
 
   it('loads policy and data: the policy is live and the data is where kube-mgmt puts it', async () => {
-    const built = buildBundle({
+    const built = await buildBundle({
       modules: [{ path: '/opa/policies/main.rego', text: policy }],
       documents: [{ path: ['opa', 'my-cm', 'x.json'], value: { hint: 'add one', list: [1, 2] } }],
       roots: ['kubernetes/admission', 'opa/my-cm'],
@@ -220,7 +221,7 @@ describe('bundles in a real OPA', () => {
       documents: [],
       roots: ['kubernetes/admission'],
     };
-    const opa = await opaWithBundle(buildBundle({ ...input, regoVersion: 0 }).bytes);
+    const opa = await opaWithBundle((await buildBundle({ ...input, regoVersion: 0 })).bytes);
     try {
       expect(await query(opa, 'kubernetes/admission/deny', podWithoutTeam)).to.deep.equal([
         'seed era: no team label',
@@ -229,11 +230,53 @@ describe('bundles in a real OPA', () => {
       await opa.stop();
     }
     // The same module without rego_version is parsed as v1 and refused: the manifest is what made it load.
-    await expectRefused(buildBundle(input).bytes, [], 'rego_parse_error');
+    await expectRefused((await buildBundle(input)).bytes, [], 'rego_parse_error');
+  });
+
+  it('loads modules and data at long and non-ASCII paths (PAX names), signed under the same names', async () => {
+    const long = `/names/${'x'.repeat(60)}/${'y'.repeat(60)}/long.rego`;
+    const unicode = '/names/pölicies/ünïcode-名前.rego';
+    const dataKey = 'é'.repeat(80);
+    const built = await buildBundle({
+      modules: [
+        { path: long, text: 'package names.long\n\nok := true\n' },
+        { path: unicode, text: `package names.unicode\n\nok := data.names["données"]["${dataKey}"].ok\n` },
+      ],
+      documents: [{ path: ['names', 'données', dataKey], value: { ok: 'ünïcode' } }],
+      roots: ['names'],
+      signing: loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync'),
+    });
+    expect(built.files).to.include.members([long, unicode, `/names/données/${dataKey}/data.json`]);
+    // OPA verifies every file against the names in the signature: they must be the names it read.
+    const opa = await opaWithBundle(built.bytes, [
+      '--verification-key',
+      rsaPublicFile,
+      '--verification-key-id',
+      'opa-sync',
+    ]);
+    try {
+      expect(await query(opa, 'names/long/ok')).to.equal(true);
+      expect(await query(opa, 'names/unicode/ok')).to.equal('ünïcode');
+      const data = await opa.request(
+        `/v1/data/names/${encodeURIComponent('données')}/${encodeURIComponent(dataKey)}`,
+      );
+      expect(JSON.parse(data.body)).to.deep.equal({ result: { ok: 'ünïcode' } });
+      // Module ids are the bundle file's path followed by the entry name, whole.
+      const policies = JSON.parse((await opa.request('/v1/policies')).body) as { result: { id: string }[] };
+      const ids = policies.result.map((p) => p.id);
+      for (const name of [long, unicode]) {
+        expect(
+          ids.filter((id) => id.endsWith(`.tar.gz${name}`)),
+          name,
+        ).to.have.length(1);
+      }
+    } finally {
+      await opa.stop();
+    }
   });
 
   const signedCases: {
-    alg: 'RS256' | 'ES256' | 'HS256';
+    alg: 'RS256' | 'PS256' | 'ES256' | 'HS256';
     key: () => SigningOptions;
     verify: () => string[];
     wrong: () => string[];
@@ -243,6 +286,12 @@ describe('bundles in a real OPA', () => {
       key: () => loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync'),
       verify: () => ['--verification-key', rsaPublicFile, '--verification-key-id', 'opa-sync'],
       wrong: () => ['--verification-key', otherRsaPublicFile, '--verification-key-id', 'opa-sync'],
+    },
+    {
+      alg: 'PS256',
+      key: () => loadSigningKey(rsaKeyFile, 'PS256'),
+      verify: () => ['--verification-key', rsaPublicFile, '--signing-alg', 'PS256'],
+      wrong: () => ['--verification-key', otherRsaPublicFile, '--signing-alg', 'PS256'],
     },
     {
       alg: 'ES256',
@@ -260,7 +309,7 @@ describe('bundles in a real OPA', () => {
 
   for (const c of signedCases) {
     it(`activates a signed ${c.alg} bundle with the right key (tricky data hashed canonically)`, async () => {
-      const built = buildBundle(signedInput(c.key()));
+      const built = await buildBundle(signedInput(c.key()));
       expect(built.files).to.include('/.signatures.json');
       const opa = await opaWithBundle(built.bytes, c.verify());
       try {
@@ -276,20 +325,27 @@ describe('bundles in a real OPA', () => {
     });
 
     it(`refuses a signed ${c.alg} bundle verified with the wrong key`, async () => {
-      await expectRefused(buildBundle(signedInput(c.key())).bytes, c.wrong(), 'failed to verify');
+      await expectRefused((await buildBundle(signedInput(c.key()))).bytes, c.wrong(), 'failed to verify');
     });
   }
 
   it('refuses a bundle with one byte of one file changed after signing', async () => {
-    const built = buildBundle(signedInput(loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync')));
+    const built = await buildBundle(signedInput(loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync')));
     const files = await readBundle(built.bytes);
     const verify = ['--verification-key', rsaPublicFile, '--verification-key-id', 'opa-sync'];
-    for (const target of ['/signed/policy.rego', '/signed/users/data.json']) {
+    // One byte of each kind of file, right after a marker: 'admin' → 'admio' in the module, 'alice' →
+    // 'alicf' in data.json, the revision's first letter in the manifest. Each stays valid; only the digest breaks.
+    const targets: [string, string][] = [
+      ['/signed/policy.rego', 'admi'],
+      ['/signed/users/data.json', 'alic'],
+      ['/.manifest', '"revision":"'],
+    ];
+    for (const [target, marker] of targets) {
+      expect(files.map((f) => f.name)).to.include(target);
       const tampered = files.map((f) => {
         if (f.name !== target) return f;
         const content = Buffer.from(f.content);
-        // 'alice' → 'alicf' (data) or a letter of the module text: still valid, only the digest breaks.
-        const at = content.indexOf(target.endsWith('.rego') ? 'admin' : 'alice') + 4;
+        const at = content.indexOf(marker) + marker.length;
         content[at] = (content[at] ?? 0) + 1;
         return { name: f.name, content };
       });
@@ -297,46 +353,19 @@ describe('bundles in a real OPA', () => {
       expect(tampered.find((f) => f.name === '/.signatures.json')).to.equal(
         files.find((f) => f.name === '/.signatures.json'),
       );
-      await expectRefused(packBundle(tampered), verify, 'digest mismatch');
+      await expectRefused(await packBundle(tampered), verify, 'digest mismatch');
     }
     // The untouched repack still loads: the refusal above is the changed byte, not the repacking.
-    const opa = await opaWithBundle(packBundle(files), verify);
+    const opa = await opaWithBundle(await packBundle(files), verify);
     await opa.stop();
   });
 
-  it('signs hand-written JSON (whitespace, number literals, escapes) the way OPA hashes it', async () => {
-    const files = [
-      {
-        name: '/.manifest',
-        content: Buffer.from('{ "roots" : [ "raw" ],\n  "revision": "hand-written" }\n'),
-      },
-      {
-        name: '/raw/data.json',
-        content: Buffer.from(
-          '\n{\n  "z": 1.0,\n  "a": [1E3, -0, 0.10, 12345678901234567890],\n  "s": "\\u00e9\\/\\ud83d\\ude00\\u2028<&>"\n}\n',
-        ),
-      },
-      { name: '/raw/p.rego', content: Buffer.from('package raw\n\nok if data.raw.z == 1\n') },
-    ];
-    const signatures = signaturesFile(files, loadSigningKey(rsaKeyFile, 'RS256', 'opa-sync'));
-    const bytes = packBundle([...files, { name: '/.signatures.json', content: signatures }]);
-    const opa = await opaWithBundle(bytes, [
-      '--verification-key',
-      rsaPublicFile,
-      '--verification-key-id',
-      'opa-sync',
-    ]);
-    try {
-      expect(await query(opa, 'raw/ok')).to.equal(true);
-      expect(await query(opa, 'raw/s')).to.equal('é/😀\u2028<&>');
-    } finally {
-      await opa.stop();
-    }
-  });
-
   it('lists the same files and digests as `opa sign` for the same bundle', async () => {
-    const unsigned = buildBundle({ ...signedInput(loadSigningKey(rsaKeyFile, 'RS256')), signing: undefined });
-    const ours = buildBundle(signedInput(loadSigningKey(rsaKeyFile, 'RS256')));
+    const unsigned = await buildBundle({
+      ...signedInput(loadSigningKey(rsaKeyFile, 'RS256')),
+      signing: undefined,
+    });
+    const ours = await buildBundle(signedInput(loadSigningKey(rsaKeyFile, 'RS256')));
     const bundleFile = writeTemp('unsigned.tar.gz', unsigned.bytes);
     const outDir = mkdtempSync(path.join(workDir, 'opa-sign-'));
     await run(

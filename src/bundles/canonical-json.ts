@@ -1,0 +1,116 @@
+// OPA's canonical JSON, the form OPA hashes structured bundle files in (v1/bundle/hash.go `walk`, OPA
+// v1.22.3): objects with keys sorted by their UTF-8 bytes (Go's string order), no whitespace, strings as
+// Go's encoding/json writes them with HTML escaping off, numbers as their literal text (OPA decodes with
+// UseNumber). The builder writes data.json and .manifest in this form, so their bytes are what OPA
+// hashes and the signer can digest them as they are.
+import { InvalidInputError } from '../util/errors.js';
+
+/** A value for a structured bundle file (data.json, .manifest) that JSON cannot hold (NaN, a cycle…). */
+export class InvalidJsonError extends InvalidInputError {
+  constructor(message: string, cause?: unknown) {
+    super('invalid_json', message, cause === undefined ? {} : { cause });
+  }
+}
+
+const MAX_DEPTH = 1000;
+
+// Go decodes a lone surrogate (raw or \u-escaped) as U+FFFD; doing the same before sorting and encoding
+// keeps key order and bytes identical to what OPA computes.
+function wellFormed(s: string): string {
+  return s.replace(/\p{Surrogate}/gu, '\uFFFD');
+}
+
+/** A JSON string literal exactly as Go's encoding/json writes it with SetEscapeHTML(false). */
+export function goJsonString(value: string): string {
+  let out = '"';
+  for (const ch of wellFormed(value)) {
+    const code = ch.codePointAt(0) ?? 0;
+    if (ch === '"') out += '\\"';
+    else if (ch === '\\') out += '\\\\';
+    else if (code < 0x20) {
+      // Go ≥ 1.22 uses the short escapes for \b and \f too; other controls as lowercase \u00xx.
+      const short: Record<number, string> = { 8: '\\b', 9: '\\t', 10: '\\n', 12: '\\f', 13: '\\r' };
+      out += short[code] ?? `\\u00${code.toString(16).padStart(2, '0')}`;
+    } else if (code === 0x2028 || code === 0x2029) out += `\\u${code.toString(16)}`;
+    else out += ch;
+  }
+  return `${out}"`;
+}
+
+/** Go's string order: by UTF-8 bytes (JavaScript's default sort compares UTF-16 code units). */
+export function compareUtf8(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+/** `{…}` from already-canonical member values, sorted by key bytes; keys already well-formed. */
+function canonicalObject(members: Map<string, string>): string {
+  const keys = [...members.keys()].sort(compareUtf8);
+  return `{${keys.map((k) => `${goJsonString(k)}:${members.get(k) ?? 'null'}`).join(',')}}`;
+}
+
+/**
+ * The canonical JSON text of a JavaScript value, the form OPA hashes: what `buildBundle` writes into
+ * data.json and .manifest so that a file's bytes and its signature digest agree. Numbers are written as
+ * `JSON.stringify` writes them; NaN, Infinity, functions, symbols, Maps, Sets, cycles and `undefined`
+ * (except as an object member, which is left out as JSON.stringify does) are refused.
+ */
+export function canonicalJson(value: unknown, what = 'value'): string {
+  const ancestors = new Set<object>();
+  const encode = (v: unknown, at: string, depth: number): string => {
+    if (depth > MAX_DEPTH)
+      throw new InvalidJsonError(`${what} is nested deeper than ${MAX_DEPTH} levels (at ${at})`);
+    if (v === null) return 'null';
+    switch (typeof v) {
+      case 'boolean':
+        return v ? 'true' : 'false';
+      case 'number':
+        if (!Number.isFinite(v))
+          throw new InvalidJsonError(`${what} holds ${String(v)} at ${at}, which JSON cannot hold`);
+        return JSON.stringify(v);
+      case 'bigint':
+        return v.toString();
+      case 'string':
+        return goJsonString(v);
+      case 'object':
+        break;
+      default:
+        throw new InvalidJsonError(`${what} holds a ${typeof v} at ${at}, which JSON cannot hold`);
+    }
+    if (ancestors.has(v)) throw new InvalidJsonError(`${what} holds a cycle at ${at}`);
+    if (v instanceof Map || v instanceof Set) {
+      throw new InvalidJsonError(
+        `${what} holds a ${v.constructor.name} at ${at}; use a plain object or array`,
+      );
+    }
+    const withToJson = v as { toJSON?: unknown };
+    if (typeof withToJson.toJSON === 'function') {
+      return encode((withToJson.toJSON as () => unknown).call(v), at, depth + 1);
+    }
+    ancestors.add(v);
+    try {
+      if (Array.isArray(v)) {
+        return `[${v
+          .map((e: unknown, i) => {
+            if (e === undefined) throw new InvalidJsonError(`${what} holds undefined at ${at}[${i}]`);
+            return encode(e, `${at}[${i}]`, depth + 1);
+          })
+          .join(',')}]`;
+      }
+      const members = new Map<string, string>();
+      for (const [k, member] of Object.entries(v)) {
+        if (member === undefined) continue;
+        const key = wellFormed(k);
+        if (members.has(key)) {
+          throw new InvalidJsonError(
+            `${what} has two keys at ${at} that are the same once lone surrogates become U+FFFD`,
+          );
+        }
+        members.set(key, encode(member, `${at}.${JSON.stringify(k)}`, depth + 1));
+      }
+      return canonicalObject(members);
+    } finally {
+      ancestors.delete(v);
+    }
+  };
+  return encode(value, '$', 0);
+}
