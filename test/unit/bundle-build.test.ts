@@ -409,7 +409,7 @@ describe('bundle builder', () => {
       // ETag during a rollout. Make sure that is meant, then update the digest.
       const { bytes } = await buildBundle({ ...namesInput, regoVersion: 0 });
       const tarDigest = createHash('sha256').update(gunzipSync(bytes)).digest('hex');
-      expect(tarDigest).to.equal('319786a6860e08c92cb2b532a4bae38424e7f9fc635743da9049decf10c94e40');
+      expect(tarDigest).to.equal('42afdf4068a35afe6088fdd85f8320b99c801fa850632d9c46f916cbd1ad2efe');
     });
 
     it('writes data.json in canonical JSON (sorted keys, no whitespace)', async () => {
