@@ -406,7 +406,8 @@ describe('bundle builder', () => {
     it('writes the same tar bytes as when this test was written (the archive layout is pinned)', async () => {
       // If this fails, the archive bytes changed (a tar-stream upgrade, a header field): the revision and
       // ETag do not change with them, so replicas of two versions would serve different bytes under one
-      // ETag during a rollout. Make sure that is meant, then update the digest.
+      // strong ETag during a rollout. Make sure that is meant, bump REVISION_FRAMING in build.ts (so the
+      // revision changes with the bytes), then update the digest.
       const { bytes } = await buildBundle({ ...namesInput, regoVersion: 0 });
       const tarDigest = createHash('sha256').update(gunzipSync(bytes)).digest('hex');
       expect(tarDigest).to.equal('42afdf4068a35afe6088fdd85f8320b99c801fa850632d9c46f916cbd1ad2efe');
