@@ -11,6 +11,8 @@ export default tseslint.config(
       'bundles/',
       'tools/',
       'test/harness/summary-reporter.cjs',
+      // Module hooks run by node itself, outside the TypeScript project.
+      'test/fixtures/hooks/',
       'eslint.config.mjs',
     ],
   },
