@@ -3,7 +3,6 @@
 // or a part fails for good (exit 1; 2 for a configuration problem found while starting, such as a
 // replicated resource of the wrong scope). No side effects at import: src/main.ts is the executable.
 import { parseArgs } from './config.js';
-import { createApp } from './app.js';
 import { usage } from './usage.js';
 import { ConfigError, messageOf } from './util/errors.js';
 import { createLogger } from './util/logger.js';
@@ -50,6 +49,8 @@ export async function cli(argv: readonly string[], io: CliIo, signal: AbortSigna
   const onStop = (): void => logger.info({ signal: String(signal.reason) }, 'signal received; stopping');
   signal.addEventListener('abort', onStop, { once: true });
   try {
+    // Loaded only now: --help, --version and configuration errors need none of the application.
+    const { createApp } = await import('./app.js');
     const app = await createApp(config, { logger, stdout: io.stdout, searchPath: io.path });
     await app.run(signal);
     logger.info('stopped');
