@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 // opa-sync's command line and only composition root: parses the configuration once, builds the parts
 // the flags ask for, runs them under one AbortController and shuts them down in order on SIGTERM.
-import { KubeConfig } from '@kubernetes/client-node';
 import { parseArgs, type Config } from './config.js';
 import { createOpsApp, listen, type RunningServer } from './http/ops-server.js';
 import { Metrics } from './http/metrics.js';
@@ -13,7 +12,8 @@ import { ConfigMapSource } from './sources/configmaps.js';
 import { FolderSource } from './sources/folder.js';
 import { describeOrigin } from './model/origin.js';
 import { ReplicationSource } from './sources/replication.js';
-import { KubeRawClient } from './kube/raw-client.js';
+import type { KubeAdapters } from './kube/ports.js';
+import type { Part } from './lifecycle/part.js';
 import { usage } from './usage.js';
 import { BundlePublisher } from './bundles/publisher.js';
 import { BundleRegistry } from './bundles/registry.js';
@@ -31,14 +31,16 @@ import { ConfigError, messageOf } from './util/errors.js';
 import { createLogger, type Logger } from './util/logger.js';
 import { version } from './version.js';
 
-/** Bound on each Kubernetes API call that opa-sync makes itself (status patches). */
+/** Bound on each Kubernetes API call that opa-sync makes itself (discovery, lists, status patches). */
 const KUBE_CALL_TIMEOUT_MS = 15_000;
 
-function loadKubeConfig(config: Config): KubeConfig {
-  const kc = new KubeConfig();
-  if (config.kubeconfig !== undefined) kc.loadFromFile(config.kubeconfig);
-  else kc.loadFromCluster();
-  return kc;
+/** client-node is loaded only when a Kubernetes source is configured: folder mode does not pay for it. */
+async function kubeAdapters(config: Config): Promise<KubeAdapters> {
+  const { createKubeAdapters } = await import('./kube/client-node-adapter.js');
+  return createKubeAdapters(
+    config.kubeconfig === undefined ? { kind: 'in-cluster' } : { kind: 'file', path: config.kubeconfig },
+    { timeoutMs: KUBE_CALL_TIMEOUT_MS },
+  );
 }
 
 /** The bundle side (publisher, registry, server), when --bundle-addr or --bundles-dir asks for it. */
@@ -168,16 +170,15 @@ async function runOpaSync(
   const rep = config.replication;
   const replicating = rep.namespaced.length + rep.cluster.length > 0;
   // Kubernetes is contacted only when a Kubernetes source is asked for.
-  const kubeConfig = config.configmaps || replicating ? loadKubeConfig(config) : undefined;
+  const kube = config.configmaps || replicating ? await kubeAdapters(config) : undefined;
 
   const statusWriter =
-    kubeConfig === undefined || !config.configmaps
+    kube === undefined || !config.configmaps
       ? undefined
       : new StatusWriter({
-          kubeConfig,
+          patcher: kube.patcher,
           annotations: config.statusAnnotations,
           logger: logger.child({ component: 'status' }),
-          timeoutMs: KUBE_CALL_TIMEOUT_MS,
           metrics,
         });
   const report = (sink: string) => (outcome: Outcome) => {
@@ -223,31 +224,13 @@ async function runOpaSync(
       stop: () => folder.stop(),
     });
   }
-  if (kubeConfig !== undefined && config.configmaps) {
-    const configmaps = new ConfigMapSource({
-      kubeConfig,
-      state,
-      logger: logger.child({ component: 'configmaps' }),
-      namespaces: config.namespaces,
-      policies: config.policies,
-      data: config.data,
-      onWatchError: () => metrics.watchErrors.inc(),
-    });
-    sources.push({
-      name: 'configmaps',
-      start: () => configmaps.start(),
-      get synced() {
-        return configmaps.synced;
-      },
-      isSynced: () => configmaps.isSynced(),
-      stop: () => configmaps.stop(),
-    });
-  }
-  if (kubeConfig !== undefined && replicating) {
+  // The Kubernetes sources are Parts: they register themselves with the state when constructed.
+  const sourceParts: Part[] = [];
+  if (kube !== undefined && replicating) {
     if (pusher === undefined) logger.warn('replicated resources go to a pushed OPA only: add --opa-url');
     const replication = new ReplicationSource({
-      kubeConfig,
-      raw: new KubeRawClient(kubeConfig, KUBE_CALL_TIMEOUT_MS),
+      api: kube.api,
+      watcher: kube.watcher,
       state,
       logger: logger.child({ component: 'replication' }),
       metrics,
@@ -258,13 +241,20 @@ async function runOpaSync(
       clusterByName: rep.clusterByName,
       keepManagedFields: rep.keepManagedFields,
     });
-    sources.push({
-      name: 'replication',
-      start: () => replication.start(signal),
-      synced: Promise.resolve(),
-      isSynced: () => replication.isSynced(),
-      stop: () => replication.stop(),
-    });
+    sourceParts.push(replication);
+  }
+  if (kube !== undefined && config.configmaps) {
+    sourceParts.push(
+      new ConfigMapSource({
+        watcher: kube.watcher,
+        state,
+        logger: logger.child({ component: 'configmaps' }),
+        namespaces: config.namespaces,
+        policies: config.policies,
+        data: config.data,
+        metrics,
+      }),
+    );
   }
 
   // Registered before any sink starts: no sink may take "no source yet" for "every source listed".
@@ -277,6 +267,7 @@ async function runOpaSync(
       metrics,
       () => ({
         ...Object.fromEntries(sources.map((src) => [src.name, src.isSynced()])),
+        ...Object.fromEntries(sourceParts.map((part) => [part.name, part.ready()])),
         ...(pusher === undefined ? {} : { opa: pusher.ready() }),
         ...(bundles === undefined ? {} : { bundles: bundles.registry.isBuilt() }),
       }),
@@ -295,7 +286,13 @@ async function runOpaSync(
     printOpaSnippet(config.bundles.addr.host, bundleServer.port, config.bundles.defaultName);
   }
 
+  // The Kubernetes sources stop first, under their own signal, as the other sources do.
+  const sourceController = new AbortController();
+  signal.addEventListener('abort', () => sourceController.abort(), { once: true });
+  const sourceRuns = sourceParts.map((part) => supervise(part.name, part.run(sourceController.signal)));
   const stopAll = async (): Promise<void> => {
+    sourceController.abort();
+    await Promise.all(sourceRuns);
     for (const src of sources) await src.stop();
     controller.abort();
     await Promise.all(sinks);
@@ -305,8 +302,6 @@ async function runOpaSync(
     await ops?.close();
   };
   try {
-    // Replication first: its API discovery can refuse the configuration before anything else starts.
-    sources.sort((a, b) => Number(b.name === 'replication') - Number(a.name === 'replication'));
     for (const src of sources) await src.start();
   } catch (err) {
     await stopAll();
