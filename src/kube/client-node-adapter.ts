@@ -50,7 +50,7 @@ class BoundedWatch extends Watch {
   }
 }
 
-export function loadKubeConfig(from: KubeConfigSource): KubeConfig {
+function loadKubeConfig(from: KubeConfigSource): KubeConfig {
   const kc = new KubeConfig();
   if (from.kind === 'file') kc.loadFromFile(from.path);
   else kc.loadFromCluster();
