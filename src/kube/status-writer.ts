@@ -1,54 +1,50 @@
 // Writes each origin's outcome into the status annotation(s) of its ConfigMap with a JSON merge patch
-// (no resourceVersion precondition, so it never conflicts). Writes are queued per ConfigMap: a newer
-// outcome replaces an older one not yet written; a failed write is retried with backoff, in memory.
-import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
+// (no resourceVersion precondition, so it never conflicts). Writes are queued per ConfigMap and render
+// the latest outcome when they are made, so a newer outcome replaces an older one not yet written; a
+// failed write is retried with backoff, in memory. It is a Part: what is queued survives a restart.
 import type { LoadError, Outcome } from '../model/outcome.js';
 import { describeOrigin, originKey, type ConfigMapOrigin } from '../model/origin.js';
 import type { Metrics } from '../http/metrics.js';
+import type { Part } from '../lifecycle/part.js';
 import { Wake } from '../lifecycle/wake.js';
-import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
-import { messageOf } from '../util/errors.js';
+import { Backoff, sleep } from '../util/backoff.js';
+import { OpaSyncError, isAbortError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import type { StatusPatcher } from './ports.js';
 import { renderStatus } from './status-annotation.js';
 
 export interface StatusWriterOptions {
-  kubeConfig: KubeConfig;
+  patcher: StatusPatcher;
   /** The annotation keys to write (each gets the same value). */
   annotations: readonly string[];
   logger: Logger;
-  timeoutMs: number;
   metrics?: Metrics | undefined;
-  backoff?: BackoffOptions;
+  /** Delays between retries of failed writes; by default 0.5 s doubling up to 30 s. */
+  backoff?: Backoff;
 }
 
-interface PendingWrite {
+interface Latest {
   origin: ConfigMapOrigin;
-  value: string;
+  /** Each sink's latest errors for the origin (empty: loaded). */
+  bySink: Map<string, readonly LoadError[]>;
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function statusCode(err: unknown): number | undefined {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'number' ? code : undefined;
-}
-
-export class StatusWriter {
-  private readonly pending = new Map<string, PendingWrite>();
-  private readonly latest = new Map<string, Map<string, readonly LoadError[]>>();
-  private readonly core: CoreV1Api;
+export class StatusWriter implements Part {
+  readonly name = 'status';
+  readonly onFailure = 'restart';
+  /** Origins whose annotation is to be written, in the order they were reported. */
+  private readonly pending = new Set<string>();
+  private readonly latest = new Map<string, Latest>();
   private readonly backoff: Backoff;
   private readonly wake = new Wake();
 
   constructor(private readonly options: StatusWriterOptions) {
-    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
-    this.backoff = new Backoff(options.backoff ?? { minMs: 500, maxMs: 30_000 });
+    this.backoff = options.backoff ?? new Backoff({ minMs: 500, maxMs: 30_000 });
+  }
+
+  /** Nothing to list first: ready from the start. */
+  ready(): boolean {
+    return true;
   }
 
   /**
@@ -58,61 +54,78 @@ export class StatusWriter {
   report(outcome: Outcome, sink = 'opa'): void {
     // Only ConfigMaps carry a status; a folder file's outcome is in the log.
     if (outcome.origin.kind !== 'configmap') return;
-    const origin = outcome.origin;
-    const key = originKey(origin);
-    const bySink = this.latest.get(key) ?? new Map<string, readonly LoadError[]>();
-    bySink.set(sink, outcome.errors);
-    this.latest.set(key, bySink);
-    const errors = [...bySink.keys()].sort().flatMap((s) => bySink.get(s) ?? []);
-    this.pending.set(key, { origin, value: renderStatus(errors) });
+    const key = originKey(outcome.origin);
+    const latest = this.latest.get(key) ?? { origin: outcome.origin, bySink: new Map() };
+    latest.bySink.set(sink, outcome.errors);
+    this.latest.set(key, latest);
+    this.pending.add(key);
     this.wake.wake();
   }
 
+  /**
+   * Writes until `signal` aborts. Rejects when the patcher fails in a way its contract does not allow
+   * (not one of our errors: a bug), with that write still queued for the next run.
+   */
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      const [entry] = this.pending;
-      if (entry === undefined) {
+      const [key] = this.pending;
+      if (key === undefined) {
         await this.wake.wait(signal);
         continue;
       }
-      const [key, write] = entry;
       this.pending.delete(key);
+      const latest = this.latest.get(key);
+      if (latest === undefined) continue;
       try {
-        await this.write(write);
+        const value = this.render(latest);
+        await this.write(key, latest.origin, value, signal);
         this.backoff.reset();
       } catch (err) {
-        if (statusCode(err) === 404) {
-          this.latest.delete(key); // the ConfigMap is gone: nothing to annotate
-          continue;
-        }
+        // Kept for the next attempt, unless a newer report queued it again meanwhile.
+        this.pending.add(key);
+        if (signal.aborted && isAbortError(err)) return;
+        if (!(err instanceof OpaSyncError)) throw err;
         const delay = this.backoff.next();
         this.options.logger.warn(
-          { origin: describeOrigin(write.origin), err: messageOf(err), retryInMs: delay },
+          { origin: describeOrigin(latest.origin), err: messageOf(err), retryInMs: delay },
           'could not write the status annotation',
         );
-        // Retry unless a newer outcome arrived meanwhile.
-        if (!this.pending.has(key)) this.pending.set(key, write);
         await sleep(delay, signal).catch(() => undefined);
       }
     }
   }
 
-  private async write({ origin, value }: PendingWrite): Promise<void> {
+  private render({ bySink }: Latest): string {
+    const errors = [...bySink.keys()].sort().flatMap((sink) => bySink.get(sink) ?? []);
+    return renderStatus(errors);
+  }
+
+  private async write(
+    key: string,
+    origin: ConfigMapOrigin,
+    value: string,
+    signal: AbortSignal,
+  ): Promise<void> {
     const annotations = Object.fromEntries(this.options.annotations.map((k) => [k, value]));
+    let result;
     try {
-      await withTimeout(
-        this.core.patchNamespacedConfigMap(
-          { name: origin.name, namespace: origin.namespace, body: { metadata: { annotations } } },
-          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-        ),
-        this.options.timeoutMs,
-        `status patch of ${describeOrigin(origin)}`,
+      result = await this.options.patcher.patchAnnotations(
+        { namespace: origin.namespace, name: origin.name },
+        annotations,
+        signal,
       );
-      this.options.metrics?.statusWrites.inc({ result: 'ok' });
-      this.options.logger.debug({ origin: describeOrigin(origin), status: value }, 'status written');
     } catch (err) {
       this.options.metrics?.statusWrites.inc({ result: 'error' });
       throw err;
     }
+    if (result === 'not-found') {
+      // The ConfigMap is gone: nothing to annotate, and nothing to remember for it (unless an outcome
+      // came meanwhile: the ConfigMap may have been created again).
+      if (!this.pending.has(key)) this.latest.delete(key);
+      this.options.logger.debug({ origin: describeOrigin(origin) }, 'ConfigMap gone: status not written');
+      return;
+    }
+    this.options.metrics?.statusWrites.inc({ result: 'ok' });
+    this.options.logger.debug({ origin: describeOrigin(origin), status: value }, 'status written');
   }
 }

@@ -1,157 +1,146 @@
-// Keeps one Kubernetes collection (list + watch) flowing into add/update/delete handlers for as long as
-// the caller's signal allows. client-node 1.4's informer stops for good on any error other than 410 and
-// fires its error callbacks even for its own aborts; this wrapper restarts it with backoff, ignores
-// aborts after stop, and asks the API server for bookmarks and a bounded watch duration.
-import {
-  ListWatch,
-  Watch,
-  type KubeConfig,
-  type KubernetesListObject,
-  type KubernetesObject,
-} from '@kubernetes/client-node';
-import { Backoff, type BackoffOptions } from '../util/backoff.js';
-import { isAbortError, messageOf } from '../util/errors.js';
-import type { Logger } from '../util/logger.js';
+// The CollectionWatcher over client-node's ListWatch (given as a factory, so this module never loads
+// client-node and its logic is tested against a fake informer). client-node 1.4's informer stops for
+// good on any error other than 410, fires its error callbacks even for its own aborts, and lets a
+// throwing handler vanish (into its watch-line parser's catch, or an unhandled rejection); this wrapper
+// restarts it with backoff, ignores aborts after stop, closes a watch opened after stop, and turns a
+// throwing handler into a rejection of watch().
+import type { Informer, KubernetesObject } from '@kubernetes/client-node';
+import { Wake } from '../lifecycle/wake.js';
+import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
+import { isAbortError } from '../util/errors.js';
+import type { CollectionWatcher, WatchHandlers, WatchTarget } from './ports.js';
 
-export interface CollectionHandlers<T> {
-  add(obj: T): void;
-  update(obj: T): void;
-  delete(obj: T): void;
-}
+/**
+ * Makes the informer for one target (client-node's ListWatch in production). `signal` aborts when the
+ * watch stops: the informer's list requests should end with it.
+ */
+export type InformerFactory = <T extends KubernetesObject>(
+  target: WatchTarget,
+  signal: AbortSignal,
+) => Informer<T>;
 
-export interface WatchCollectionOptions<T extends KubernetesObject> {
-  kubeConfig: KubeConfig;
-  /** The collection's URL path, e.g. /api/v1/namespaces/opa/configmaps. */
-  path: string;
-  list: () => Promise<KubernetesListObject<T>>;
-  labelSelector?: string | undefined;
-  fieldSelector?: string | undefined;
-  handlers: CollectionHandlers<T>;
-  logger: Logger;
+export interface RestartingWatcherOptions {
+  informer: InformerFactory;
+  /** Delays between restarts; one Backoff per watch() call, reset once a list and watch succeed. */
   backoff?: BackoffOptions;
-  /** Server-side bound on one watch request; the watch then reconnects from the last resourceVersion. */
-  watchTimeoutSeconds?: number;
-  /** Called whenever a (re)start fails, for metrics. */
-  onError?: (err: unknown) => void;
-}
-
-export interface WatchedCollection {
-  /** Resolves after the first successful list and watch. */
-  readonly synced: Promise<void>;
-  isSynced(): boolean;
-  stop(): Promise<void>;
-}
-
-/** A Watch that adds bookmarks and a server-side timeout to every watch request. */
-class BoundedWatch extends Watch {
-  constructor(
-    config: KubeConfig,
-    private readonly timeoutSeconds: number,
-  ) {
-    super(config);
-  }
-
-  override watch(
-    path: string,
-    queryParams: Record<string, string | number | boolean | undefined>,
-    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
-    done: (err: unknown) => void,
-  ): Promise<AbortController> {
-    return super.watch(
-      path,
-      { ...queryParams, allowWatchBookmarks: true, timeoutSeconds: this.timeoutSeconds },
-      callback,
-      done,
-    );
-  }
+  /**
+   * How long stopping waits for a start still in flight (client-node's start() cannot be cancelled
+   * while it waits for the watch's response headers) before leaving it to be closed when it ends.
+   */
+  stopGraceMs?: number;
 }
 
 const DEFAULT_BACKOFF: BackoffOptions = { minMs: 500, maxMs: 30_000, factor: 2, jitter: 0.2 };
 
-export function watchCollection<T extends KubernetesObject>(
-  options: WatchCollectionOptions<T>,
-): WatchedCollection {
-  const log = options.logger.child({ path: options.path, labelSelector: options.labelSelector });
-  const backoff = new Backoff(options.backoff ?? DEFAULT_BACKOFF);
-  const listWatch = new ListWatch<T>(
-    options.path,
-    new BoundedWatch(options.kubeConfig, options.watchTimeoutSeconds ?? 300),
-    options.list,
-    false,
-    options.labelSelector,
-    options.fieldSelector,
-  );
-  listWatch.on('add', (obj) => options.handlers.add(obj));
-  listWatch.on('update', (obj) => options.handlers.update(obj));
-  listWatch.on('delete', (obj) => options.handlers.delete(obj));
-
-  let stopped = false;
-  let synced = false;
-  let restartTimer: NodeJS.Timeout | undefined;
-  let resolveSynced: () => void = () => undefined;
-  const syncedPromise = new Promise<void>((resolve) => {
-    resolveSynced = resolve;
+/** Resolves true when `promise` settles within `ms`, false otherwise; the timer does not outlive it. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
   });
-
-  const scheduleRestart = (err: unknown): void => {
-    if (stopped || restartTimer !== undefined) return;
-    options.onError?.(err);
-    const delay = backoff.next();
-    log.warn(
-      { err: messageOf(err), retryInMs: delay, attempt: backoff.attempts },
-      'watch failed, restarting',
-    );
-    restartTimer = setTimeout(() => {
-      restartTimer = undefined;
-      void start();
-    }, delay);
-  };
-
-  // The informer reports list and watch failures through its error callbacks, and stops.
-  listWatch.on('error', (err: unknown) => {
-    if (stopped || isAbortError(err)) return;
-    scheduleRestart(err);
-  });
-
-  async function start(): Promise<void> {
-    if (stopped) return;
-    let failed = false;
-    const noteFailure = (): void => {
-      failed = true;
-    };
-    listWatch.on('error', noteFailure);
-    try {
-      await listWatch.start();
-    } catch (err) {
-      failed = true;
-      if (!stopped) scheduleRestart(err);
-    } finally {
-      listWatch.off('error', noteFailure);
-    }
-    // stop() during a start: the informer may have opened its watch after it was told to stop.
-    if (stopped) {
-      await listWatch.stop();
-      return;
-    }
-    if (failed) return;
-    backoff.reset();
-    if (!synced) {
-      synced = true;
-      log.debug('initial list and watch done');
-      resolveSynced();
-    }
+  try {
+    return await Promise.race([promise.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
+}
 
-  void start();
+export class RestartingWatcher implements CollectionWatcher {
+  constructor(private readonly options: RestartingWatcherOptions) {}
 
-  return {
-    synced: syncedPromise,
-    isSynced: () => synced,
-    async stop() {
-      stopped = true;
-      if (restartTimer !== undefined) clearTimeout(restartTimer);
-      restartTimer = undefined;
-      await listWatch.stop();
-    },
-  };
+  async watch<T extends KubernetesObject>(
+    target: WatchTarget,
+    handlers: WatchHandlers<T>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    if (signal.aborted) return;
+    const backoff = new Backoff(this.options.backoff ?? DEFAULT_BACKOFF);
+    // Ends this call's list requests, sleeps and waits: on the caller's abort or a handler's throw.
+    const local = new AbortController();
+    const wake = new Wake();
+    let stopping = false;
+    let fatal: { error: unknown } | undefined;
+    let attemptError: { error: unknown } | undefined;
+
+    const guard = (fn: () => void): void => {
+      if (stopping || fatal !== undefined) return;
+      try {
+        fn();
+      } catch (error) {
+        fatal = { error };
+        local.abort();
+      }
+    };
+    const onAdd = (obj: T): void => guard(() => handlers.add(obj));
+    const onUpdate = (obj: T): void => guard(() => handlers.update(obj));
+    const onDelete = (obj: T): void => guard(() => handlers.delete(obj));
+    // The informer reports list and watch failures here, and stops; its own aborts come here too.
+    const onError = (err: unknown): void => {
+      if (stopping || local.signal.aborted || isAbortError(err)) return;
+      attemptError ??= { error: err };
+      wake.wake();
+    };
+    const onAbort = (): void => local.abort();
+
+    const informer = this.options.informer<T>(target, local.signal);
+    informer.on('add', onAdd);
+    informer.on('update', onUpdate);
+    informer.on('delete', onDelete);
+    informer.on('error', onError);
+    signal.addEventListener('abort', onAbort, { once: true });
+    let inFlight: Promise<void> | undefined;
+    try {
+      let listed = false;
+      while (!local.signal.aborted) {
+        attemptError = undefined;
+        let started = false;
+        // start() resolves once the list is applied and the watch's headers came; it reports failures
+        // through the error callbacks, but can also reject (e.g. no current cluster).
+        const starting = informer
+          .start()
+          .catch((err: unknown) => {
+            attemptError ??= { error: err };
+          })
+          .finally(() => {
+            started = true;
+            wake.wake();
+          });
+        while (!started && !local.signal.aborted) await wake.wait(local.signal);
+        if (!started) {
+          inFlight = starting;
+          break;
+        }
+        if (local.signal.aborted) break;
+        if (attemptError === undefined) {
+          backoff.reset();
+          if (!listed) {
+            listed = true;
+            guard(() => handlers.listed());
+          }
+          while (attemptError === undefined && !local.signal.aborted) await wake.wait(local.signal);
+          if (local.signal.aborted) break;
+        }
+        const failure: unknown = (attemptError as { error: unknown } | undefined)?.error;
+        const delay = backoff.next();
+        guard(() => handlers.retrying?.(failure, delay));
+        await sleep(delay, local.signal).catch(() => undefined);
+      }
+    } finally {
+      stopping = true;
+      signal.removeEventListener('abort', onAbort);
+      local.abort();
+      await informer.stop();
+      if (inFlight !== undefined) {
+        // stop() during a start: the informer may open its watch after it was told to stop.
+        const settled = await settlesWithin(inFlight, this.options.stopGraceMs ?? 10_000);
+        if (settled) await informer.stop();
+        else void inFlight.then(() => informer.stop());
+      }
+      informer.off('add', onAdd);
+      informer.off('update', onUpdate);
+      informer.off('delete', onDelete);
+      informer.off('error', onError);
+    }
+    if (fatal !== undefined) throw fatal.error;
+  }
 }

@@ -1,10 +1,16 @@
 // The ConfigMap source: watches policy and data ConfigMaps in the chosen namespaces (server-side label
 // selectors, so unrelated ConfigMaps are never cached) and writes them into the desired state. An
 // update reloads only when labels or data changed, so our own status annotation never causes a reload.
-import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
+// It is a Part: after a restart, what it had put in the desired state and the new lists no longer show
+// is removed.
+import type { V1ConfigMap } from '@kubernetes/client-node';
+import type { Metrics } from '../http/metrics.js';
+import type { CollectionWatcher, WatchHandlers, WatchTarget } from '../kube/ports.js';
+import { runTogether } from '../kube/run-together.js';
+import type { Part } from '../lifecycle/part.js';
 import type { DesiredState, OriginState } from '../model/desired-state.js';
 import { describeOrigin, originKey, type ConfigMapOrigin, type OriginRole } from '../model/origin.js';
-import { watchCollection, type WatchedCollection } from '../kube/watch-collection.js';
+import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { dataState, fingerprint, policyState, refOf } from './configmap-content.js';
 
@@ -12,34 +18,49 @@ import { dataState, fingerprint, policyState, refOf } from './configmap-content.
 const KUBE_ROOT_CA = 'kube-root-ca.crt';
 
 export interface ConfigMapSourceOptions {
-  kubeConfig: KubeConfig;
+  watcher: CollectionWatcher;
+  /** The source registers itself here when constructed (before any sink starts) as 'configmaps'. */
   state: DesiredState;
   logger: Logger;
   namespaces: { all: boolean; names: readonly string[] };
   policies: { enabled: boolean; label: string; value: string; requireLabel: boolean };
   data: { enabled: boolean; label: string; value: string };
-  onWatchError?: (err: unknown) => void;
+  metrics?: Metrics | undefined;
 }
 
-export class ConfigMapSource {
-  private readonly watches: WatchedCollection[] = [];
-  private readonly fingerprints = new Map<string, string>();
+interface Known {
+  origin: ConfigMapOrigin;
+  print: string;
+}
+
+interface Target {
+  watch: WatchTarget;
+  role: OriginRole;
+  namespace: string;
+}
+
+export class ConfigMapSource implements Part {
+  readonly name = 'configmaps';
+  readonly onFailure = 'restart';
+  /** Every origin this source has put in the desired state, with the fingerprint it was loaded from. */
+  private readonly known = new Map<string, Known>();
   private readonly log: Logger;
+  private readonly announceListed: () => void;
+  private listed = false;
 
   constructor(private readonly options: ConfigMapSourceOptions) {
     this.log = options.logger;
+    this.announceListed = options.state.registerSource(this.name);
   }
 
-  start(): void {
+  /** True once every watch has listed (and stays so across restarts: the state stays usable). */
+  ready(): boolean {
+    return this.listed;
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
     const { namespaces, policies, data } = this.options;
-    const targets: (string | undefined)[] = namespaces.all ? [undefined] : [...namespaces.names];
-    for (const namespace of targets) {
-      if (policies.enabled) {
-        const selector = policies.requireLabel ? `${policies.label}=${policies.value}` : undefined;
-        this.watches.push(this.watch(namespace, selector, 'policy'));
-      }
-      if (data.enabled) this.watches.push(this.watch(namespace, `${data.label}=${data.value}`, 'data'));
-    }
+    const targets = this.targets();
     this.log.info(
       {
         namespaces: namespaces.all ? ['*'] : namespaces.names,
@@ -52,47 +73,85 @@ export class ConfigMapSource {
       },
       'watching ConfigMaps',
     );
+    // What an earlier run loaded and this run's lists have not shown (yet): removed once all listed.
+    const unseen = new Set(this.known.keys());
+    let pending = targets.length;
+    const oneListed = (): void => {
+      pending -= 1;
+      if (pending > 0) return;
+      for (const key of unseen) {
+        const known = this.known.get(key);
+        if (known === undefined) continue;
+        this.log.info({ origin: describeOrigin(known.origin) }, 'gone while not watched: removing it');
+        this.known.delete(key);
+        this.options.state.delete(known.origin);
+      }
+      unseen.clear();
+      this.log.info({ origins: this.known.size }, 'ConfigMaps listed');
+      this.listed = true;
+      this.announceListed();
+    };
+    if (targets.length === 0) {
+      pending = 1;
+      oneListed();
+    }
+    await runTogether(
+      signal,
+      targets.map(
+        (target) => (s) =>
+          this.options.watcher.watch(target.watch, this.handlers(target, unseen, oneListed), s),
+      ),
+    );
   }
 
-  /** Resolves once every watch has listed its ConfigMaps. */
-  get synced(): Promise<void> {
-    return Promise.all(this.watches.map((w) => w.synced)).then(() => undefined);
+  private targets(): Target[] {
+    const { namespaces, policies, data } = this.options;
+    const all: (string | undefined)[] = namespaces.all ? [undefined] : [...namespaces.names];
+    const targets: Target[] = [];
+    for (const namespace of all) {
+      const path =
+        namespace === undefined
+          ? '/api/v1/configmaps'
+          : `/api/v1/namespaces/${encodeURIComponent(namespace)}/configmaps`;
+      const ns = namespace ?? '*';
+      if (policies.enabled) {
+        const labelSelector = policies.requireLabel ? `${policies.label}=${policies.value}` : undefined;
+        targets.push({ watch: { path, labelSelector }, role: 'policy', namespace: ns });
+      }
+      if (data.enabled) {
+        targets.push({
+          watch: { path, labelSelector: `${data.label}=${data.value}` },
+          role: 'data',
+          namespace: ns,
+        });
+      }
+    }
+    return targets;
   }
 
-  isSynced(): boolean {
-    return this.watches.every((w) => w.isSynced());
-  }
-
-  async stop(): Promise<void> {
-    await Promise.all(this.watches.map((w) => w.stop()));
-  }
-
-  private watch(
-    namespace: string | undefined,
-    labelSelector: string | undefined,
-    role: OriginRole,
-  ): WatchedCollection {
-    const core = this.options.kubeConfig.makeApiClient(CoreV1Api);
-    const list =
-      namespace === undefined
-        ? () => core.listConfigMapForAllNamespaces(labelSelector === undefined ? {} : { labelSelector })
-        : () =>
-            core.listNamespacedConfigMap({
-              namespace,
-              ...(labelSelector === undefined ? {} : { labelSelector }),
-            });
-    const path =
-      namespace === undefined ? '/api/v1/configmaps' : `/api/v1/namespaces/${namespace}/configmaps`;
-    const upsert = (cm: V1ConfigMap): void => this.upsert(cm, role);
-    return watchCollection<V1ConfigMap>({
-      kubeConfig: this.options.kubeConfig,
-      path,
-      list,
-      labelSelector,
-      logger: this.log.child({ role, namespace: namespace ?? '*' }),
-      handlers: { add: upsert, update: upsert, delete: (cm) => this.remove(cm, role) },
-      ...(this.options.onWatchError === undefined ? {} : { onError: this.options.onWatchError }),
-    });
+  private handlers(target: Target, unseen: Set<string>, listed: () => void): WatchHandlers<V1ConfigMap> {
+    const { role } = target;
+    const log = this.log.child({ role, namespace: target.namespace });
+    const upsert = (cm: V1ConfigMap): void => {
+      unseen.delete(originKey(this.originOf(cm, role)));
+      this.upsert(cm, role);
+    };
+    return {
+      add: upsert,
+      update: upsert,
+      delete: (cm) => {
+        unseen.delete(originKey(this.originOf(cm, role)));
+        this.remove(cm, role);
+      },
+      listed: () => {
+        log.debug('initial list and watch done');
+        listed();
+      },
+      retrying: (err, retryInMs) => {
+        this.options.metrics?.watchErrors.inc();
+        log.warn({ err: messageOf(err), retryInMs }, 'ConfigMap watch failed, restarting');
+      },
+    };
   }
 
   private originOf(cm: V1ConfigMap, role: OriginRole): ConfigMapOrigin {
@@ -110,11 +169,12 @@ export class ConfigMapSource {
       this.remove(cm, role);
       return;
     }
-    const key = originKey(next.origin);
+    const origin = this.originOf(cm, role);
+    const key = originKey(origin);
     const print = fingerprint(cm);
-    if (this.fingerprints.get(key) === print) return;
-    this.fingerprints.set(key, print);
-    this.log.debug({ origin: describeOrigin(next.origin), role }, 'ConfigMap changed');
+    if (this.known.get(key)?.print === print) return;
+    this.known.set(key, { origin, print });
+    this.log.debug({ origin: describeOrigin(origin), role }, 'ConfigMap changed');
     this.options.state.set(next);
   }
 
@@ -133,6 +193,7 @@ export class ConfigMapSource {
 
   private remove(cm: V1ConfigMap, role: OriginRole): void {
     const origin = this.originOf(cm, role);
-    if (this.fingerprints.delete(originKey(origin))) this.options.state.delete(origin);
+    const key = originKey(origin);
+    if (this.known.delete(key)) this.options.state.delete(origin);
   }
 }

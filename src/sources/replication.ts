@@ -2,19 +2,22 @@
 // and keeps each as a collection of the desired state, at `<replicate-path>/<resource>` with objects at
 // `<namespace>/<name>` or `<name>` (kube-mgmt's layout), or, with --replicate-cluster-by-name, at
 // `<name>` for every --replicate-cluster object (the seed-era layout; same-named objects collide).
-import type { KubeConfig, KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
+import type { KubernetesObject } from '@kubernetes/client-node';
 import { formatResource, type ResourceRef } from '../config.js';
 import type { Metrics } from '../http/metrics.js';
-import { KubeApiError, type KubeRawClient } from '../kube/raw-client.js';
-import { watchCollection, type WatchedCollection } from '../kube/watch-collection.js';
+import { KubeApiError } from '../kube/errors.js';
+import type { CollectionWatcher, KubeReader, WatchHandlers } from '../kube/ports.js';
+import { runTogether } from '../kube/run-together.js';
+import type { Part } from '../lifecycle/part.js';
 import type { DesiredState } from '../model/desired-state.js';
-import { Backoff, sleep } from '../util/backoff.js';
-import { PermanentError, messageOf } from '../util/errors.js';
+import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
+import { ConfigError, isAbortError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 
 export interface ReplicationOptions {
-  kubeConfig: KubeConfig;
-  raw: KubeRawClient;
+  api: KubeReader;
+  watcher: CollectionWatcher;
+  /** The source registers itself here when constructed (before any sink starts) as 'replication'. */
   state: DesiredState;
   logger: Logger;
   metrics?: Metrics | undefined;
@@ -24,22 +27,18 @@ export interface ReplicationOptions {
   ignoreNamespaces: readonly string[];
   clusterByName: boolean;
   keepManagedFields: boolean;
+  /** Delays between looks for a resource the API server does not serve yet; by default 1 s up to 10 s. */
+  discoveryBackoff?: BackoffOptions;
 }
 
-interface Discovered {
+export interface Discovered {
   namespaced: boolean;
   kind: string;
+  verbs: readonly string[];
 }
 
 interface ApiResourceList {
   resources?: { name: string; namespaced: boolean; kind: string; verbs?: string[] }[];
-}
-
-/** A problem that configuration must fix: replication of this resource cannot start. */
-export class ReplicationConfigError extends PermanentError {
-  constructor(message: string) {
-    super('replication_config', message);
-  }
 }
 
 function apiPrefix(ref: ResourceRef): string {
@@ -47,83 +46,117 @@ function apiPrefix(ref: ResourceRef): string {
 }
 
 /** Asks the API server about the resource: undefined when it does not (yet) serve it. */
-export async function discover(raw: KubeRawClient, ref: ResourceRef): Promise<Discovered | undefined> {
+export async function discover(
+  api: KubeReader,
+  ref: ResourceRef,
+  signal?: AbortSignal,
+): Promise<Discovered | undefined> {
   let list: ApiResourceList;
   try {
-    list = await raw.getJson<ApiResourceList>(apiPrefix(ref));
+    list = await api.getJson<ApiResourceList>(apiPrefix(ref), { signal });
   } catch (err) {
     if (err instanceof KubeApiError && err.status === 404) return undefined;
     throw err;
   }
   const found = list.resources?.find((r) => r.name === ref.resource);
   if (!found) return undefined;
-  const verbs = found.verbs ?? [];
-  if (!verbs.includes('list') || !verbs.includes('watch')) {
-    throw new ReplicationConfigError(
-      `${formatResource(ref)} cannot be replicated: the API server does not allow list and watch on it`,
-    );
-  }
-  return { namespaced: found.namespaced, kind: found.kind };
+  return { namespaced: found.namespaced, kind: found.kind, verbs: found.verbs ?? [] };
 }
 
 type Obj = KubernetesObject & { metadata?: { managedFields?: unknown } };
 
-export class ReplicationSource {
-  private readonly watches: WatchedCollection[] = [];
+/** One resource to replicate, as the flags name it. */
+interface Resource {
+  ref: ResourceRef;
+  /** Given to --replicate-cluster (else --replicate). */
+  clusterFlag: boolean;
+  /** The collection key, `<group>/<version>/<resource>` as in the flags. */
+  key: string;
+}
+
+/** What this source has put into one collection, kept across runs so a restart can remove the stale. */
+interface Replicated {
+  /** Every object applied, by `<namespace>/<name>` or `<name>`. */
+  objects: Map<string, Obj>;
+  layout: ByNameLayout | undefined;
+}
+
+/** What configuration must change for the resource to be replicated; empty when nothing. */
+function problemsOf({ ref, clusterFlag }: Resource, discovered: Discovered): string[] {
+  const problems: string[] = [];
+  if (!discovered.verbs.includes('list') || !discovered.verbs.includes('watch')) {
+    problems.push(
+      `${formatResource(ref)} cannot be replicated: the API server does not allow list and watch on it`,
+    );
+  }
+  if (!discovered.namespaced && !clusterFlag) {
+    problems.push(
+      `--replicate=${formatResource(ref)}: ${discovered.kind} is cluster-scoped; use --replicate-cluster=${formatResource(ref)}`,
+    );
+  }
+  return problems;
+}
+
+export class ReplicationSource implements Part {
+  readonly name = 'replication';
+  readonly onFailure = 'restart';
+  private readonly resources: readonly Resource[];
+  private readonly replicated = new Map<string, Replicated>();
   private readonly pendingDiscovery = new Set<string>();
   private readonly log: Logger;
+  private readonly announceListed: () => void;
 
   constructor(private readonly options: ReplicationOptions) {
     this.log = options.logger;
+    this.resources = [
+      ...options.namespaced.map((ref) => ({ ref, clusterFlag: false, key: formatResource(ref) })),
+      ...options.cluster.map((ref) => ({ ref, clusterFlag: true, key: formatResource(ref) })),
+    ];
+    this.announceListed = options.state.registerSource(this.name);
   }
 
-  /** Resources listed twice, or both namespaced and cluster-wide, are configuration errors. */
-  static check(namespaced: readonly ResourceRef[], cluster: readonly ResourceRef[]): string[] {
-    const seen = new Set<string>();
-    const problems: string[] = [];
-    for (const ref of [...namespaced, ...cluster]) {
-      const key = ref.resource;
-      if (seen.has(key)) {
-        problems.push(
-          `resource "${ref.resource}" is replicated twice (--replicate and --replicate-cluster would write the same data path)`,
-        );
-      }
-      seen.add(key);
-    }
-    return problems;
+  /** True once every resource has been listed, a resource not served yet included. */
+  ready(): boolean {
+    return this.resources.every((r) => this.options.state.collection(r.key)?.synced === true);
+  }
+
+  /** Resources not served by the API server yet, for /ready. */
+  missing(): string[] {
+    return [...this.pendingDiscovery].sort();
   }
 
   /**
-   * Checks each resource with API discovery, then starts its watch. A resource used with the wrong scope
-   * is a configuration error (thrown). A resource the API server does not serve yet (a CRD installed
-   * later) is reported and looked up again with backoff until it appears.
+   * Checks each resource with API discovery, then watches it. A resource used with the wrong scope, or
+   * that cannot be listed and watched, is a configuration error (ConfigError, every problem listed). A
+   * resource the API server does not serve yet (a CRD installed later) is reported and looked up again
+   * with backoff until it appears; the source counts as listed (for the sinks) once every resource
+   * served at the start has been listed, and is ready once every resource has.
    */
-  async start(signal: AbortSignal): Promise<void> {
-    const all = [
-      ...this.options.namespaced.map((ref) => ({ ref, clusterFlag: false })),
-      ...this.options.cluster.map((ref) => ({ ref, clusterFlag: true })),
-    ];
-    const found = await Promise.all(
-      all.map(async (r) => ({ ...r, discovered: await discover(this.options.raw, r.ref) })),
-    );
-    const problems: string[] = [];
-    for (const { ref, clusterFlag, discovered } of found) {
-      if (discovered && !discovered.namespaced && !clusterFlag) {
-        problems.push(
-          `--replicate=${formatResource(ref)}: ${discovered.kind} is cluster-scoped; use --replicate-cluster=${formatResource(ref)}`,
-        );
-      }
+  async run(signal: AbortSignal): Promise<void> {
+    let found: { resource: Resource; discovered: Discovered | undefined }[];
+    try {
+      found = await Promise.all(
+        this.resources.map(async (resource) => ({
+          resource,
+          discovered: await discover(this.options.api, resource.ref, signal),
+        })),
+      );
+    } catch (err) {
+      if (signal.aborted && isAbortError(err)) return;
+      throw err;
     }
-    if (problems.length > 0) throw new ReplicationConfigError(problems.join('; '));
-    for (const { ref, clusterFlag, discovered } of found) {
-      const key = formatResource(ref);
+    const problems = found.flatMap(({ resource, discovered }) =>
+      discovered === undefined ? [] : problemsOf(resource, discovered),
+    );
+    if (problems.length > 0) throw new ConfigError(problems);
+    for (const { key, ref, clusterFlag } of this.resources) {
+      if (this.replicated.has(key)) continue;
       this.options.state.defineCollection(key, [...this.options.path, ref.resource]);
-      if (discovered) {
-        this.startWatch(ref, clusterFlag, discovered);
-      } else {
-        this.pendingDiscovery.add(key);
-        void this.waitForResource(ref, clusterFlag, signal);
-      }
+      const byName = clusterFlag && this.options.clusterByName;
+      this.replicated.set(key, {
+        objects: new Map(),
+        layout: byName ? new ByNameLayout(this, key) : undefined,
+      });
     }
     this.log.info(
       {
@@ -135,25 +168,35 @@ export class ReplicationSource {
       },
       'replicating resources',
     );
+    this.pendingDiscovery.clear();
+    for (const { resource, discovered } of found) {
+      if (discovered === undefined) this.pendingDiscovery.add(resource.key);
+    }
+    let toList = found.length - this.pendingDiscovery.size;
+    const servedOneListed = (): void => {
+      toList -= 1;
+      if (toList === 0) this.announceListed();
+    };
+    if (toList === 0) this.announceListed();
+    await runTogether(
+      signal,
+      found.map(({ resource, discovered }) => async (s) => {
+        const served = discovered ?? (await this.waitForResource(resource, s));
+        if (served === undefined) return;
+        await this.options.watcher.watch(
+          this.target(resource, served),
+          this.handlers(resource, served, discovered === undefined ? () => undefined : servedOneListed),
+          s,
+        );
+      }),
+    );
   }
 
-  isSynced(): boolean {
-    return this.pendingDiscovery.size === 0 && this.watches.every((w) => w.isSynced());
-  }
-
-  /** Resources not served by the API server yet, for /ready. */
-  missing(): string[] {
-    return [...this.pendingDiscovery].sort();
-  }
-
-  async stop(): Promise<void> {
-    await Promise.all(this.watches.map((w) => w.stop()));
-  }
-
-  private async waitForResource(ref: ResourceRef, clusterFlag: boolean, signal: AbortSignal): Promise<void> {
-    const key = formatResource(ref);
-    // Bounded at 10 s: a CRD installed later is picked up soon, and discovery calls are cheap.
-    const backoff = new Backoff({ minMs: 1000, maxMs: 10_000 });
+  /** Looks the resource up with backoff until the API server serves it; undefined once `signal` aborts. */
+  private async waitForResource(resource: Resource, signal: AbortSignal): Promise<Discovered | undefined> {
+    const { key } = resource;
+    // Bounded at 10 s by default: a CRD installed later is picked up soon, and discovery calls are cheap.
+    const backoff = new Backoff(this.options.discoveryBackoff ?? { minMs: 1000, maxMs: 10_000 });
     for (;;) {
       const delay = backoff.next();
       this.log.error(
@@ -163,71 +206,83 @@ export class ReplicationSource {
       try {
         await sleep(delay, signal);
       } catch {
-        return;
+        return undefined;
       }
+      let discovered: Discovered | undefined;
       try {
-        const discovered = await discover(this.options.raw, ref);
-        if (!discovered) continue;
-        if (!discovered.namespaced && !clusterFlag) {
-          this.log.error(
-            { resource: key },
-            `--replicate=${key}: ${discovered.kind} is cluster-scoped; use --replicate-cluster`,
-          );
-          return;
-        }
-        this.pendingDiscovery.delete(key);
-        this.log.info({ resource: key }, 'the resource is served now: replicating it');
-        this.startWatch(ref, clusterFlag, discovered);
-        return;
+        discovered = await discover(this.options.api, resource.ref, signal);
       } catch (err) {
+        if (signal.aborted) return undefined;
         this.log.warn({ resource: key, err: messageOf(err) }, 'API discovery failed');
+        continue;
       }
+      if (discovered === undefined) continue;
+      const problems = problemsOf(resource, discovered);
+      if (problems.length > 0) throw new ConfigError(problems);
+      this.pendingDiscovery.delete(key);
+      this.log.info({ resource: key }, 'the resource is served now: replicating it');
+      return discovered;
     }
   }
 
-  private startWatch(ref: ResourceRef, clusterFlag: boolean, discovered: Discovered): void {
-    const key = formatResource(ref);
+  private target(resource: Resource, discovered: Discovered): { path: string; fieldSelector?: string } {
+    const { ref, clusterFlag } = resource;
     const path = `${apiPrefix(ref)}/${ref.resource}`;
     // kube-mgmt applies the ignored namespaces to --replicate only, as a server-side field selector.
-    const fieldSelector =
-      !clusterFlag && discovered.namespaced && this.options.ignoreNamespaces.length > 0
-        ? this.options.ignoreNamespaces.map((ns) => `metadata.namespace!=${ns}`).join(',')
-        : undefined;
+    if (clusterFlag || !discovered.namespaced || this.options.ignoreNamespaces.length === 0) return { path };
+    return {
+      path,
+      fieldSelector: this.options.ignoreNamespaces.map((ns) => `metadata.namespace!=${ns}`).join(','),
+    };
+  }
+
+  private handlers(resource: Resource, discovered: Discovered, listed: () => void): WatchHandlers<Obj> {
+    const { key, ref } = resource;
+    const replicated = this.replicated.get(key) as Replicated;
     const apiVersion = ref.group === '' ? ref.version : `${ref.group}/${ref.version}`;
-    const list = async (): Promise<KubernetesListObject<Obj>> => {
-      const result = await this.options.raw.getJson<KubernetesListObject<Obj>>(path, { fieldSelector });
-      // List items come without apiVersion and kind; watch events carry them: make both alike.
-      for (const item of result.items) {
-        item.apiVersion ??= apiVersion;
-        item.kind ??= discovered.kind;
-      }
-      return result;
-    };
-    const layout = clusterFlag && this.options.clusterByName ? new ByNameLayout(this, key) : undefined;
-    const upsert = (obj: Obj): void => {
-      this.trim(obj);
-      if (layout) layout.upsert(obj);
-      else this.options.state.setEntry(key, entryPathOf(obj), obj);
-    };
-    const remove = (obj: Obj): void => {
-      if (layout) layout.remove(obj);
+    const log = this.log.child({ resource: key });
+    // What an earlier run applied and this run's list has not shown (yet): removed once listed.
+    const unseen = new Set(replicated.objects.keys());
+    const forget = (id: string, obj: Obj): void => {
+      if (!replicated.objects.delete(id)) return;
+      if (replicated.layout) replicated.layout.remove(obj);
       else this.options.state.deleteEntry(key, entryPathOf(obj));
     };
-    const watch = watchCollection<Obj>({
-      kubeConfig: this.options.kubeConfig,
-      path,
-      list,
-      fieldSelector,
-      handlers: { add: upsert, update: upsert, delete: remove },
-      logger: this.log.child({ resource: key }),
-      onError: () => this.options.metrics?.watchErrors.inc(),
-    });
-    this.watches.push(watch);
-    void watch.synced.then(() => {
-      const count = this.options.state.collection(key)?.entries.size ?? 0;
-      this.log.info({ resource: key, objects: count }, 'initial list done');
-      this.options.state.markCollectionSynced(key);
-    });
+    const upsert = (obj: Obj): void => {
+      // List items come without apiVersion and kind; watch events carry them: make both alike.
+      obj.apiVersion ??= apiVersion;
+      obj.kind ??= discovered.kind;
+      this.trim(obj);
+      const id = entryPathOf(obj).join('/');
+      unseen.delete(id);
+      replicated.objects.set(id, obj);
+      if (replicated.layout) replicated.layout.upsert(obj);
+      else this.options.state.setEntry(key, entryPathOf(obj), obj);
+    };
+    return {
+      add: upsert,
+      update: upsert,
+      delete: (obj) => {
+        const id = entryPathOf(obj).join('/');
+        unseen.delete(id);
+        forget(id, obj);
+      },
+      listed: () => {
+        for (const id of unseen) {
+          const obj = replicated.objects.get(id);
+          if (obj !== undefined) forget(id, obj);
+        }
+        if (unseen.size > 0) log.info({ removed: unseen.size }, 'objects gone while not watched: removed');
+        unseen.clear();
+        log.info({ objects: this.options.state.collection(key)?.entries.size ?? 0 }, 'initial list done');
+        this.options.state.markCollectionSynced(key);
+        listed();
+      },
+      retrying: (err, retryInMs) => {
+        this.options.metrics?.watchErrors.inc();
+        log.warn({ err: messageOf(err), retryInMs }, 'watch failed, restarting');
+      },
+    };
   }
 
   /** managedFields is bookkeeping of the API server, often most of an object: dropped unless asked for. */
