@@ -355,12 +355,6 @@ describe('configuration (parseArgs)', () => {
           core('v1', 'namespaces'),
         ],
       },
-      // The same resource in both flags is kept in both: the flags differ in how it is listed.
-      {
-        argv: ['--replicate=v1/pods', '--replicate-cluster=v1/pods'],
-        pick: (c) => [c.replication.namespaced, c.replication.cluster],
-        expected: [[core('v1', 'pods')], [core('v1', 'pods')]],
-      },
       { argv: ['--replicate-path=k8s'], pick: (c) => c.replication.path, expected: ['k8s'] },
       { argv: ['--replicate-path', 'a/b'], pick: (c) => c.replication.path, expected: ['a', 'b'] },
       { argv: ['--replicate-path=/a//b/'], pick: (c) => c.replication.path, expected: ['a', 'b'] },
@@ -423,6 +417,20 @@ describe('configuration (parseArgs)', () => {
         expect(warnings).to.deep.equal([]);
       });
     }
+
+    it('refuses a resource in both --replicate and --replicate-cluster, with the other problems, in one pass', () => {
+      // Both would write <replicate-path>/pods: one data path, two writers.
+      let error: unknown;
+      try {
+        run('--replicate=v1/pods', '--replicate-cluster=v1/pods', '--log-level=loud');
+      } catch (err) {
+        error = err;
+      }
+      expect(error).to.be.instanceOf(ConfigError);
+      const problems = (error as ConfigError).problems;
+      expect(problems.some((p) => p.includes('resource "pods" is replicated twice'))).to.equal(true);
+      expect(problems.some((p) => p.includes('--log-level'))).to.equal(true);
+    });
 
     const FORMAT = 'format: [group/]version/resource';
     const SECRETS =
