@@ -6,7 +6,7 @@
 import type { V1ConfigMap } from '@kubernetes/client-node';
 import type { Metrics } from '../http/metrics.js';
 import type { CollectionWatcher, WatchHandlers, WatchTarget } from '../kube/ports.js';
-import { runTogether } from '../kube/run-together.js';
+import { runTogether } from '../lifecycle/run-together.js';
 import type { Part } from '../lifecycle/part.js';
 import type { DesiredState, OriginState } from '../model/desired-state.js';
 import { describeOrigin, originKey, type ConfigMapOrigin, type OriginRole } from '../model/origin.js';

@@ -7,7 +7,7 @@ import { formatResource, type ResourceRef } from '../config.js';
 import type { Metrics } from '../http/metrics.js';
 import { KubeApiError } from '../kube/errors.js';
 import type { CollectionWatcher, KubeReader, WatchHandlers } from '../kube/ports.js';
-import { runTogether } from '../kube/run-together.js';
+import { runTogether } from '../lifecycle/run-together.js';
 import type { Part } from '../lifecycle/part.js';
 import type { DesiredState } from '../model/desired-state.js';
 import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';

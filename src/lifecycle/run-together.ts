@@ -1,6 +1,6 @@
 // Runs a part's watches as one: all under the part's signal, and the first that throws stops the rest,
 // so that a part's run() rejects only once nothing it started is still running.
-import { untilAborted } from '../lifecycle/wake.js';
+import { untilAborted } from './wake.js';
 import { isAbortError } from '../util/errors.js';
 
 export type Task = (signal: AbortSignal) => Promise<void>;
