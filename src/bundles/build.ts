@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { constants as zlibConstants, gzipSync } from 'node:zlib';
 import { InvalidInputError } from '../util/errors.js';
+import { comparePaths, isPathPrefix as isPrefix } from '../util/paths.js';
 import { bundleEntryProblem, dataPathProblem } from '../util/safe-names.js';
 import { canonicalJson, compareUtf8, signaturesFile, type SigningOptions } from './sign.js';
 
@@ -59,19 +60,6 @@ const REVISION_FRAMING = 'opa-sync bundle revision v1\n';
 
 function quotePath(path: readonly string[]): string {
   return JSON.stringify(path);
-}
-
-/** Segment-wise comparison, by UTF-8 bytes: a path sorts right before the paths below it. */
-function comparePaths(a: readonly string[], b: readonly string[]): number {
-  for (let i = 0; i < Math.min(a.length, b.length); i += 1) {
-    const c = compareUtf8(a[i] ?? '', b[i] ?? '');
-    if (c !== 0) return c;
-  }
-  return a.length - b.length;
-}
-
-function isPrefix(prefix: readonly string[], of: readonly string[]): boolean {
-  return prefix.length <= of.length && prefix.every((s, i) => of[i] === s);
 }
 
 /** Root string → segments; '' (and '/') is the whole data tree, `[]`. OPA trims leading/trailing '/'. */

@@ -22,6 +22,7 @@ import {
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { InvalidInputError, messageOf } from '../util/errors.js';
+import { compareUtf8 } from '../util/utf8.js';
 
 export type SigningAlg =
   | 'RS256'
@@ -232,10 +233,8 @@ export function goJsonString(value: string): string {
   return `${out}"`;
 }
 
-/** Go's string order: by UTF-8 bytes (JavaScript's default sort compares UTF-16 code units). */
-export function compareUtf8(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
-}
+// Go's string order lives in util/utf8.ts; re-exported for the bundle modules that import it from here.
+export { compareUtf8 };
 
 /** `{…}` from already-canonical member values, sorted by key bytes; keys already well-formed. */
 function canonicalObject(members: Map<string, string>): string {

@@ -17,6 +17,7 @@ import { originKey, type FileOrigin } from '../model/origin.js';
 import { sleep } from '../util/backoff.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { comparePaths, isInside, isPathPrefix, relativeInside } from '../util/paths.js';
 import { bundleEntryProblem, dataPathProblem } from '../util/safe-names.js';
 
 export interface FolderSourceOptions {
@@ -67,29 +68,9 @@ export function classifyFile(rel: string): FileRole | undefined {
   return undefined;
 }
 
-/** Whether `target` is `root` or below it. `path.relative`, so `/x/dir2` is not inside `/x/dir`. */
-export function isInside(root: string, target: string): boolean {
-  const rel = path.relative(root, target);
-  return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
-}
-
 /** A data file's document path: its folder's segments (`authz/roles/data.json` → `['authz', 'roles']`). */
 function documentPath(rel: string): string[] {
   return rel.split('/').slice(0, -1);
-}
-
-/** Segment-wise order, so that a path comes right before the paths below it. */
-function comparePaths(a: readonly string[], b: readonly string[]): number {
-  for (let i = 0; i < Math.min(a.length, b.length); i += 1) {
-    const x = a[i] as string;
-    const y = b[i] as string;
-    if (x !== y) return x < y ? -1 : 1;
-  }
-  return a.length - b.length;
-}
-
-function isPrefix(prefix: readonly string[], full: readonly string[]): boolean {
-  return prefix.length <= full.length && prefix.every((s, i) => s === full[i]);
 }
 
 function errorCode(err: unknown): string | undefined {
@@ -307,11 +288,8 @@ export class FolderSource {
 
   /** The path relative to the folder, '/'-separated; undefined for the folder itself or outside it. */
   private relativeOf(p: string): string | undefined {
-    const rel = path.relative(this.root, p);
-    if (rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
-      return undefined;
-    }
-    return rel.split(path.sep).join('/');
+    const rel = relativeInside(this.root, p);
+    return rel === '' ? undefined : rel;
   }
 
   /**
@@ -541,7 +519,7 @@ export class FolderSource {
             'of the data tree; move it into a folder named after the data path it is for (e.g. myapp/data.json)',
         });
       } else {
-        const owner = claimed.find((c) => isPrefix(c.docPath, docPath));
+        const owner = claimed.find((c) => isPathPrefix(c.docPath, docPath));
         if (owner !== undefined) {
           problems.push({
             key: rel,
