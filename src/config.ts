@@ -12,6 +12,7 @@ import {
   type LegacyMapping,
 } from './config-flags.js';
 import { ConfigError } from './util/errors.js';
+import { bundleNameErrors } from './util/safe-names.js';
 import { SIGNING_ALGS, type SigningAlg } from './bundles/sign.js';
 import type { LogFormat, LogLevel } from './util/logger.js';
 
@@ -671,20 +672,9 @@ function checkBundleCombinations(
   }
 }
 
-const BUNDLE_NAME_SEGMENT = /^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$/;
-const BUNDLE_NAME_MAX = 253;
-
-/** '/'-separated segments of [a-z0-9]([-a-z0-9_.]*[a-z0-9])?, no '..', at most 253 characters. */
+/** The bundle-name rule is safe-names' (the same for the flag, the label, the registry and requests). */
 function buildBundleName(raw: string, problems: string[]): string {
-  const errors: string[] = [];
-  if (byteLength(raw) > BUNDLE_NAME_MAX) errors.push(maxLenError(BUNDLE_NAME_MAX));
-  if (raw.includes('..')) errors.push("must not contain '..'");
-  if (!raw.split('/').every((segment) => BUNDLE_NAME_SEGMENT.test(segment))) {
-    errors.push(
-      "each '/'-separated segment must consist of lower case alphanumeric characters, '-', '_' or '.', " +
-        "and must start and end with an alphanumeric character (e.g. 'policies' or 'team-a/authz')",
-    );
-  }
+  const errors = bundleNameErrors(raw);
   if (errors.length > 0) problems.push(fieldInvalid('--bundle-name', raw, errors));
   return raw;
 }
