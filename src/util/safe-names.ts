@@ -107,12 +107,21 @@ export function dataPathProblem(path: readonly string[]): string | undefined {
 const BUNDLE_NAME_SEGMENT = /^[a-z0-9](?:[-a-z0-9_.]*[a-z0-9])?$/;
 
 /**
- * The longest bundle name. 253, a DNS name's limit: `--bundle-name` and the bundle label always allowed
- * this much and no more, so nothing longer was ever published; the HTTP server and the registry, which
- * allowed 512, only looked up names that could not exist. Well inside what a URL path or a file path
- * (`<dir>/<name>.tar.gz`) can hold.
+ * The longest bundle name. 253, a DNS name's limit: the checks of `--bundle-name` and of the bundle
+ * label always allowed this much and no more, so nothing longer was ever published; the HTTP server
+ * and the registry, which allowed 512, only looked up names that could not exist. Far below what a
+ * URL path or a file path (`<dir>/<name>.tar.gz`, PATH_MAX 4096) can hold.
  */
 export const BUNDLE_NAME_MAX_LENGTH = 253;
+
+/**
+ * The longest segment: a DNS label's limit, which is also the limit of the bundle label's value (so
+ * no label-named bundle ever had a longer one). Each segment becomes a folder or a file name under
+ * --bundles-dir (`<segment>.tar.gz`, written through `<segment>.tar.gz.partial-<pid>`), and file names
+ * are limited to 255 bytes (NAME_MAX): a 253-character single-segment name could be configured but
+ * not written. 63 leaves room for any suffix the writer needs.
+ */
+export const BUNDLE_NAME_SEGMENT_MAX_LENGTH = 63;
 
 /** The suffix of a bundle's file (`<dir>/<name>.tar.gz`), and of the file form of its URL. */
 export const BUNDLE_FILE_SUFFIX = '.tar.gz';
@@ -124,9 +133,10 @@ const BUNDLE_NAME_SEGMENT_RULE =
 /**
  * The parts of the bundle-name rule that `name` breaks, one message each (Kubernetes field-error
  * wording, as `--bundle-name` reports them); empty when the name is fine. A name is one or more
- * '/'-separated segments of `[a-z0-9]([-a-z0-9_.]*[a-z0-9])?`, without '..' anywhere, at most
- * `BUNDLE_NAME_MAX_LENGTH` characters. The narrow alphabet is why a bundle name can be used as it is
- * in a URL path and as folder and file names, on any file system, without escaping.
+ * '/'-separated segments of `[a-z0-9]([-a-z0-9_.]*[a-z0-9])?`, without '..' anywhere, each at most
+ * `BUNDLE_NAME_SEGMENT_MAX_LENGTH` characters and `BUNDLE_NAME_MAX_LENGTH` in all. The narrow
+ * alphabet is why a bundle name can be used as it is in a URL path and as folder and file names, on
+ * any file system, without escaping.
  *
  * @example
  * bundleNameErrors('team-a/authz'); // []
@@ -139,8 +149,14 @@ export function bundleNameErrors(name: string): string[] {
     errors.push(`must be no more than ${BUNDLE_NAME_MAX_LENGTH} characters`);
   }
   if (name.includes('..')) errors.push("must not contain '..'");
-  if (!name.split('/').every((segment) => BUNDLE_NAME_SEGMENT.test(segment))) {
+  const segments = name.split('/');
+  if (!segments.every((segment) => BUNDLE_NAME_SEGMENT.test(segment))) {
     errors.push(BUNDLE_NAME_SEGMENT_RULE);
+  }
+  if (segments.some((segment) => segment.length > BUNDLE_NAME_SEGMENT_MAX_LENGTH)) {
+    errors.push(
+      `each '/'-separated segment must be no more than ${BUNDLE_NAME_SEGMENT_MAX_LENGTH} characters`,
+    );
   }
   return errors;
 }

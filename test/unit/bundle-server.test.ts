@@ -277,7 +277,7 @@ describe('bundle server: serving bundles', () => {
 
   it('serves every name it can publish, the longest too, in both forms; longer names are refused unread', async () => {
     const { app, registry } = setup();
-    const longest = `${'a'.repeat(60)}/${'b'.repeat(60)}/${'c'.repeat(60)}/${'d'.repeat(70)}`;
+    const longest = `${'a'.repeat(62)}/${'b'.repeat(62)}/${'c'.repeat(63)}/${'d'.repeat(63)}`;
     expect(longest).to.have.length(253);
     registry.publish(bundleOf(longest, 'longest'));
     for (const p of [`/bundles/${longest}`, `/bundles/${longest}.tar.gz`]) {

@@ -70,6 +70,8 @@ const DEFAULTS: Config = {
 };
 
 // k8s.io/apimachinery's texts, as pinned by kube-mgmt's cmd/kube-mgmt/flag_test.go.
+/** 253 characters in segments of at most 63: the longest name the bundle-name rule accepts. */
+const LONGEST_BUNDLE_NAME = `${'a'.repeat(62)}/${'b'.repeat(62)}/${'c'.repeat(63)}/${'d'.repeat(63)}`;
 const KEY_RULE =
   "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 const VALUE_RULE =
@@ -530,9 +532,9 @@ describe('configuration (parseArgs)', () => {
       },
       { argv: ['--bundle-name=0'], pick: (c) => c.bundles.defaultName, expected: '0' },
       {
-        argv: [`--bundle-name=${'a'.repeat(253)}`],
+        argv: [`--bundle-name=${LONGEST_BUNDLE_NAME}`],
         pick: (c) => c.bundles.defaultName,
-        expected: 'a'.repeat(253),
+        expected: LONGEST_BUNDLE_NAME,
       },
       // --bundles-dir alone: bundles are written to disk, nothing is served, OPA is still pushed into.
       {
@@ -711,8 +713,16 @@ describe('configuration (parseArgs)', () => {
         problems: [`--bundle-name: Invalid value: "a..b": must not contain '..'`],
       },
       {
-        argv: [`--bundle-name=${'a'.repeat(254)}`],
-        problems: [`--bundle-name: Invalid value: "${'a'.repeat(254)}": must be no more than 253 characters`],
+        argv: [`--bundle-name=${LONGEST_BUNDLE_NAME}/e`],
+        problems: [
+          `--bundle-name: Invalid value: "${LONGEST_BUNDLE_NAME}/e": must be no more than 253 characters`,
+        ],
+      },
+      {
+        argv: [`--bundle-name=${'a'.repeat(64)}`],
+        problems: [
+          `--bundle-name: Invalid value: "${'a'.repeat(64)}": each '/'-separated segment must be no more than 63 characters`,
+        ],
       },
       { argv: ['--bundle-token-file=/t'], problems: ['--bundle-token-file needs --bundle-addr'] },
       // --bundles-dir does not stand in for --bundle-addr: nothing is served to protect.

@@ -14,13 +14,13 @@ import {
 const ALPHANUMERIC = [...'abcdefghijklmnopqrstuvwxyz0123456789'];
 const INNER = [...ALPHANUMERIC, '-', '_', '.'];
 
-/** Names the rule accepts: segments of the alphabet, without '..', of any length up to the maximum. */
+/** Names the rule accepts: segments of the alphabet, without '..', of any length up to the maximums. */
 const bundleName = fc
   .array(
     fc
       .tuple(
         fc.constantFrom(...ALPHANUMERIC),
-        fc.array(fc.constantFrom(...INNER), { maxLength: 70 }),
+        fc.array(fc.constantFrom(...INNER), { maxLength: 61 }),
         fc.constantFrom(...ALPHANUMERIC),
       )
       .map(([first, inner, last]) => `${first}${inner.join('')}${last}`)
@@ -38,7 +38,11 @@ describe('safe names: bundle names', () => {
     expect(bundleNameErrors('team-a/authz_v1.2')).to.deep.equal([]);
     expect(bundleNameErrors('a..b')).to.deep.equal(["must not contain '..'"]);
     expect(bundleNameErrors('a/../b')).to.deep.equal(["must not contain '..'", SEGMENT_RULE]);
-    expect(bundleNameErrors('a'.repeat(254))).to.deep.equal(['must be no more than 253 characters']);
+    expect(bundleNameErrors(`${'a/'.repeat(127)}a`)).to.deep.equal(['must be no more than 253 characters']);
+    expect(bundleNameErrors('a'.repeat(63))).to.deep.equal([]);
+    expect(bundleNameErrors('a'.repeat(64))).to.deep.equal([
+      "each '/'-separated segment must be no more than 63 characters",
+    ]);
     for (const name of ['', '/a', 'a/', 'a//b', 'A', 'a b', 'a\\b', 'a\0b', 'ä', '-a', 'a.']) {
       expect(bundleNameErrors(name), JSON.stringify(name)).to.deep.equal([SEGMENT_RULE]);
     }
@@ -60,7 +64,7 @@ describe('safe names: bundle names', () => {
         expect(requestedBundleNameProblem(`${name}.tar.gz`)).to.equal(undefined);
       }),
     );
-    const longest = `${'a'.repeat(126)}/${'b'.repeat(126)}`;
+    const longest = `${'a'.repeat(62)}/${'b'.repeat(62)}/${'c'.repeat(63)}/${'d'.repeat(63)}`;
     expect(longest).to.have.length(BUNDLE_NAME_MAX_LENGTH);
     expect(requestedBundleNameProblem(`${longest}.tar.gz`)).to.equal(undefined);
   });
