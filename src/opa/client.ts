@@ -4,12 +4,12 @@
 // without reading messages. node:http(s) with a keep-alive agent rather than fetch, because Node 20's
 // fetch cannot take a custom CA or a client certificate without another dependency.
 import { readFileSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
 import { ConfigError, InvalidInputError, OpaSyncError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { TokenFileError, TokenFileReader } from '../util/token-file.js';
 import { OpaHttpError, OpaTokenFileError, OpaUnavailableError, parseOpaErrorBody } from './errors.js';
 
 export { OpaHttpError, OpaTokenFileError, OpaUnavailableError } from './errors.js';
@@ -131,61 +131,22 @@ interface Answer {
   text: string;
 }
 
-interface TokenFileState {
-  token: string;
-  /** stat fingerprint of the file the token was read from. */
-  fingerprint: string;
-  /** performance.now() of the last stat. */
-  checkedAt: number;
-}
-
-// How often the token file is stat'ed at most: rotation is rare, calls are many.
-const TOKEN_RECHECK_MS = 1000;
-
-/** Reads the bearer token file, again when it changes; concurrent callers share one read. */
-class TokenFile {
-  private state: TokenFileState | undefined;
-  private pending: Promise<string> | undefined;
-
-  constructor(private readonly file: string) {}
-
-  /** The current token; `force` reads the file even if it looks unchanged (after a 401). */
-  get(force = false): Promise<string> {
-    if (!force && this.state && performance.now() - this.state.checkedAt < TOKEN_RECHECK_MS) {
-      return Promise.resolve(this.state.token);
-    }
-    this.pending ??= this.refresh(force).finally(() => {
-      this.pending = undefined;
-    });
-    return this.pending;
+/**
+ * The bearer token of a token file: its first line, trimmed, like kubectl's --token-file (a trailing
+ * newline or a comment line after it is common). `force` reads the file even if it looks unchanged
+ * (after a 401). Rejects with OpaTokenFileError (retryable: the file may be fixed or appear later).
+ */
+async function fileToken(reader: TokenFileReader, force: boolean): Promise<string> {
+  let lines: readonly string[];
+  try {
+    ({ lines } = await reader.read(force));
+  } catch (err) {
+    const reason = err instanceof TokenFileError ? err.reason : messageOf(err);
+    throw new OpaTokenFileError(reader.file, reason, err);
   }
-
-  private async refresh(force: boolean): Promise<string> {
-    let fingerprint: string;
-    try {
-      // ino + ctime catch an atomic rename (Kubernetes secret volumes swap a symlink) even when the size
-      // and mtime of the new file happen to match the old one.
-      const s = await stat(this.file, { bigint: true });
-      fingerprint = `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
-    } catch (err) {
-      throw new OpaTokenFileError(this.file, `cannot be read: ${messageOf(err)}`, err);
-    }
-    if (!force && this.state && this.state.fingerprint === fingerprint) {
-      this.state.checkedAt = performance.now();
-      return this.state.token;
-    }
-    let text: string;
-    try {
-      text = await readFile(this.file, 'utf8');
-    } catch (err) {
-      throw new OpaTokenFileError(this.file, `cannot be read: ${messageOf(err)}`, err);
-    }
-    // The first line only, like kubectl's --token-file: a trailing newline or a comment line is common.
-    const token = (text.split(/\r?\n/, 1)[0] ?? '').trim();
-    if (token === '') throw new OpaTokenFileError(this.file, 'the first line is empty');
-    this.state = { token, fingerprint, checkedAt: performance.now() };
-    return token;
-  }
+  const token = lines[0] ?? '';
+  if (token === '') throw new OpaTokenFileError(reader.file, 'the first line is empty');
+  return token;
 }
 
 /** A client of one OPA server's REST API (v1). Create one per OPA; `close()` it on shutdown. */
@@ -201,7 +162,7 @@ export class OpaClient {
   private readonly agent: http.Agent;
   private readonly timeoutMs: number;
   private readonly token: string | undefined;
-  private readonly tokenFile: TokenFile | undefined;
+  private readonly tokenFile: TokenFileReader | undefined;
   private readonly logger: Logger;
 
   /** Checks the options and reads the CA and client certificate files; throws ConfigError listing every problem. */
@@ -278,7 +239,7 @@ export class OpaClient {
     this.rootPath = this.basePath.replace(/\/v1$/, '');
     this.timeoutMs = options.timeoutMs;
     this.token = options.token?.trim();
-    this.tokenFile = options.tokenFile === undefined ? undefined : new TokenFile(options.tokenFile);
+    this.tokenFile = options.tokenFile === undefined ? undefined : new TokenFileReader(options.tokenFile);
     this.logger = options.logger;
     if (base.protocol === 'https:') {
       this.transport = https;
@@ -414,7 +375,7 @@ export class OpaClient {
   private async bearer(force: boolean, optional: boolean): Promise<string | undefined> {
     if (this.tokenFile === undefined) return this.token;
     try {
-      return await this.tokenFile.get(force);
+      return await fileToken(this.tokenFile, force);
     } catch (err) {
       // /health is often allowed anonymously; a broken token file must not make OPA look unhealthy.
       if (optional) return undefined;
