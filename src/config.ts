@@ -29,8 +29,31 @@ export function formatResource(ref: ResourceRef): string {
   return ref.group === '' ? `${ref.version}/${ref.resource}` : `${ref.group}/${ref.version}/${ref.resource}`;
 }
 
+/**
+ * How to reach OPA, as `OpaClient` takes it. `parseArgs` is the one place that checks these rules
+ * (every broken one listed in one ConfigError); the client trusts them, and only reads the files.
+ */
+export interface OpaConnection {
+  /** http(s) with a host, no credentials, query, fragment or trailing '/': `http://127.0.0.1:8181/v1`. */
+  url: string;
+  /** Bound on every call, from sending the request to the last byte of the answer: > 0, ≤ 2^31-1 ms. */
+  timeoutMs: number;
+  /** Bearer token: trimmed, never blank; never together with `tokenFile`. */
+  token?: string | undefined;
+  /** Bearer token file: first line, trimmed; read again when the file changes (token rotation). */
+  tokenFile?: string | undefined;
+  /** PEM CA certificate(s) trusted in addition to Node's root certificates; never with `allowInsecure`. */
+  caFile?: string | undefined;
+  /** Skip TLS verification of OPA's certificate. */
+  allowInsecure?: boolean | undefined;
+  /** Client certificate and key (PEM) for mutual TLS: both or neither. */
+  clientCertFile?: string | undefined;
+  clientKeyFile?: string | undefined;
+}
+
 export interface Config {
   kubeconfig: string | undefined;
+  /** The connection fields are `OpaConnection`'s, with its rules; its token fields are `authToken*` here. */
   opa: {
     url: string;
     authToken: string | undefined;
@@ -382,7 +405,7 @@ function buildOpa(
 ): Config['opa'] {
   const opa: Config['opa'] = {
     url: buildOpaUrl(values['opa-url'] ?? '', problems),
-    authToken: unlessEmpty(values['opa-auth-token']),
+    authToken: buildAuthToken(values['opa-auth-token'], problems),
     authTokenFile: unlessEmpty(values['opa-auth-token-file']),
     caFile: unlessEmpty(values['opa-ca-file']),
     allowInsecure: values['opa-allow-insecure'],
@@ -420,6 +443,13 @@ function checkOpaCombinations(opa: Config['opa'], problems: string[], warnings: 
       if (set !== undefined) warnings.push(`${flag} has no effect with an http:// --opa-url`);
     }
   }
+}
+
+/** --opa-auth-token, trimmed as it is sent; a blank one is a mistake (empty is "not set", as kube-mgmt). */
+function buildAuthToken(raw: string | undefined, problems: string[]): string | undefined {
+  const token = unlessEmpty(raw)?.trim();
+  if (token === '') problems.push('--opa-auth-token is blank: give a token, or leave the flag out');
+  return token === '' ? undefined : token;
 }
 
 /** An http(s) base URL; trailing '/' trimmed, as kube-mgmt does, so paths can be appended. */

@@ -109,6 +109,8 @@ describe('configuration (parseArgs)', () => {
         expected: 'http://b/v1',
       },
       { argv: ['--opa-auth-token=s3cret'], pick: (c) => c.opa.authToken, expected: 's3cret' },
+      // Trimmed, as the client sends it.
+      { argv: ['--opa-auth-token= s3cret '], pick: (c) => c.opa.authToken, expected: 's3cret' },
       { argv: ['--opa-auth-token-file', '/t'], pick: (c) => c.opa.authTokenFile, expected: '/t' },
       { argv: ['--opa-auth-token-file='], pick: (c) => c.opa.authTokenFile, expected: undefined },
       {
@@ -1054,6 +1056,10 @@ describe('configuration (parseArgs)', () => {
         argv: ['--opa-url=http://u:secret@opa/v1'],
         problem: '--opa-url must not hold credentials: use --opa-auth-token-file',
       },
+      {
+        argv: ['--opa-auth-token=  '],
+        problem: '--opa-auth-token is blank: give a token, or leave the flag out',
+      },
       { argv: ['--opa-timeout=0'], problem: '--opa-timeout must be greater than 0, got "0"' },
       { argv: ['--opa-timeout', '-5s'], problem: '--opa-timeout must be greater than 0, got "-5s"' },
       {
@@ -1199,6 +1205,26 @@ describe('configuration (parseArgs)', () => {
         '--health-endpoint: "nope" is not HOST:PORT (e.g. 0.0.0.0:8000 or :8000)',
       ]);
       for (const problem of error.problems) expect(error.message).to.include(problem);
+    });
+
+    it('lists every OPA connection problem at once (OpaClient trusts them and does not check again)', () => {
+      expect(
+        problemsOf(
+          '--opa-url=ftp://host/v1',
+          '--opa-timeout=0',
+          '--opa-auth-token=t',
+          '--opa-auth-token-file=/t',
+          '--opa-allow-insecure',
+          '--opa-ca-file=/ca',
+          '--opa-client-cert-file=/c',
+        ),
+      ).to.deep.equal([
+        '--opa-url: "ftp://host/v1" is not an http(s) URL (e.g. http://localhost:8181/v1)',
+        '--opa-timeout must be greater than 0, got "0"',
+        'You can not use both --opa-auth-token and --opa-auth-token-file',
+        'You can not use both --opa-allow-insecure and --opa-ca-file',
+        '--opa-client-cert-file needs --opa-client-key-file',
+      ]);
     });
 
     it('never puts the auth token into a problem', () => {
