@@ -19,6 +19,7 @@ import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { comparePaths, isInside, isPathPrefix, relativeInside } from '../util/paths.js';
 import { bundleEntryProblem, dataPathProblem } from '../util/safe-names.js';
+import { LastValues } from '../util/unchanged.js';
 
 export interface FolderSourceOptions {
   dir: string;
@@ -161,7 +162,7 @@ export class FolderSource {
   private readonly present = new Map<string, FileRole>();
   private readonly dataFiles = new Map<string, DataFile>();
   /** What was last written for each origin (its text, and its problems), to skip unchanged saves. */
-  private readonly written = new Map<string, string>();
+  private readonly written = new LastValues<string, string>();
   /** Symlinks already reported as leaving the folder or looping, with their target: each is logged once. */
   private readonly refusedLinks = new Map<string, string>();
 
@@ -472,8 +473,8 @@ export class FolderSource {
   /** Writes a state unless the same thing was written last; logs its problems (files have no status). */
   private write(rel: string, state: OriginState, signature: string): void {
     const key = originKey(state.origin);
-    if (this.written.get(key) === signature && this.options.state.get(key) !== undefined) return;
-    this.written.set(key, signature);
+    // Written again, even if unchanged, when the origin is no longer in the state.
+    if (!this.written.changed(key, signature) && this.options.state.get(key) !== undefined) return;
     for (const problem of state.problems) {
       this.log.warn(
         { file: problem.key, code: problem.code, reason: problem.message },
@@ -552,7 +553,7 @@ export class FolderSource {
     if (!this.present.has(rel)) return;
     this.present.delete(rel);
     const origin = this.origin(rel, role);
-    this.written.delete(originKey(origin));
+    this.written.forget(originKey(origin));
     this.options.state.delete(origin);
     this.log.debug({ file: rel, role }, 'file removed');
     if (role === 'data') {
