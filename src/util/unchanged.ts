@@ -12,7 +12,7 @@
  * const written = new LastValues<string, string>();
  * if (written.changed(key, fingerprint)) state.set(next);
  * // When the key goes away, forget it, so that the next value for it counts as a change.
- * written.forget(key);
+ * if (written.forget(key)) state.delete(origin);
  *
  * @example
  * // Values compared by a function of your own: here the same object and the same rendering.
@@ -39,9 +39,12 @@ export class LastValues<K, V> {
     return !had || !this.equal(previous as V, value);
   }
 
-  /** Forgets the key's last value: the next value for it is a change, whatever it is. */
-  forget(key: K): void {
-    this.last.delete(key);
+  /**
+   * Forgets the key's last value: the next value for it is a change, whatever it is. Returns whether
+   * there was one (as `Map.delete`), e.g. to remove from a target only what was written to it.
+   */
+  forget(key: K): boolean {
+    return this.last.delete(key);
   }
 
   /** Forgets every key (e.g. after the target was reset, so that everything is written again). */

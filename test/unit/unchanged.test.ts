@@ -24,7 +24,8 @@ describe('LastValues (skip if unchanged)', () => {
     const memo = new LastValues<string, number>();
     memo.changed('a', 1);
     memo.changed('b', 2);
-    memo.forget('a');
+    expect(memo.forget('a')).to.equal(true);
+    expect(memo.forget('a')).to.equal(false);
     expect(memo.changed('a', 1)).to.equal(true);
     expect(memo.changed('b', 2)).to.equal(false);
     memo.clear();
