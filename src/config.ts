@@ -13,6 +13,7 @@ import {
 } from './config-flags.js';
 import { ConfigError } from './util/errors.js';
 import { SIGNING_ALGS, type SigningAlg } from './bundles/signing-key.js';
+import { bundleNameErrors } from './util/safe-names.js';
 import type { LogFormat, LogLevel } from './util/logger.js';
 
 /** A Kubernetes resource to replicate; all lower-cased, `group` '' = the core group. */
@@ -28,8 +29,31 @@ export function formatResource(ref: ResourceRef): string {
   return ref.group === '' ? `${ref.version}/${ref.resource}` : `${ref.group}/${ref.version}/${ref.resource}`;
 }
 
+/**
+ * How to reach OPA, as `OpaClient` takes it. `parseArgs` is the one place that checks these rules
+ * (every broken one listed in one ConfigError); the client trusts them, and only reads the files.
+ */
+export interface OpaConnection {
+  /** http(s) with a host, no credentials, query, fragment or trailing '/': `http://127.0.0.1:8181/v1`. */
+  url: string;
+  /** Bound on every call, from sending the request to the last byte of the answer: > 0, ≤ 2^31-1 ms. */
+  timeoutMs: number;
+  /** Bearer token: trimmed, never blank; never together with `tokenFile`. */
+  token?: string | undefined;
+  /** Bearer token file: first line, trimmed; read again when the file changes (token rotation). */
+  tokenFile?: string | undefined;
+  /** PEM CA certificate(s) trusted in addition to Node's root certificates; never with `allowInsecure`. */
+  caFile?: string | undefined;
+  /** Skip TLS verification of OPA's certificate. */
+  allowInsecure?: boolean | undefined;
+  /** Client certificate and key (PEM) for mutual TLS: both or neither. */
+  clientCertFile?: string | undefined;
+  clientKeyFile?: string | undefined;
+}
+
 export interface Config {
   kubeconfig: string | undefined;
+  /** The connection fields are `OpaConnection`'s, with its rules; its token fields are `authToken*` here. */
   opa: {
     url: string;
     authToken: string | undefined;
@@ -381,7 +405,7 @@ function buildOpa(
 ): Config['opa'] {
   const opa: Config['opa'] = {
     url: buildOpaUrl(values['opa-url'] ?? '', problems),
-    authToken: unlessEmpty(values['opa-auth-token']),
+    authToken: buildAuthToken(values['opa-auth-token'], problems),
     authTokenFile: unlessEmpty(values['opa-auth-token-file']),
     caFile: unlessEmpty(values['opa-ca-file']),
     allowInsecure: values['opa-allow-insecure'],
@@ -419,6 +443,13 @@ function checkOpaCombinations(opa: Config['opa'], problems: string[], warnings: 
       if (set !== undefined) warnings.push(`${flag} has no effect with an http:// --opa-url`);
     }
   }
+}
+
+/** --opa-auth-token, trimmed as it is sent; a blank one is a mistake (empty is "not set", as kube-mgmt). */
+function buildAuthToken(raw: string | undefined, problems: string[]): string | undefined {
+  const token = unlessEmpty(raw)?.trim();
+  if (token === '') problems.push('--opa-auth-token is blank: give a token, or leave the flag out');
+  return token === '' ? undefined : token;
 }
 
 /** An http(s) base URL; trailing '/' trimmed, as kube-mgmt does, so paths can be appended. */
@@ -689,20 +720,9 @@ function checkBundleCombinations(
   }
 }
 
-const BUNDLE_NAME_SEGMENT = /^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$/;
-const BUNDLE_NAME_MAX = 253;
-
-/** '/'-separated segments of [a-z0-9]([-a-z0-9_.]*[a-z0-9])?, no '..', at most 253 characters. */
+/** The bundle-name rule is safe-names' (the same for the flag, the label, the registry and requests). */
 function buildBundleName(raw: string, problems: string[]): string {
-  const errors: string[] = [];
-  if (byteLength(raw) > BUNDLE_NAME_MAX) errors.push(maxLenError(BUNDLE_NAME_MAX));
-  if (raw.includes('..')) errors.push("must not contain '..'");
-  if (!raw.split('/').every((segment) => BUNDLE_NAME_SEGMENT.test(segment))) {
-    errors.push(
-      "each '/'-separated segment must consist of lower case alphanumeric characters, '-', '_' or '.', " +
-        "and must start and end with an alphanumeric character (e.g. 'policies' or 'team-a/authz')",
-    );
-  }
+  const errors = bundleNameErrors(raw);
   if (errors.length > 0) problems.push(fieldInvalid('--bundle-name', raw, errors));
   return raw;
 }

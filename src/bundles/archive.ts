@@ -5,7 +5,7 @@
 import { promisify } from 'node:util';
 import { constants as zlibConstants, gzip } from 'node:zlib';
 import tar from 'tar-stream';
-import { compareUtf8 } from './canonical-json.js';
+import { compareUtf8 } from '../util/utf8.js';
 
 export interface ArchiveFile {
   /** The entry name, written as is (bundle entries start with '/'). */

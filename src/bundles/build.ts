@@ -10,9 +10,11 @@
 // (archive.ts), and the revision is a hash of the content, never of a clock.
 import { createHash } from 'node:crypto';
 import { InvalidInputError } from '../util/errors.js';
+import { comparePaths, isPathPrefix as isPrefix } from '../util/paths.js';
 import { bundleEntryProblem, dataPathProblem } from '../util/safe-names.js';
 import { packBundle } from './archive.js';
-import { canonicalJson, compareUtf8 } from './canonical-json.js';
+import { canonicalJson } from './canonical-json.js';
+import { compareUtf8 } from '../util/utf8.js';
 import { signaturesFile } from './signatures.js';
 import type { SigningOptions } from './signing-key.js';
 
@@ -60,19 +62,6 @@ const REVISION_FRAMING = 'opa-sync bundle revision v2\n';
 
 function quotePath(path: readonly string[]): string {
   return JSON.stringify(path);
-}
-
-/** Segment-wise comparison, by UTF-8 bytes: a path sorts right before the paths below it. */
-function comparePaths(a: readonly string[], b: readonly string[]): number {
-  for (let i = 0; i < Math.min(a.length, b.length); i += 1) {
-    const c = compareUtf8(a[i] ?? '', b[i] ?? '');
-    if (c !== 0) return c;
-  }
-  return a.length - b.length;
-}
-
-function isPrefix(prefix: readonly string[], of: readonly string[]): boolean {
-  return prefix.length <= of.length && prefix.every((s, i) => of[i] === s);
 }
 
 /** Root string → segments; '' (and '/') is the whole data tree, `[]`. OPA trims leading/trailing '/'. */

@@ -4,6 +4,7 @@
 // UseNumber). The builder writes data.json and .manifest in this form, so their bytes are what OPA
 // hashes and the signer can digest them as they are.
 import { InvalidInputError } from '../util/errors.js';
+import { compareUtf8 } from '../util/utf8.js';
 
 /** A value for a structured bundle file (data.json, .manifest) that JSON cannot hold (NaN, a cycle…). */
 export class InvalidJsonError extends InvalidInputError {
@@ -35,11 +36,6 @@ export function goJsonString(value: string): string {
     else out += ch;
   }
   return `${out}"`;
-}
-
-/** Go's string order: by UTF-8 bytes (JavaScript's default sort compares UTF-16 code units). */
-export function compareUtf8(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
 
 /** `{…}` from already-canonical member values, sorted by key bytes; keys already well-formed. */

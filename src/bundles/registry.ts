@@ -1,37 +1,16 @@
 // What the bundle server publishes, by bundle name, in memory: the builder puts finished bundles here,
 // the HTTP server reads them, and long polls wait here (with listeners, never by polling) for a new ETag.
 import { InvalidInputError } from '../util/errors.js';
+import { bundleNameProblem } from '../util/safe-names.js';
 
 export interface PublishedBundle {
-  /** The bundle's name; OPA's default resource for it is `bundles/<name>`. May contain '/'. */
+  /** The bundle's name (`bundleNameProblem`'s rule); OPA's default resource is `bundles/<name>`. May hold '/'. */
   name: string;
   /** The gzip'd tarball, served as it is. */
   bytes: Buffer;
   /** A quoted, strong ETag derived from the content (the same on every replica). */
   etag: string;
   revision: string;
-}
-
-// Long names only come from mistakes or abuse; OPA never needs more.
-const MAX_NAME_LENGTH = 512;
-
-/**
- * Why a bundle name (already percent-decoded) is unsafe, or undefined when it is fine: empty, too long,
- * with an empty, `.` or `..` segment, a leading or trailing '/', a backslash, NUL or another control
- * character. Names are used as lookup keys only, but a name that could mean a path elsewhere (a
- * proxy, a file-based mirror) is refused rather than guessed at.
- */
-export function unsafeNameReason(name: string): string | undefined {
-  if (name.length === 0) return 'the name is empty';
-  if (name.length > MAX_NAME_LENGTH) return `the name is longer than ${MAX_NAME_LENGTH} characters`;
-  if (name.includes('\\')) return 'the name contains a backslash';
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(name)) return 'the name contains a control character';
-  for (const segment of name.split('/')) {
-    if (segment === '') return 'the name has an empty segment';
-    if (segment === '.' || segment === '..') return `the name has a "${segment}" segment`;
-  }
-  return undefined;
 }
 
 interface Waiter {
@@ -47,16 +26,12 @@ export class BundleRegistry {
   /**
    * Publishes (or replaces) a bundle. Long polls waiting on the name wake only if the ETag changed:
    * a rebuild that produced the same bytes must not make every OPA download again.
-   * Throws InvalidInputError for a name that fails `unsafeNameReason` or an ETag that is not quoted.
+   * Throws InvalidInputError for a name that fails `bundleNameProblem` (the rule requests are checked
+   * with, so that whatever is published can be fetched) or an ETag that is not quoted.
    */
   publish(bundle: PublishedBundle): void {
-    const reason = unsafeNameReason(bundle.name);
-    if (reason !== undefined) {
-      throw new InvalidInputError(
-        'invalid_bundle_name',
-        `cannot publish bundle ${JSON.stringify(bundle.name)}: ${reason}`,
-      );
-    }
+    const problem = bundleNameProblem(bundle.name);
+    if (problem !== undefined) throw new InvalidInputError('invalid_bundle_name', problem);
     if (!/^"[^"]*"$/.test(bundle.etag)) {
       throw new InvalidInputError(
         'invalid_etag',

@@ -12,8 +12,9 @@ import type { Metrics } from '../http/metrics.js';
 import type { RunningServer } from '../http/server-part.js';
 import { InvalidInputError, OpaSyncError, RetryableError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { pathNameProblem, requestedBundleNameProblem } from '../util/safe-names.js';
 import type { Fleet } from './fleet.js';
-import { unsafeNameReason, type BundleRegistry, type PublishedBundle } from './registry.js';
+import type { BundleRegistry, PublishedBundle } from './registry.js';
 import type { TokenFile } from './tokens.js';
 
 export interface BundleServerOptions {
@@ -96,10 +97,11 @@ function rawPath(req: Request): string {
 
 /**
  * The name under `prefix` of a raw (not yet decoded) request path, decoded one segment at a time.
- * Throws InvalidInputError for anything unsafe: an encoded '/' inside a segment (`%2f..`), a backslash,
- * NUL, `.`/`..` or empty segments, bad percent-encoding.
+ * Throws InvalidInputError for bad percent-encoding, an encoded '/' inside a segment (`%2f..`), and any
+ * name the rule for `what` refuses (safe-names): for a bundle, the bundle-name rule the registry
+ * publishes with (plus the `.tar.gz` form); for a partition, `pathNameProblem`.
  */
-export function nameFromPath(path: string, prefix: string, what: string): string {
+export function nameFromPath(path: string, prefix: string, what: 'bundle' | 'partition'): string {
   if (!path.startsWith(prefix)) {
     throw new InvalidInputError(`invalid_${what}_name`, `the request path is not under ${prefix}`);
   }
@@ -119,9 +121,9 @@ export function nameFromPath(path: string, prefix: string, what: string): string
     segments.push(segment);
   }
   const name = segments.join('/');
-  const reason = unsafeNameReason(name);
-  if (reason !== undefined)
-    throw new InvalidInputError(`invalid_${what}_name`, `invalid ${what} name: ${reason}`);
+  const problem =
+    what === 'bundle' ? requestedBundleNameProblem(name) : pathNameProblem(name, `${what} name`);
+  if (problem !== undefined) throw new InvalidInputError(`invalid_${what}_name`, problem);
   return name;
 }
 

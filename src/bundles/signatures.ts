@@ -12,7 +12,7 @@
 import { constants, createHash, createHmac, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import path from 'node:path';
 import { InvalidInputError } from '../util/errors.js';
-import { compareUtf8 } from './canonical-json.js';
+import { compareUtf8 } from '../util/utf8.js';
 import { checkSigningOptions, type SigningAlg, type SigningOptions } from './signing-key.js';
 
 type HashName = 'sha256' | 'sha384' | 'sha512';

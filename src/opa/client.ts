@@ -3,34 +3,22 @@
 // failure is a typed error (see ./errors.ts), so the pusher can tell "retry later" from "the input is bad"
 // without reading messages. node:http(s) with a keep-alive agent rather than fetch, because Node 20's
 // fetch cannot take a custom CA or a client certificate without another dependency.
+import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
+import type { OpaConnection } from '../config.js';
 import { ConfigError, InvalidInputError, OpaSyncError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { TokenFileError, TokenFileReader } from '../util/token-file.js';
 import { OpaHttpError, OpaTokenFileError, OpaUnavailableError, parseOpaErrorBody } from './errors.js';
 
 export { OpaHttpError, OpaTokenFileError, OpaUnavailableError } from './errors.js';
 export type { OpaErrorBody, OpaUnavailableCode } from './errors.js';
 
-export interface OpaClientOptions {
-  /** Base URL including /v1, e.g. http://127.0.0.1:8181/v1 (a trailing slash is tolerated). */
-  url: string;
-  /** Bound on every call, from sending the request to the last byte of the answer. */
-  timeoutMs: number;
-  /** Bearer token. Mutually exclusive with `tokenFile`. */
-  token?: string | undefined;
-  /** Bearer token file: first line, trimmed; read again when the file changes (token rotation). */
-  tokenFile?: string | undefined;
-  /** PEM CA certificate(s) trusted in addition to Node's root certificates. */
-  caFile?: string | undefined;
-  /** Skip TLS verification of OPA's certificate. */
-  allowInsecure?: boolean | undefined;
-  /** Client certificate and key (PEM) for mutual TLS; both or neither. */
-  clientCertFile?: string | undefined;
-  clientKeyFile?: string | undefined;
+/** How to reach OPA, as `parseArgs` validated it (the rules are there, once), and where to log. */
+export interface OpaClientOptions extends OpaConnection {
   logger: Logger;
 }
 
@@ -131,68 +119,29 @@ interface Answer {
   text: string;
 }
 
-interface TokenFileState {
-  token: string;
-  /** stat fingerprint of the file the token was read from. */
-  fingerprint: string;
-  /** performance.now() of the last stat. */
-  checkedAt: number;
-}
-
-// How often the token file is stat'ed at most: rotation is rare, calls are many.
-const TOKEN_RECHECK_MS = 1000;
-
-/** Reads the bearer token file, again when it changes; concurrent callers share one read. */
-class TokenFile {
-  private state: TokenFileState | undefined;
-  private pending: Promise<string> | undefined;
-
-  constructor(private readonly file: string) {}
-
-  /** The current token; `force` reads the file even if it looks unchanged (after a 401). */
-  get(force = false): Promise<string> {
-    if (!force && this.state && performance.now() - this.state.checkedAt < TOKEN_RECHECK_MS) {
-      return Promise.resolve(this.state.token);
-    }
-    this.pending ??= this.refresh(force).finally(() => {
-      this.pending = undefined;
-    });
-    return this.pending;
+/**
+ * The bearer token of a token file: its first line, trimmed, like kubectl's --token-file (a trailing
+ * newline or a comment line after it is common). `force` reads the file even if it looks unchanged
+ * (after a 401). Rejects with OpaTokenFileError (retryable: the file may be fixed or appear later).
+ */
+async function fileToken(reader: TokenFileReader, force: boolean): Promise<string> {
+  let lines: readonly string[];
+  try {
+    ({ lines } = await reader.read(force));
+  } catch (err) {
+    const reason = err instanceof TokenFileError ? err.reason : messageOf(err);
+    throw new OpaTokenFileError(reader.file, reason, err);
   }
-
-  private async refresh(force: boolean): Promise<string> {
-    let fingerprint: string;
-    try {
-      // ino + ctime catch an atomic rename (Kubernetes secret volumes swap a symlink) even when the size
-      // and mtime of the new file happen to match the old one.
-      const s = await stat(this.file, { bigint: true });
-      fingerprint = `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
-    } catch (err) {
-      throw new OpaTokenFileError(this.file, `cannot be read: ${messageOf(err)}`, err);
-    }
-    if (!force && this.state && this.state.fingerprint === fingerprint) {
-      this.state.checkedAt = performance.now();
-      return this.state.token;
-    }
-    let text: string;
-    try {
-      text = await readFile(this.file, 'utf8');
-    } catch (err) {
-      throw new OpaTokenFileError(this.file, `cannot be read: ${messageOf(err)}`, err);
-    }
-    // The first line only, like kubectl's --token-file: a trailing newline or a comment line is common.
-    const token = (text.split(/\r?\n/, 1)[0] ?? '').trim();
-    if (token === '') throw new OpaTokenFileError(this.file, 'the first line is empty');
-    this.state = { token, fingerprint, checkedAt: performance.now() };
-    return token;
-  }
+  const token = lines[0] ?? '';
+  if (token === '') throw new OpaTokenFileError(reader.file, 'the first line is empty');
+  return token;
 }
 
 /** A client of one OPA server's REST API (v1). Create one per OPA; `close()` it on shutdown. */
 export class OpaClient {
   private readonly base: URL;
-  /** Where to connect, from the base URL (hostname without IPv6 brackets, userinfo decoded). */
-  private readonly target: Pick<http.RequestOptions, 'protocol' | 'hostname' | 'port' | 'auth'>;
+  /** Where to connect, from the base URL (hostname without IPv6 brackets). */
+  private readonly target: Pick<http.RequestOptions, 'protocol' | 'hostname' | 'port'>;
   /** The base URL's path without the trailing slash, e.g. `/v1`. */
   private readonly basePath: string;
   /** Where `/health` lives: the base path without its `/v1` suffix. */
@@ -201,44 +150,21 @@ export class OpaClient {
   private readonly agent: http.Agent;
   private readonly timeoutMs: number;
   private readonly token: string | undefined;
-  private readonly tokenFile: TokenFile | undefined;
+  private readonly tokenFile: TokenFileReader | undefined;
   private readonly logger: Logger;
 
-  /** Checks the options and reads the CA and client certificate files; throws ConfigError listing every problem. */
+  /**
+   * Takes options that `parseArgs` validated (see `OpaConnection`), and reads the CA and client
+   * certificate files: throws ConfigError listing every file that cannot be read or used.
+   */
   constructor(options: OpaClientOptions) {
+    const base = new URL(options.url);
+    // Only a programmer's mistake gets here: every rule on the options is checked by parseArgs.
+    assert(
+      /^https?:$/.test(base.protocol) && options.timeoutMs > 0,
+      'OpaClient takes a validated OpaConnection',
+    );
     const problems: string[] = [];
-    let base: URL | undefined;
-    try {
-      base = new URL(options.url);
-      if (base.protocol !== 'http:' && base.protocol !== 'https:') {
-        problems.push(`OPA URL ${options.url}: the scheme must be http or https`);
-      }
-      if (base.search !== '' || base.hash !== '') {
-        problems.push(`OPA URL ${options.url}: must not have a query or fragment`);
-      }
-    } catch {
-      problems.push(`OPA URL ${JSON.stringify(options.url)} is not a valid URL`);
-    }
-    let auth: string | undefined;
-    if (base !== undefined && base.username !== '') {
-      try {
-        auth = `${decodeURIComponent(base.username)}:${decodeURIComponent(base.password)}`;
-      } catch {
-        problems.push('OPA URL: the user info is not valid percent-encoding');
-      }
-    }
-    if (!Number.isFinite(options.timeoutMs) || options.timeoutMs <= 0) {
-      problems.push(`OPA timeout must be a positive number of milliseconds, got ${options.timeoutMs}`);
-    }
-    if (options.token !== undefined && options.tokenFile !== undefined) {
-      problems.push('set either an OPA token or an OPA token file, not both');
-    }
-    if (options.token !== undefined && options.token.trim() === '') {
-      problems.push('the OPA token is empty');
-    }
-    if ((options.clientCertFile === undefined) !== (options.clientKeyFile === undefined)) {
-      problems.push('an OPA client certificate needs both the certificate file and the key file');
-    }
     const read = (file: string | undefined, what: string): string | undefined => {
       if (file === undefined) return undefined;
       try {
@@ -265,20 +191,20 @@ export class OpaClient {
       );
       problems.push(`OPA TLS files (${files.join(', ')}) are unusable: ${messageOf(err)}`);
     }
-    if (problems.length > 0 || base === undefined) throw new ConfigError(problems);
+    if (problems.length > 0) throw new ConfigError(problems);
 
     this.base = base;
     this.target = {
       protocol: base.protocol,
       hostname: base.hostname.replace(/^\[(.*)\]$/, '$1'),
       port: base.port,
-      ...(auth === undefined ? {} : { auth }),
     };
+    // A URL without a path has the path '/'.
     this.basePath = base.pathname.replace(/\/+$/, '');
     this.rootPath = this.basePath.replace(/\/v1$/, '');
     this.timeoutMs = options.timeoutMs;
-    this.token = options.token?.trim();
-    this.tokenFile = options.tokenFile === undefined ? undefined : new TokenFile(options.tokenFile);
+    this.token = options.token;
+    this.tokenFile = options.tokenFile === undefined ? undefined : new TokenFileReader(options.tokenFile);
     this.logger = options.logger;
     if (base.protocol === 'https:') {
       this.transport = https;
@@ -414,7 +340,7 @@ export class OpaClient {
   private async bearer(force: boolean, optional: boolean): Promise<string | undefined> {
     if (this.tokenFile === undefined) return this.token;
     try {
-      return await this.tokenFile.get(force);
+      return await fileToken(this.tokenFile, force);
     } catch (err) {
       // /health is often allowed anonymously; a broken token file must not make OPA look unhealthy.
       if (optional) return undefined;

@@ -19,7 +19,9 @@ import { untilAborted } from '../lifecycle/wake.js';
 import { sleep } from '../util/backoff.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { comparePaths, isInside, isPathPrefix, relativeInside } from '../util/paths.js';
 import { bundleEntryProblem, dataPathProblem } from '../util/safe-names.js';
+import { LastValues } from '../util/unchanged.js';
 
 export interface FolderSourceOptions {
   dir: string;
@@ -69,29 +71,9 @@ export function classifyFile(rel: string): FileRole | undefined {
   return undefined;
 }
 
-/** Whether `target` is `root` or below it. `path.relative`, so `/x/dir2` is not inside `/x/dir`. */
-export function isInside(root: string, target: string): boolean {
-  const rel = path.relative(root, target);
-  return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
-}
-
 /** A data file's document path: its folder's segments (`authz/roles/data.json` → `['authz', 'roles']`). */
 function documentPath(rel: string): string[] {
   return rel.split('/').slice(0, -1);
-}
-
-/** Segment-wise order, so that a path comes right before the paths below it. */
-function comparePaths(a: readonly string[], b: readonly string[]): number {
-  for (let i = 0; i < Math.min(a.length, b.length); i += 1) {
-    const x = a[i] as string;
-    const y = b[i] as string;
-    if (x !== y) return x < y ? -1 : 1;
-  }
-  return a.length - b.length;
-}
-
-function isPrefix(prefix: readonly string[], full: readonly string[]): boolean {
-  return prefix.length <= full.length && prefix.every((s, i) => s === full[i]);
 }
 
 function errorCode(err: unknown): string | undefined {
@@ -185,7 +167,7 @@ export class FolderSource implements Part {
   private readonly present = new Map<string, FileRole>();
   private readonly dataFiles = new Map<string, DataFile>();
   /** What was last written for each origin (its text, and its problems), to skip unchanged saves. */
-  private readonly written = new Map<string, string>();
+  private readonly written = new LastValues<string, string>();
   /** Symlinks already reported as leaving the folder or looping, with their target: each is logged once. */
   private readonly refusedLinks = new Map<string, string>();
 
@@ -321,11 +303,8 @@ export class FolderSource implements Part {
 
   /** The path relative to the folder, '/'-separated; undefined for the folder itself or outside it. */
   private relativeOf(p: string): string | undefined {
-    const rel = path.relative(this.root, p);
-    if (rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
-      return undefined;
-    }
-    return rel.split(path.sep).join('/');
+    const rel = relativeInside(this.root, p);
+    return rel === '' ? undefined : rel;
   }
 
   /**
@@ -508,8 +487,8 @@ export class FolderSource implements Part {
   /** Writes a state unless the same thing was written last; logs its problems (files have no status). */
   private write(rel: string, state: OriginState, signature: string): void {
     const key = originKey(state.origin);
-    if (this.written.get(key) === signature && this.options.state.get(key) !== undefined) return;
-    this.written.set(key, signature);
+    // Written again, even if unchanged, when the origin is no longer in the state.
+    if (!this.written.changed(key, signature) && this.options.state.get(key) !== undefined) return;
     for (const problem of state.problems) {
       this.log.warn(
         { file: problem.key, code: problem.code, reason: problem.message },
@@ -555,7 +534,7 @@ export class FolderSource implements Part {
             'of the data tree; move it into a folder named after the data path it is for (e.g. myapp/data.json)',
         });
       } else {
-        const owner = claimed.find((c) => isPrefix(c.docPath, docPath));
+        const owner = claimed.find((c) => isPathPrefix(c.docPath, docPath));
         if (owner !== undefined) {
           problems.push({
             key: rel,
@@ -588,7 +567,7 @@ export class FolderSource implements Part {
     if (!this.present.has(rel)) return;
     this.present.delete(rel);
     const origin = this.origin(rel, role);
-    this.written.delete(originKey(origin));
+    this.written.forget(originKey(origin));
     this.options.state.delete(origin);
     this.log.debug({ file: rel, role }, 'file removed');
     if (role === 'data') {

@@ -1,13 +1,14 @@
-// Checks on names that come from outside (ConfigMap keys, folder file names, bundle names) before they
-// become bundle entries, data paths or URL paths. Every name from outside is hostile (DESIGN.md habit 9):
-// each check returns why a name is refused, in a message that names it (JSON-quoted, so control
-// characters show and cannot forge log lines), or undefined when the name is fine.
+// The one home of the rules for names that come from outside (ConfigMap keys, folder file names, bundle
+// names, names in URL paths) before they become bundle entries, data paths, URL paths or file names.
+// Every name from outside is hostile (DESIGN.md habit 9): each check returns why a name is refused, in
+// a message that names it (JSON-quoted, so control characters show and cannot forge log lines), or
+// undefined when the name is fine. Containment of file system paths is in ./paths.ts.
 //
 // The special names are those OPA v1.22.3 treats specially inside a bundle (v1/bundle/bundle.go `Read`,
 // `preProcessBundle`): an entry whose name happens to match one of them would not be loaded as what
 // the user meant, and some (patch.json, *.manifest, *signatures.json) change how the whole bundle loads.
 
-/** Why a string cannot be used as (part of) a bundle entry name, or undefined. Shared by every check. */
+/** Why a name from outside holds characters no name may hold (in a bundle, a URL, a log), or undefined. */
 function characterProblem(name: string): string | undefined {
   if (name.includes('\0')) return 'contains a NUL character';
   // C0 controls, DEL and C1 controls: never part of a real file or key name, and they mangle logs and tar headers.
@@ -98,27 +99,129 @@ export function dataPathProblem(path: readonly string[]): string | undefined {
   return undefined;
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Bundle names: one rule for `--bundle-name`, the `openpolicyagent.org/bundle` label, what the registry
+// publishes and what a request under /bundles/ may ask for, so that every name that can be published
+// can be fetched and nothing else is even looked up.
+
 const BUNDLE_NAME_SEGMENT = /^[a-z0-9](?:[-a-z0-9_.]*[a-z0-9])?$/;
-const BUNDLE_NAME_MAX = 253;
 
 /**
- * Why a bundle name is refused, or undefined. A name is one or more segments of
- * `[a-z0-9]([-a-z0-9_.]*[a-z0-9])?` joined by '/', without '..' anywhere, at most 253 characters.
- * Bundle names become URL paths and file names (`<dir>/<name>.tar.gz`), hence the narrow alphabet.
+ * The longest bundle name. 253, a DNS name's limit: the checks of `--bundle-name` and of the bundle
+ * label always allowed this much and no more, so nothing longer was ever published; the HTTP server
+ * and the registry, which allowed 512, only looked up names that could not exist. Far below what a
+ * URL path or a file path (`<dir>/<name>.tar.gz`, PATH_MAX 4096) can hold.
+ */
+export const BUNDLE_NAME_MAX_LENGTH = 253;
+
+/**
+ * The longest segment: a DNS label's limit, which is also the limit of the bundle label's value (so
+ * no label-named bundle ever had a longer one). Each segment becomes a folder or a file name under
+ * --bundles-dir (`<segment>.tar.gz`, written through `<segment>.tar.gz.partial-<pid>`), and file names
+ * are limited to 255 bytes (NAME_MAX): a 253-character single-segment name could be configured but
+ * not written. 63 leaves room for any suffix the writer needs.
+ */
+export const BUNDLE_NAME_SEGMENT_MAX_LENGTH = 63;
+
+/** The suffix of a bundle's file (`<dir>/<name>.tar.gz`), and of the file form of its URL. */
+export const BUNDLE_FILE_SUFFIX = '.tar.gz';
+
+const BUNDLE_NAME_SEGMENT_RULE =
+  "each '/'-separated segment must consist of lower case alphanumeric characters, '-', '_' or '.', " +
+  "and must start and end with an alphanumeric character (e.g. 'policies' or 'team-a/authz')";
+
+/**
+ * The parts of the bundle-name rule that `name` breaks, one message each (Kubernetes field-error
+ * wording, as `--bundle-name` reports them); empty when the name is fine. A name is one or more
+ * '/'-separated segments of `[a-z0-9]([-a-z0-9_.]*[a-z0-9])?`, without '..' anywhere, each at most
+ * `BUNDLE_NAME_SEGMENT_MAX_LENGTH` characters and `BUNDLE_NAME_MAX_LENGTH` in all. The narrow
+ * alphabet is why a bundle name can be used as it is in a URL path and as folder and file names, on
+ * any file system, without escaping.
+ *
+ * @example
+ * bundleNameErrors('team-a/authz'); // []
+ * bundleNameErrors('a/../b');       // ["must not contain '..'", "each '/'-separated segment must …"]
+ */
+export function bundleNameErrors(name: string): string[] {
+  const errors: string[] = [];
+  // Bytes, as Kubernetes counts; the same as characters for every name the alphabet allows.
+  if (Buffer.byteLength(name, 'utf8') > BUNDLE_NAME_MAX_LENGTH) {
+    errors.push(`must be no more than ${BUNDLE_NAME_MAX_LENGTH} characters`);
+  }
+  if (name.includes('..')) errors.push("must not contain '..'");
+  const segments = name.split('/');
+  if (!segments.every((segment) => BUNDLE_NAME_SEGMENT.test(segment))) {
+    errors.push(BUNDLE_NAME_SEGMENT_RULE);
+  }
+  if (segments.some((segment) => segment.length > BUNDLE_NAME_SEGMENT_MAX_LENGTH)) {
+    errors.push(
+      `each '/'-separated segment must be no more than ${BUNDLE_NAME_SEGMENT_MAX_LENGTH} characters`,
+    );
+  }
+  return errors;
+}
+
+/**
+ * Why a bundle name is refused (see `bundleNameErrors`), in a message that names it; or undefined.
+ *
+ * @example
+ * bundleNameProblem('policies'); // undefined
+ * bundleNameProblem('Policies'); // 'bundle name "Policies" is refused: each \'/\'-separated segment must …'
  */
 export function bundleNameProblem(name: string): string | undefined {
-  const quoted = JSON.stringify(name);
-  const refuse = (reason: string): string => `bundle name ${quoted} is refused: ${reason}`;
-  if (name === '') return refuse('it is empty');
-  if (name.length > BUNDLE_NAME_MAX) return refuse(`it is longer than ${BUNDLE_NAME_MAX} characters`);
-  if (name.includes('..')) return refuse('it contains ".."');
-  if (name.startsWith('/') || name.endsWith('/')) return refuse('it starts or ends with "/"');
-  const bad = name.split('/').find((s) => !BUNDLE_NAME_SEGMENT.test(s));
-  if (bad !== undefined) {
-    return refuse(
-      `segment ${JSON.stringify(bad)} is not lowercase letters, digits, '-', '_' and '.', ` +
-        'starting and ending with a letter or digit',
-    );
+  const errors = bundleNameErrors(name);
+  if (errors.length === 0) return undefined;
+  return `bundle name ${JSON.stringify(name)} is refused: ${errors.join('; ')}`;
+}
+
+/**
+ * Why the name a request asks for under /bundles/ (already percent-decoded) is refused, or undefined:
+ * a bundle name, or a bundle name followed by `.tar.gz` (the file form OPA may ask for). The same rule
+ * as `bundleNameProblem`, so that every publishable name can be fetched in both forms, even one of
+ * the maximum length.
+ *
+ * @example
+ * requestedBundleNameProblem('team-a/authz.tar.gz'); // undefined
+ * requestedBundleNameProblem('a/../b');              // 'bundle name "a/../b" is refused: …'
+ */
+export function requestedBundleNameProblem(name: string): string | undefined {
+  const problem = bundleNameProblem(name);
+  if (problem === undefined) return undefined;
+  if (name.endsWith(BUNDLE_FILE_SUFFIX)) {
+    const bundle = name.slice(0, -BUNDLE_FILE_SUFFIX.length);
+    if (bundleNameProblem(bundle) === undefined) return undefined;
+  }
+  return problem;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Other names taken from a URL path.
+
+// OPA's status partition names are free text in its configuration; a longer one is a mistake or abuse.
+const PATH_NAME_MAX_LENGTH = 512;
+
+/**
+ * Why a '/'-separated name taken from a URL path (already percent-decoded) that is *not* a bundle name,
+ * such as the partition of a status report (`POST /status/<partition>`), is refused, or undefined.
+ * `what` names it in the message (`partition name`). Refused: empty, longer than 512 characters, an
+ * empty, '.' or '..' segment (a leading or trailing '/' included), and the characters no name from
+ * outside may hold (NUL and other control characters, backslashes, lone surrogates). Such names are
+ * lookup keys only, but one that could mean a path elsewhere (a proxy, a file-based mirror) is refused
+ * rather than guessed at.
+ *
+ * @example
+ * pathNameProblem('edge/eu', 'partition name'); // undefined
+ * pathNameProblem('a/../b', 'partition name');  // 'partition name "a/../b" is refused: it has a ".." segment'
+ */
+export function pathNameProblem(name: string, what: string): string | undefined {
+  const refuse = (reason: string): string => `${what} ${JSON.stringify(name)} is refused: it ${reason}`;
+  if (name === '') return refuse('is empty');
+  if (name.length > PATH_NAME_MAX_LENGTH) return refuse(`is longer than ${PATH_NAME_MAX_LENGTH} characters`);
+  const chars = characterProblem(name);
+  if (chars !== undefined) return refuse(chars);
+  for (const segment of name.split('/')) {
+    if (segment === '') return refuse('has an empty segment (a leading, trailing or doubled "/")');
+    if (segment === '.' || segment === '..') return refuse(`has a "${segment}" segment`);
   }
   return undefined;
 }

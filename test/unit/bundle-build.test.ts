@@ -790,6 +790,7 @@ describe('safe names', () => {
         'a/_b',
         'ä',
         'a'.repeat(254),
+        'a'.repeat(64),
       ];
       for (const name of refused) {
         const problem = bundleNameProblem(name);
@@ -799,7 +800,15 @@ describe('safe names', () => {
     });
 
     it('accepts DNS-like names and slash-separated segments', () => {
-      for (const name of ['a', 'main', 'team-a/prod', 'a.b_c-d/e1', '0', 'a'.repeat(253)]) {
+      for (const name of [
+        'a',
+        'main',
+        'team-a/prod',
+        'a.b_c-d/e1',
+        '0',
+        'a'.repeat(63),
+        `${'a/'.repeat(126)}a`,
+      ]) {
         expect(bundleNameProblem(name), name).to.equal(undefined);
       }
     });

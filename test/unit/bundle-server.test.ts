@@ -11,7 +11,7 @@ import { gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import request from 'supertest';
 import { Fleet } from '../../src/bundles/fleet.js';
-import { BundleRegistry, unsafeNameReason, type PublishedBundle } from '../../src/bundles/registry.js';
+import { BundleRegistry, type PublishedBundle } from '../../src/bundles/registry.js';
 import {
   BUNDLE_CONTENT_TYPE,
   createBundleApp,
@@ -120,16 +120,29 @@ describe('bundle registry', () => {
     expect(registry.isBuilt()).to.equal(true);
   });
 
-  it('refuses unsafe names and unquoted ETags', () => {
+  it('refuses names the bundle-name rule refuses, and unquoted ETags', () => {
     const registry = new BundleRegistry();
-    for (const name of ['', '..', 'a/../b', 'a//b', '/a', 'a/', 'a\\b', 'a\u0000b', './a']) {
-      expect(() => registry.publish(bundleOf(name, 'x')), name).to.throw(InvalidInputError);
-      expect(unsafeNameReason(name), name).to.be.a('string');
+    for (const name of [
+      '',
+      '..',
+      'a/../b',
+      'a//b',
+      '/a',
+      'a/',
+      'a\\b',
+      'a\u0000b',
+      './a',
+      'A',
+      'a'.repeat(254),
+    ]) {
+      expect(() => registry.publish(bundleOf(name, 'x')), name)
+        .to.throw(InvalidInputError)
+        .with.property('code', 'invalid_bundle_name');
     }
     expect(() => registry.publish({ ...bundleOf('ok', 'x'), etag: 'sha256-abc' })).to.throw(
       InvalidInputError,
     );
-    expect(unsafeNameReason('authz/bundle.tar.gz')).to.equal(undefined);
+    registry.publish(bundleOf('authz/bundle.tar.gz', 'x'));
   });
 
   it('waitForChange: at once when the ETag already differs, on publish of a new ETag, never on the same one', async () => {
@@ -260,6 +273,22 @@ describe('bundle server: serving bundles', () => {
     expect(head.headers['content-length']).to.equal(String(nested.bytes.length));
     expect(head.headers.etag).to.equal(nested.etag);
     expect(head.text ?? '').to.equal('');
+  });
+
+  it('serves every name it can publish, the longest too, in both forms; longer names are refused unread', async () => {
+    const { app, registry } = setup();
+    const longest = `${'a'.repeat(62)}/${'b'.repeat(62)}/${'c'.repeat(63)}/${'d'.repeat(63)}`;
+    expect(longest).to.have.length(253);
+    registry.publish(bundleOf(longest, 'longest'));
+    for (const p of [`/bundles/${longest}`, `/bundles/${longest}.tar.gz`]) {
+      const res = await request(app).get(p).buffer(true).parse(binary).expect(200);
+      expect((res.body as Buffer).toString()).to.equal('longest');
+    }
+    const tooLong = await request(app).get(`/bundles/${longest}e`).expect(400);
+    expect(errorBody(tooLong.body).code).to.equal('invalid_bundle_name');
+    expect(errorBody(tooLong.body).message).to.include('no more than 253 characters');
+    const upper = await request(app).get('/bundles/Authz').expect(400);
+    expect(errorBody(upper.body).code).to.equal('invalid_bundle_name');
   });
 
   it('answers 404 as JSON for an unknown bundle and counts it without the name', async () => {

@@ -70,6 +70,8 @@ const DEFAULTS: Config = {
 };
 
 // k8s.io/apimachinery's texts, as pinned by kube-mgmt's cmd/kube-mgmt/flag_test.go.
+/** 253 characters in segments of at most 63: the longest name the bundle-name rule accepts. */
+const LONGEST_BUNDLE_NAME = `${'a'.repeat(62)}/${'b'.repeat(62)}/${'c'.repeat(63)}/${'d'.repeat(63)}`;
 const KEY_RULE =
   "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 const VALUE_RULE =
@@ -107,6 +109,8 @@ describe('configuration (parseArgs)', () => {
         expected: 'http://b/v1',
       },
       { argv: ['--opa-auth-token=s3cret'], pick: (c) => c.opa.authToken, expected: 's3cret' },
+      // Trimmed, as the client sends it.
+      { argv: ['--opa-auth-token= s3cret '], pick: (c) => c.opa.authToken, expected: 's3cret' },
       { argv: ['--opa-auth-token-file', '/t'], pick: (c) => c.opa.authTokenFile, expected: '/t' },
       { argv: ['--opa-auth-token-file='], pick: (c) => c.opa.authTokenFile, expected: undefined },
       {
@@ -538,9 +542,9 @@ describe('configuration (parseArgs)', () => {
       },
       { argv: ['--bundle-name=0'], pick: (c) => c.bundles.defaultName, expected: '0' },
       {
-        argv: [`--bundle-name=${'a'.repeat(253)}`],
+        argv: [`--bundle-name=${LONGEST_BUNDLE_NAME}`],
         pick: (c) => c.bundles.defaultName,
-        expected: 'a'.repeat(253),
+        expected: LONGEST_BUNDLE_NAME,
       },
       // --bundles-dir alone: bundles are written to disk, nothing is served, OPA is still pushed into.
       {
@@ -719,8 +723,16 @@ describe('configuration (parseArgs)', () => {
         problems: [`--bundle-name: Invalid value: "a..b": must not contain '..'`],
       },
       {
-        argv: [`--bundle-name=${'a'.repeat(254)}`],
-        problems: [`--bundle-name: Invalid value: "${'a'.repeat(254)}": must be no more than 253 characters`],
+        argv: [`--bundle-name=${LONGEST_BUNDLE_NAME}/e`],
+        problems: [
+          `--bundle-name: Invalid value: "${LONGEST_BUNDLE_NAME}/e": must be no more than 253 characters`,
+        ],
+      },
+      {
+        argv: [`--bundle-name=${'a'.repeat(64)}`],
+        problems: [
+          `--bundle-name: Invalid value: "${'a'.repeat(64)}": each '/'-separated segment must be no more than 63 characters`,
+        ],
       },
       { argv: ['--bundle-token-file=/t'], problems: ['--bundle-token-file needs --bundle-addr'] },
       // --bundles-dir does not stand in for --bundle-addr: nothing is served to protect.
@@ -1052,6 +1064,10 @@ describe('configuration (parseArgs)', () => {
         argv: ['--opa-url=http://u:secret@opa/v1'],
         problem: '--opa-url must not hold credentials: use --opa-auth-token-file',
       },
+      {
+        argv: ['--opa-auth-token=  '],
+        problem: '--opa-auth-token is blank: give a token, or leave the flag out',
+      },
       { argv: ['--opa-timeout=0'], problem: '--opa-timeout must be greater than 0, got "0"' },
       { argv: ['--opa-timeout', '-5s'], problem: '--opa-timeout must be greater than 0, got "-5s"' },
       {
@@ -1197,6 +1213,26 @@ describe('configuration (parseArgs)', () => {
         '--health-endpoint: "nope" is not HOST:PORT (e.g. 0.0.0.0:8000 or :8000)',
       ]);
       for (const problem of error.problems) expect(error.message).to.include(problem);
+    });
+
+    it('lists every OPA connection problem at once (OpaClient trusts them and does not check again)', () => {
+      expect(
+        problemsOf(
+          '--opa-url=ftp://host/v1',
+          '--opa-timeout=0',
+          '--opa-auth-token=t',
+          '--opa-auth-token-file=/t',
+          '--opa-allow-insecure',
+          '--opa-ca-file=/ca',
+          '--opa-client-cert-file=/c',
+        ),
+      ).to.deep.equal([
+        '--opa-url: "ftp://host/v1" is not an http(s) URL (e.g. http://localhost:8181/v1)',
+        '--opa-timeout must be greater than 0, got "0"',
+        'You can not use both --opa-auth-token and --opa-auth-token-file',
+        'You can not use both --opa-allow-insecure and --opa-ca-file',
+        '--opa-client-cert-file needs --opa-client-key-file',
+      ]);
     });
 
     it('never puts the auth token into a problem', () => {

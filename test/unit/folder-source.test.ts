@@ -8,7 +8,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { DesiredState, type OriginState } from '../../src/model/desired-state.js';
 import { originKey, type OriginRole } from '../../src/model/origin.js';
-import { classifyFile, FolderSource, isInside, parseDataFile } from '../../src/sources/folder.js';
+import { classifyFile, FolderSource, parseDataFile } from '../../src/sources/folder.js';
 import { runPart, type RunningPart } from '../harness/parts.js';
 import { capturingLogger, type LogLine } from '../harness/logs.js';
 import { waitFor } from '../harness/wait.js';
@@ -454,15 +454,6 @@ describe('FolderSource', function () {
       expect(classifyFile('.a/b.rego')).to.equal(undefined);
       expect(classifyFile('a/.b.rego')).to.equal(undefined);
       expect(classifyFile('a/b.rego~')).to.equal(undefined);
-    });
-
-    it('checks containment by path segments, not by string prefix', () => {
-      expect(isInside('/x/dir', '/x/dir')).to.equal(true);
-      expect(isInside('/x/dir', '/x/dir/a/b')).to.equal(true);
-      expect(isInside('/x/dir', '/x/dir/..a')).to.equal(true);
-      expect(isInside('/x/dir', '/x/dir2')).to.equal(false);
-      expect(isInside('/x/dir', '/x/dir2/a')).to.equal(false);
-      expect(isInside('/x/dir', '/x')).to.equal(false);
     });
 
     it('refuses YAML values JSON cannot hold, and strips a byte order mark', () => {
