@@ -6,7 +6,7 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Metrics } from '../http/metrics.js';
 import type { DesiredState, OriginState } from '../model/desired-state.js';
-import type { LoadError, Outcome } from '../model/outcome.js';
+import { ownError, type LoadError, type Outcome } from '../model/outcome.js';
 import { describeOrigin, originKey } from '../model/origin.js';
 import type { Part } from '../lifecycle/part.js';
 import { Wake } from '../lifecycle/wake.js';
@@ -53,7 +53,7 @@ function entryOf(state: OriginState, defaultBundle: string): Entry {
   const nameProblem = bundleNameProblem(bundle);
   const entry: Entry = { key: originKey(state.origin), state, bundle, modules: [], documents: [], errors };
   if (nameProblem !== undefined) {
-    errors.push({ code: 'invalid_bundle_name', message: nameProblem });
+    errors.push(ownError('invalid_bundle_name', nameProblem));
     return entry;
   }
   for (const m of state.modules) {
@@ -62,12 +62,12 @@ function entryOf(state: OriginState, defaultBundle: string): Entry {
       ? bundleEntryProblem(modulePath)
       : `${m.id}: a bundle holds policies as .rego files only (OPA ignores other files), so rename the key to end in .rego`;
     if (problem === undefined) entry.modules.push({ path: modulePath, text: m.text });
-    else errors.push({ code: 'invalid_bundle_path', message: problem });
+    else errors.push(ownError('invalid_bundle_path', problem));
   }
   for (const d of state.documents) {
     const problem = dataPathProblem(d.path);
     if (problem === undefined) entry.documents.push({ path: d.path, value: d.value });
-    else errors.push({ code: 'invalid_bundle_path', message: problem });
+    else errors.push(ownError('invalid_bundle_path', problem));
   }
   return entry;
 }
@@ -224,7 +224,7 @@ export class BundlePublisher implements Part {
         `roots [${owner.roots.join(', ')}] of ${describeOrigin(owner.e.state.origin)} in bundle "${owner.bundle}" overlap ` +
         `roots [${clash.roots.join(', ')}] of ${describeOrigin(clash.e.state.origin)} in bundle "${clash.bundle}": OPA cannot activate both`;
       const current = this.options.state.get(owner.e.key);
-      if (current === owner.e.state) owner.e.errors.push({ code: 'bundle_roots_overlap', message });
+      if (current === owner.e.state) owner.e.errors.push(ownError('bundle_roots_overlap', message));
     }
     return refused;
   }

@@ -10,7 +10,13 @@ import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Metrics } from '../http/metrics.js';
 import type { RunningServer } from '../http/server-part.js';
-import { InvalidInputError, OpaSyncError, RetryableError, messageOf } from '../util/errors.js';
+import {
+  InvalidInputError,
+  OpaSyncError,
+  RetryableError,
+  messageOf,
+  type ErrorCode,
+} from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { pathNameProblem, requestedBundleNameProblem } from '../util/safe-names.js';
 import type { Fleet } from './fleet.js';
@@ -129,7 +135,7 @@ export function nameFromPath(path: string, prefix: string, what: 'bundle' | 'par
 
 interface ErrorAnswer {
   status: number;
-  code: string;
+  code: ErrorCode;
   message: string;
 }
 
@@ -142,7 +148,7 @@ function isHttpError(
 }
 
 // body-parser's error types, as codes of our own.
-const BODY_ERROR_CODES: Record<string, string> = {
+const BODY_ERROR_CODES: Readonly<Record<string, ErrorCode>> = {
   'entity.too.large': 'request_too_large',
   'entity.parse.failed': 'invalid_json',
   'encoding.unsupported': 'unsupported_encoding',

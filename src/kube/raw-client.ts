@@ -104,8 +104,12 @@ export class KubeRawClient implements KubeReader, StatusPatcher {
           } catch {
             // not a Status object: keep the text
           }
-          const Err = status >= 500 || status === 429 ? RetryableError : KubeApiError;
-          reject(new Err(`kube_http_${status}`, `${what}: ${status} ${message}`, { status }));
+          const refusal = `${what}: ${status} ${message}`;
+          reject(
+            status >= 500 || status === 429
+              ? new RetryableError('kube_server_error', refusal, { status })
+              : new KubeApiError('kube_http_error', refusal, { status }),
+          );
         });
       });
       req.on('error', (err) => reject(failed(err)));

@@ -2,6 +2,7 @@
 // documents grouped by origin, and replicated Kubernetes collections — with one change notification.
 // Sources write it; sinks (OPA push, bundles) only read it. It also knows whether every source has
 // listed what it watches, so that no sink acts on a partial first picture.
+import type { ErrorCode } from '../util/error-codes.js';
 import { originKey, type Origin } from './origin.js';
 
 /** A Rego module; `id` is OPA's policy id, e.g. `<ns>/<name>/<key>` for a ConfigMap key. */
@@ -20,7 +21,7 @@ export interface DataDocument {
 export interface OriginProblem {
   /** The ConfigMap key (or file) concerned. */
   key: string;
-  code: string;
+  code: ErrorCode;
   message: string;
 }
 

@@ -10,6 +10,7 @@ import https from 'node:https';
 import tls from 'node:tls';
 import type { OpaConnection } from '../config.js';
 import { ConfigError, InvalidInputError, OpaSyncError, messageOf } from '../util/errors.js';
+import type { PermanentCode } from '../util/error-codes.js';
 import type { Logger } from '../util/logger.js';
 import { TokenFileError, TokenFileReader } from '../util/token-file.js';
 import { OpaHttpError, OpaTokenFileError, OpaUnavailableError, parseOpaErrorBody } from './errors.js';
@@ -38,7 +39,7 @@ export function jsonPointer(path: readonly string[]): string {
 // Each segment is URL-encoded on its own so that a `/`, `%`, `?`, `#` or space inside a name stays part
 // of that name (OPA decodes `%2F` back into the id). Empty, `.` and `..` segments are refused: proxies
 // and URL normalisers would collapse or resolve them, addressing a different document than asked for.
-function encodeSegments(segments: readonly string[], what: string, code: string): string {
+function encodeSegments(segments: readonly string[], what: string, code: PermanentCode): string {
   return segments
     .map((seg) => {
       if (seg === '' || seg === '.' || seg === '..' || seg.includes('\0')) {

@@ -2,6 +2,7 @@
 // OPA refusing the request (a compile error, a bad path, a wrong token) and the same request will be
 // refused again; an `OpaUnavailableError` is OPA unreachable, slow or failing on its side, worth a retry.
 // OPA's own error JSON is kept as OPA sent it, because the status annotation shows it to users verbatim.
+import type { RetryableCode } from '../util/error-codes.js';
 import { PermanentError, RetryableError } from '../util/errors.js';
 
 /** OPA's error JSON (`{"code":…,"message":…,"errors":[…]}`), kept as OPA sent it. */
@@ -12,15 +13,10 @@ export interface OpaErrorBody {
 }
 
 /** Stable codes of `OpaUnavailableError`. */
-export type OpaUnavailableCode =
-  /** No answer: connection refused or reset, DNS, TLS handshake or certificate failure. */
-  | 'opa_unreachable'
-  /** No complete answer within the client's `timeoutMs`. */
-  | 'opa_timeout'
-  /** OPA answered 5xx. */
-  | 'opa_server_error'
-  /** OPA answered 2xx with a body that is not the JSON its API promises (e.g. a proxy's page). */
-  | 'opa_bad_response';
+export type OpaUnavailableCode = Extract<
+  RetryableCode,
+  'opa_unreachable' | 'opa_timeout' | 'opa_server_error' | 'opa_bad_response'
+>;
 
 /**
  * Parses an error answer into OPA's error JSON. A body that is not OPA's JSON (a proxy's HTML page,
@@ -83,7 +79,8 @@ export class OpaHttpError extends PermanentError {
   readonly path: string;
 
   constructor(method: string, url: string, path: string, status: number, body: OpaErrorBody) {
-    super(body.code, `${method} ${url}: OPA answered ${status} ${describeBody(body)}`, { status });
+    // OPA's own code is OPA's (body.code); ours says only that OPA refused.
+    super('opa_refused', `${method} ${url}: OPA answered ${status} ${describeBody(body)}`, { status });
     this.body = body;
     this.method = method;
     this.path = path;

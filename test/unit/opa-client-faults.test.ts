@@ -210,7 +210,8 @@ describe('OpaClient faults and wire format (stub OPA)', () => {
       const tea = (await rejection(c.getData(['tea']))) as OpaHttpError;
       expect(tea).to.be.instanceOf(OpaHttpError);
       expect(tea.status).to.equal(418);
-      expect(tea.code).to.equal('opa_http_418');
+      // Our code says OPA refused; what OPA (or the proxy in front) said is in the body.
+      expect(tea.code).to.equal('opa_refused');
       expect(tea.body).to.deep.equal({ code: 'opa_http_418', message: '<html>bad gateway</html>' });
       expect(tea.method).to.equal('GET');
       expect(tea.path).to.equal('/v1/data/tea');
@@ -232,7 +233,7 @@ describe('OpaClient faults and wire format (stub OPA)', () => {
       const s = await stub(json(400, body));
       const err = (await rejection(client(s).putPolicy('a/b/c', 'package x'))) as OpaHttpError;
       expect(err.body).to.deep.equal(body);
-      expect(err.code).to.equal('invalid_parameter');
+      expect(err.code).to.equal('opa_refused');
       expect(err.message).to.equal(
         `PUT ${s.origin}/v1/policies/a/b/c: OPA answered 400 invalid_parameter: error(s) occurred while ` +
           'compiling module(s) (a/b/c:7:3: rego_type_error: undefined function f, and 1 more)',

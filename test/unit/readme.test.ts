@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import { FLAGS, formatDefault } from '../../src/config-flags.js';
+import { ERROR_CODES, type ErrorCodeInfo } from '../../src/util/error-codes.js';
 
 describe('README', () => {
   const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
@@ -18,6 +19,19 @@ describe('README', () => {
       if (row?.[4] !== formatDefault(spec).replaceAll('|', '\\|')) missing.push(name);
     }
     expect(missing).to.deep.equal([]);
+  });
+
+  it('has the table of error codes, row for row (code, status, retried, meaning)', () => {
+    const rows = readme
+      .split('\n')
+      .filter((line) => /^\| `[a-z_]+` +\| +(\d+|–) +\| +(yes|no) +\|/.test(line))
+      .map((line) => line.split('|').map((cell) => cell.trim()));
+    const inReadme = rows.map((cells) => cells.slice(1, 5).join(' | '));
+    const inCode = Object.entries(ERROR_CODES as Record<string, ErrorCodeInfo>).map(
+      ([code, info]) =>
+        `\`${code}\` | ${info.status ?? '–'} | ${info.retryable ? 'yes' : 'no'} | ${info.meaning}`,
+    );
+    expect(inReadme).to.deep.equal(inCode);
   });
 
   it('shows the two commands that matter', () => {

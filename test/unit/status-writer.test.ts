@@ -129,7 +129,7 @@ describe('StatusWriter', () => {
     const unreachable = (): Promise<never> =>
       Promise.reject(new RetryableError('kube_unreachable', 'PATCH: connect ECONNREFUSED'));
     patcher.answers.push(unreachable, () =>
-      Promise.reject(new KubeApiError('kube_http_403', 'forbidden', { status: 403 })),
+      Promise.reject(new KubeApiError('kube_http_error', 'forbidden', { status: 403 })),
     );
     w.report(ok('p'));
     const run = w.run(controller.signal);
