@@ -94,7 +94,7 @@ describe('OpaClient against a real OPA', () => {
       expect(err).to.be.instanceOf(PermanentError);
       const e = err as OpaHttpError;
       expect(e.status).to.equal(400);
-      expect(e.code).to.equal('invalid_parameter');
+      expect(e.code).to.equal('opa_refused');
       expect(e.method).to.equal('PUT');
       expect(e.path).to.equal(`/v1/policies/${ns}/broken%20map/policy.rego`);
       expect(e.body.code).to.equal('invalid_parameter');
