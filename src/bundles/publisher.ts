@@ -12,6 +12,7 @@ import type { Part } from '../lifecycle/part.js';
 import { Wake } from '../lifecycle/wake.js';
 import { sleep } from '../util/backoff.js';
 import { OpaSyncError, isSystemError, messageOf } from '../util/errors.js';
+import { LastValues } from '../util/unchanged.js';
 import type { Logger } from '../util/logger.js';
 import { bundleEntryProblem, bundleNameProblem, dataPathProblem } from '../util/safe-names.js';
 import { buildBundle, deriveRoots, rootsOverlap, type BundleDocument, type BundleModule } from './build.js';
@@ -79,7 +80,9 @@ export class BundlePublisher implements Part {
   /** The last version of each origin that went into a published bundle. */
   private readonly lastGood = new Map<string, Entry>();
   /** What was last reported for each origin, and for which version of it. */
-  private readonly reported = new Map<string, { state: OriginState; rendered: string }>();
+  private readonly reported = new LastValues<string, { state: OriginState; rendered: string }>(
+    (a, b) => a.state === b.state && a.rendered === b.rendered,
+  );
   private readonly known = new Set<string>();
   private dirty = true;
   private readonly wake = new Wake();
@@ -166,8 +169,9 @@ export class BundlePublisher implements Part {
     }
     for (const key of [...this.lastGood.keys()])
       if (this.options.state.get(key) === undefined) this.lastGood.delete(key);
-    for (const key of [...this.reported.keys()])
-      if (this.options.state.get(key) === undefined) this.reported.delete(key);
+    for (const key of [...this.reported.keys()]) {
+      if (this.options.state.get(key) === undefined) this.reported.forget(key);
+    }
     this.options.logger.debug({ tookMs: Date.now() - started, origins: current.length }, 'bundles rebuilt');
   }
 
@@ -273,10 +277,7 @@ export class BundlePublisher implements Part {
    * with it), and whenever the outcome changed because of something else.
    */
   private report(e: Entry): void {
-    const rendered = JSON.stringify(e.errors);
-    const last = this.reported.get(e.key);
-    if (last?.state === e.state && last.rendered === rendered) return;
-    this.reported.set(e.key, { state: e.state, rendered });
+    if (!this.reported.changed(e.key, { state: e.state, rendered: JSON.stringify(e.errors) })) return;
     this.options.onOutcome({ origin: e.state.origin, errors: e.errors });
   }
 }

@@ -47,6 +47,11 @@ export class LastValues<K, V> {
     return this.last.delete(key);
   }
 
+  /** The keys with a remembered value, e.g. to forget those whose subject is gone. */
+  keys(): IterableIterator<K> {
+    return this.last.keys();
+  }
+
   /** Forgets every key (e.g. after the target was reset, so that everything is written again). */
   clear(): void {
     this.last.clear();
