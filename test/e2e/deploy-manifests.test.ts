@@ -36,13 +36,13 @@ import {
   kubectlRun,
   testCa,
   waitFor,
-  type OpaServer,
 } from '../harness/index.js';
 import { startOpaSync, type OpaSyncProcess } from '../harness/opa-sync.js';
 import { logTail, startProcess, type ManagedProcess } from '../harness/processes.js';
 import { runDir } from '../harness/run-dir.js';
 import { StopWaiting } from '../harness/wait.js';
 import { writeKubeconfig } from '../harness/kubeconfig.js';
+import { cleanupAfterAll } from '../harness/e2e.js';
 
 const execFileAsync = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -180,7 +180,11 @@ describe('docker-compose quick start: the real opa with deploy/opa-config.yaml p
     await sync?.stop();
   });
 
-  it('activates the bundle: /health?bundles=true answers 200 and data.system.main is defined', async function () {
+  // The tests that query the compose OPA need its bundle active; the first to ask waits for it.
+  let activation: Promise<void> | undefined;
+  const activated = (): Promise<void> => (activation ??= waitActivated());
+
+  async function waitActivated(): Promise<void> {
     const proc = opa!;
     await waitFor(
       'the compose OPA to activate its bundles',
@@ -192,10 +196,6 @@ describe('docker-compose quick start: the real opa with deploy/opa-config.yaml p
       },
       { timeoutMs: 60_000, intervalMs: 200 },
     );
-    const res = await httpRequest(`${opaUrl}/v1/data/system/bundles/policies/manifest/revision`);
-    expect((JSON.parse(res.body) as { result?: string }).result)
-      .to.be.a('string')
-      .and.not.equal('');
     // The activated bundle may be one built before the whole folder was read (opa-sync's /ready does
     // not wait for that build); long polling brings the complete one: data.system.main then answers.
     await waitFor(
@@ -210,9 +210,19 @@ describe('docker-compose quick start: the real opa with deploy/opa-config.yaml p
       },
       { timeoutMs: 30_000, intervalMs: 200 },
     );
+  }
+
+  it('activates the bundle: /health?bundles=true answers 200 and data.system.main is defined', async function () {
+    await activated();
+    expect((await httpRequest(`${opaUrl}/health?bundles=true`)).status).to.equal(200);
+    const res = await httpRequest(`${opaUrl}/v1/data/system/bundles/policies/manifest/revision`);
+    expect((JSON.parse(res.body) as { result?: string }).result)
+      .to.be.a('string')
+      .and.not.equal('');
   });
 
   it('answers admission queries with the policies of policies/, also as its default decision', async function () {
+    await activated();
     const post = (url: string, body: unknown) =>
       httpRequest(url, {
         method: 'POST',
@@ -237,6 +247,7 @@ describe('docker-compose quick start: the real opa with deploy/opa-config.yaml p
   });
 
   it('reports its status to opa-sync: the fleet view shows the revision OPA activated', async function () {
+    await activated();
     const res = await httpRequest(`${opaUrl}/v1/data/system/bundles/policies/manifest/revision`);
     const revision = (JSON.parse(res.body) as { result: string }).result;
     await waitFor('the compose OPA in the fleet view', async () => {
@@ -465,12 +476,8 @@ describe('deploy/kubernetes: the manifests as written', function () {
 
 describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync as its ServiceAccount', function () {
   this.timeout(240_000);
-  const stops: (() => Promise<void>)[] = [];
+  const stops = cleanupAfterAll();
   let appNamespace: string | undefined;
-  let saKubeconfig = '';
-  let bootstrapDir = '';
-  let opa: OpaServer;
-  let token = '';
 
   const kubectlOk = async (args: string[], input?: string): Promise<string> => {
     const res = await kubectlRun(args, { cwd: root, ...(input === undefined ? {} : { input }) });
@@ -497,13 +504,55 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
   });
 
   after(async function () {
-    for (const stop of stops.reverse()) await stop();
+    await stops.run();
     await cleanUp();
   });
 
+  // What several tests need, made by the first that asks (so each test also runs alone).
+  let applying: Promise<void> | undefined;
+  /** Namespace opa, its ServiceAccount, RBAC and policy ConfigMaps, applied for real. */
+  const applied = (): Promise<void> =>
+    (applying ??= (async () => {
+      const real = ['namespace.yaml', 'serviceaccount.yaml', 'rbac.yaml', 'policies.yaml'];
+      await kubectlOk(['apply', ...real.flatMap((f) => ['-f', `deploy/kubernetes/${f}`])]);
+    })());
+
+  /** Runs the init container's script with BOOTSTRAP_DIR=dir; resolves with the token it wrote. */
+  const runBootstrap = (dir: string): string => {
+    const script = initContainer.args?.[0] ?? '';
+    mkdirSync(dir, { recursive: true });
+    const res = spawnSync('/bin/sh', ['-c', script], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', BOOTSTRAP_DIR: dir },
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+    expect(res.status, res.stderr).to.equal(0);
+    return readFileSync(path.join(dir, 'mgmt-token'), 'utf8');
+  };
+  let bootstrapping: { dir: string; token: string } | undefined;
+  /** The folder the init container writes (token, authz policy), as the pod's containers share it. */
+  const bootstrapped = (): { dir: string; token: string } => {
+    if (bootstrapping === undefined) {
+      const dir = path.join(runDir(), 'bootstrap');
+      bootstrapping = { dir, token: runBootstrap(dir) };
+    }
+    return bootstrapping;
+  };
+
+  let minting: Promise<string> | undefined;
+  /** A kubeconfig with a token minted for ServiceAccount opa/opa-sync. */
+  const saKubeconfig = (): Promise<string> =>
+    (minting ??= (async () => {
+      await applied();
+      const cp = await controlPlane();
+      const minted = (await kubectlOk(['create', 'token', 'opa-sync', '-n', 'opa', '--duration=1h'])).trim();
+      const file = path.join(runDir(), 'kubeconfig-opa-sync-deploy.json');
+      writeKubeconfig(file, cp.server, cp.ca.pem, 'opa-sync', minted);
+      return file;
+    })());
+
   it('applies the namespace, ServiceAccount, RBAC and policies, and passes a server-side dry run of everything', async function () {
-    const real = ['namespace.yaml', 'serviceaccount.yaml', 'rbac.yaml', 'policies.yaml'];
-    await kubectlOk(['apply', ...real.flatMap((f) => ['-f', `deploy/kubernetes/${f}`])]);
+    await applied();
     const res = await kubectlRun(['apply', '--dry-run=server', '-k', 'deploy/kubernetes'], { cwd: root });
     expect(res.code, res.stderr).to.equal(0);
     // No Pod Security warnings: the namespace warns on anything below `restricted`.
@@ -518,6 +567,7 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
   });
 
   it("the Deployment's pod is admitted under the namespace's `restricted` Pod Security enforcement", async function () {
+    await applied();
     const pod = {
       apiVersion: 'v1',
       kind: 'Pod',
@@ -544,21 +594,9 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
   });
 
   it("the init container's script writes a random token and an authz policy that OPA compiles", function () {
-    const script = initContainer.args?.[0] ?? '';
-    const run = (dir: string) => {
-      mkdirSync(dir, { recursive: true });
-      const res = spawnSync('/bin/sh', ['-c', script], {
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', BOOTSTRAP_DIR: dir },
-        encoding: 'utf8',
-        timeout: 10_000,
-      });
-      expect(res.status, res.stderr).to.equal(0);
-      return readFileSync(path.join(dir, 'mgmt-token'), 'utf8');
-    };
-    bootstrapDir = path.join(runDir(), 'bootstrap');
-    token = run(bootstrapDir);
+    const { dir: bootstrapDir, token } = bootstrapped();
     expect(token).to.match(/^[A-F0-9]{32}$/);
-    expect(run(path.join(runDir(), 'bootstrap-again'))).to.not.equal(token);
+    expect(runBootstrap(path.join(runDir(), 'bootstrap-again'))).to.not.equal(token);
     const authz = readFileSync(path.join(bootstrapDir, 'authz.rego'), 'utf8');
     expect(authz).to.include(`allow if input.identity == "${token}"`);
     const check = spawnSync(
@@ -572,8 +610,8 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
   });
 
   it("runs OPA and opa-sync with the Deployment's arguments: ready, policies loaded, NetworkPolicies replicated", async function () {
-    expect(token, 'the init container test ran first').to.match(/^[A-F0-9]{32}$/);
-    const cp = await controlPlane();
+    await applied();
+    const { dir: bootstrapDir, token } = bootstrapped();
     // OPA as the Deployment runs it, on a free loopback port with the run's CA instead of Secret
     // opa-server-tls, and the authz policy the init container wrote.
     const opaArgs = (opaContainer.args ?? []).filter(
@@ -582,16 +620,13 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
         !/^--(addr|tls-cert-file|tls-private-key-file)=/.test(a) &&
         !a.endsWith('/authz.rego'),
     );
-    opa = await extraOpa({
-      tlsCa: await testCa(),
-      extraArgs: opaArgs,
-      paths: [path.join(bootstrapDir, 'authz.rego')],
-    });
-    stops.push(() => opa.stop());
-
-    const minted = (await kubectlOk(['create', 'token', 'opa-sync', '-n', 'opa', '--duration=1h'])).trim();
-    saKubeconfig = path.join(runDir(), 'kubeconfig-opa-sync-deploy.json');
-    writeKubeconfig(saKubeconfig, cp.server, cp.ca.pem, 'opa-sync', minted);
+    const opa = stops.add(
+      await extraOpa({
+        tlsCa: await testCa(),
+        extraArgs: opaArgs,
+        paths: [path.join(bootstrapDir, 'authz.rego')],
+      }),
+    );
 
     // Exactly the manifest's arguments, except where OPA is, the token file, and the health port.
     const args = syncArgs.flatMap((arg): string[] => {
@@ -603,8 +638,9 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
     });
     expect(args).to.include('--opa-allow-insecure');
     // Still running when it fails to get ready, so that the failure report shows its log.
-    const sync = await startOpaSync([`--kubeconfig=${saKubeconfig}`, ...args], { waitReady: false });
-    stops.push(() => sync.stop());
+    const sync = stops.add(
+      await startOpaSync([`--kubeconfig=${await saKubeconfig()}`, ...args], { waitReady: false }),
+    );
     await sync.waitReady();
 
     for (const name of ['opa-default-system-main', 'network-policies']) {
@@ -672,12 +708,12 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
   });
 
   it('grants the ServiceAccount nothing beyond what opa-sync needs (kubectl auth can-i with its token)', async function () {
-    expect(saKubeconfig, 'the previous test minted the token').to.not.equal('');
+    const kubeconfig = await saKubeconfig();
     const canI = async (...args: string[]): Promise<boolean> => {
       try {
         await execFileAsync(
           requireTool('kubectl'),
-          [`--kubeconfig=${saKubeconfig}`, 'auth', 'can-i', ...args],
+          [`--kubeconfig=${kubeconfig}`, 'auth', 'can-i', ...args],
           {
             timeout: 30_000,
           },

@@ -21,7 +21,8 @@ import {
   waitFor,
   type OpaServer,
 } from '../harness/index.js';
-import { startOpaSync, type OpaSyncProcess } from '../harness/opa-sync.js';
+import type { OpaSyncProcess } from '../harness/opa-sync.js';
+import { cleanupAfterAll, evaluate, opaData, scrapeMetric, startSync } from '../harness/e2e.js';
 import { sortKeys } from '../harness/json.js';
 
 const fixture = (name: string): string =>
@@ -64,10 +65,6 @@ async function clusterCollection(
   return tree;
 }
 
-async function opaData(opa: OpaServer, path: string): Promise<unknown> {
-  return (JSON.parse((await opa.request(`/v1/data/${path}`)).body) as { result?: unknown }).result;
-}
-
 /** Waits until OPA's document equals the expectation, then asserts it (so a timeout shows the diff). */
 async function expectEventually(
   what: string,
@@ -104,32 +101,24 @@ describe('replication: Kubernetes resources into OPA data (real OPA + kube-apise
   let kc: KubeConfig;
   let core: CoreV1Api;
   let net: NetworkingV1Api;
-  const stops: (() => Promise<void>)[] = [];
+  const stops = cleanupAfterAll();
 
   before(async () => {
     kc = (await controlPlane()).kubeConfig();
     core = kc.makeApiClient(CoreV1Api);
     net = kc.makeApiClient(NetworkingV1Api);
   });
-  after(async () => {
-    for (const stop of stops.reverse()) await stop();
-  });
-
   async function opaAndSync(
     args: string[],
     opaArgs: string[] = [],
   ): Promise<{ opa: OpaServer; sync: OpaSyncProcess }> {
-    const opa = await extraOpa({ extraArgs: opaArgs });
-    stops.push(() => opa.stop());
-    const sync = await startOpaSync([
-      `--kubeconfig=${(await controlPlane()).kubeconfigFile}`,
-      `--opa-url=${opa.url}/v1`,
-      '--enable-policies=false',
-      '--enable-data=false',
-      '--opa-resync-interval=1s',
-      ...args,
-    ]);
-    stops.push(() => sync.stop());
+    const opa = stops.add(await extraOpa({ extraArgs: opaArgs }));
+    const sync = stops.add(
+      await startSync({
+        opa,
+        args: ['--enable-policies=false', '--enable-data=false', '--opa-resync-interval=1s', ...args],
+      }),
+    );
     return { opa, sync };
   }
 
@@ -220,10 +209,11 @@ describe('replication: Kubernetes resources into OPA data (real OPA + kube-apise
       .logLines()
       .filter((l) => l.level === 40 && String(l.msg).includes('have the same name'));
     expect(warnings.length).to.be.greaterThan(0);
-    const metrics = (await httpRequest(`${byName.sync.opsUrl}/metrics`)).body;
-    expect(metrics).to.match(
-      /^opa_sync_replication_name_collisions_total\{collection="networking\.k8s\.io\/v1\/networkpolicies"\} [1-9]/m,
-    );
+    expect(
+      await scrapeMetric(byName.sync, 'opa_sync_replication_name_collisions_total', {
+        collection: 'networking.k8s.io/v1/networkpolicies',
+      }),
+    ).to.be.at.least(1);
   });
 
   describe("the seed's use case 1 on replicated NetworkPolicies", () => {
@@ -238,14 +228,8 @@ describe('replication: Kubernetes resources into OPA data (real OPA + kube-apise
         },
       },
     });
-    const deny = async (opa: OpaServer): Promise<unknown> => {
-      const res = await opa.request('/v1/data/kubernetes/admission/deny', {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ input: podReview('prop-deployment-9c9cf7d47-qd74j') }),
-      });
-      return (JSON.parse(res.body) as { result?: unknown }).result;
-    };
+    const deny = (opa: OpaServer): Promise<unknown> =>
+      evaluate(opa, 'kubernetes/admission/deny', podReview('prop-deployment-9c9cf7d47-qd74j'));
     const message =
       'The Pod: prop-deployment-9c9cf7d47-qd74j could not be created because it is missing an associated Network Security Policy.';
 
@@ -322,19 +306,14 @@ describe('replication: Kubernetes resources into OPA data (real OPA + kube-apise
   it('replicates a CRD installed after opa-sync started', async () => {
     const group = `e2e${Date.now().toString(36)}.example.com`;
     const namespace = await createNamespace('crd');
-    const opa = await extraOpa();
-    stops.push(() => opa.stop());
-    const sync = await startOpaSync(
-      [
-        `--kubeconfig=${(await controlPlane()).kubeconfigFile}`,
-        `--opa-url=${opa.url}/v1`,
-        '--enable-policies=false',
-        '--enable-data=false',
-        `--replicate=${group}/v1/widgets`,
-      ],
-      { waitReady: false },
+    const opa = stops.add(await extraOpa());
+    const sync = stops.add(
+      await startSync({
+        opa,
+        args: ['--enable-policies=false', '--enable-data=false', `--replicate=${group}/v1/widgets`],
+        waitReady: false,
+      }),
     );
-    stops.push(() => sync.stop());
     // Not ready while the resource is not served; the error names it.
     const notReady = await waitFor('opa-sync to answer /ready', async () => {
       const res = await httpRequest(`${sync.opsUrl}/ready`).catch(() => undefined);
@@ -390,16 +369,8 @@ describe('replication: Kubernetes resources into OPA data (real OPA + kube-apise
   });
 
   it('refuses --replicate on a cluster-scoped kind with a clear error', async () => {
-    const opa = await extraOpa();
-    stops.push(() => opa.stop());
-    const sync = await startOpaSync(
-      [
-        `--kubeconfig=${(await controlPlane()).kubeconfigFile}`,
-        `--opa-url=${opa.url}/v1`,
-        '--replicate=v1/namespaces',
-      ],
-      { waitReady: false },
-    );
+    const opa = stops.add(await extraOpa());
+    const sync = await startSync({ opa, args: ['--replicate=v1/namespaces'], waitReady: false });
     const exit = await sync.process.exited;
     expect(exit).to.not.equal('exit 0');
     const errors = sync

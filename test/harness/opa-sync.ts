@@ -6,6 +6,7 @@ import { httpRequest } from './http.js';
 import { logTail, startProcess, type ManagedProcess } from './processes.js';
 import { runDir } from './run-dir.js';
 import { StopWaiting, waitFor } from './wait.js';
+import { watchLog } from './warnings.js';
 
 const mainTs = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 // Resolved here, so that opa-sync may run with another working directory.
@@ -37,6 +38,8 @@ export async function startOpaSync(
     {},
     cwd,
   );
+  // Its stderr is in the log: the mocha hooks fail the test during which it warns of a listener leak.
+  watchLog(proc);
   const opsUrl = `http://127.0.0.1:${port}`;
   const handle: OpaSyncProcess = {
     process: proc,

@@ -13,7 +13,8 @@ import {
   type KubectlResult,
   type OpaServer,
 } from './index.js';
-import { startOpaSync, type OpaSyncProcess } from './opa-sync.js';
+import { startSync } from './e2e.js';
+import type { OpaSyncProcess } from './opa-sync.js';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const seedDir = path.join(repo, 'test', 'fixtures', 'seed');
@@ -103,19 +104,16 @@ export async function runSeedScenario(variant: SeedVariant, io: ScenarioIO): Pro
 
   try {
     await io.section('Setting up: OPA as a TLS admission webhook, opa-sync as its sidecar');
-    const cp = await controlPlane();
+    await controlPlane();
     const ca = await testCa();
     await cleanUp(quiet);
     await quiet(['create', 'namespace', POLICY_NAMESPACE]);
     const opa = await extraOpa({ tlsCa: ca, extraArgs: variant.opaArgs });
     started.push(opa);
-    const sync: OpaSyncProcess = await startOpaSync([
-      `--kubeconfig=${cp.kubeconfigFile}`,
-      `--opa-url=${opa.url}/v1`,
-      `--opa-ca-file=${ca.certFile}`,
-      '--opa-resync-interval=2s',
-      ...variant.syncArgs,
-    ]);
+    const sync: OpaSyncProcess = await startSync({
+      opa,
+      args: [`--opa-ca-file=${ca.certFile}`, '--opa-resync-interval=2s', ...variant.syncArgs],
+    });
     started.push(sync);
     io.note(
       `OPA ${opa.url} (${variant.opaArgs.join(' ') || 'Rego v1'}); opa-sync ${variant.syncArgs.join(' ')}`,

@@ -18,6 +18,7 @@ import type { Outcome } from '../../src/model/outcome.js';
 import { FolderSource } from '../../src/sources/folder.js';
 import { runPart, type RunningPart } from '../harness/parts.js';
 import { silentLogger } from '../../src/util/logger.js';
+import { downloadBundle } from '../harness/bundles.js';
 import { extraOpa, waitFor, type OpaServer } from '../harness/index.js';
 
 const MAIN_V1 = 'package authz\n\nallow if input.user == "admin"\n\nversion := 1\n';
@@ -156,8 +157,15 @@ describe('policies folder → bundle server → real OPA', () => {
       .to.contain('rego_parse_error')
       .and.contain('"file":"authz/main.rego"');
 
-    // Another file changed after the broken one: the new bundle carries it, and main.rego's last good text.
+    // Another file changed after the broken one: the bundle that carries it was built from a state that
+    // already held the broken file, and must carry main.rego's last good text. Asserted on what the
+    // bundle server serves: OPA would keep its last good bundle on its own if it were given a broken one.
     put('other/other.rego', OTHER('v2'));
+    const served = await waitFor('a served bundle with other.rego v2', async () => {
+      const bundle = await downloadBundle(`http://127.0.0.1:${server.port}`, 'main');
+      return bundle.files.get('other/other.rego') === OTHER('v2') ? bundle : undefined;
+    });
+    expect(served.files.get('authz/main.rego')).to.equal(MAIN_V2);
     await until('other.value v2', 'other/value', 'v2');
     expect(await query('authz/version')).to.equal(2);
     expect(await query('authz/allow', { user: 'admin' })).to.equal(true);

@@ -1,13 +1,14 @@
 // The local default (what `npm start` runs): with no source flag, opa-sync serves ./policies as the
 // bundle `policies`, writes ./bundles, prints the OPA configuration, and a real OPA that uses it
 // activates the bundle and gets an edit of a file under policies/ without a restart.
-import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import getPort from 'get-port';
 import { requireTool } from '../../scripts/tools.js';
+import { downloadBundle } from '../harness/bundles.js';
 import { extraOpa, waitFor, type OpaServer } from '../harness/index.js';
 import { startOpaSync, type OpaSyncProcess } from '../harness/opa-sync.js';
 import { logTail } from '../harness/processes.js';
@@ -96,5 +97,44 @@ describe('the local default: ./policies served as a bundle (real OPA)', function
       { timeoutMs: 10_000 },
     );
     expect(opa.process.pid).to.equal(pid);
+  });
+});
+
+describe('--policies-dir with more files than an event target allows listeners by default (11+)', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let sync: OpaSyncProcess | undefined;
+
+  before(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'opa-sync-many-'));
+  });
+  after(async () => {
+    await sync?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  // The harness hooks fail this test if opa-sync prints a MaxListenersExceededWarning meanwhile.
+  it('serves every file of the folder, edits included', async () => {
+    const files = Array.from({ length: 12 }, (_, i) => `team${i}/policy.rego`);
+    const rego = (i: number, version: number) => `package many.team${i}\n\nversion := ${version}\n`;
+    files.forEach((file, i) => {
+      mkdirSync(path.join(dir, path.dirname(file)), { recursive: true });
+      writeFileSync(path.join(dir, file), rego(i, 1));
+    });
+    const port = await getPort({ host: '127.0.0.1' });
+    sync = await startOpaSync([
+      `--policies-dir=${dir}`,
+      `--bundle-addr=127.0.0.1:${port}`,
+      `--opa-bin=${requireTool('opa')}`,
+    ]);
+    const url = `http://127.0.0.1:${port}`;
+    const served = (version: number) =>
+      waitFor(`all ${files.length} files at version ${version} in the bundle`, async () => {
+        const bundle = await downloadBundle(url, 'policies');
+        return files.every((file, i) => bundle.files.get(file) === rego(i, version)) ? true : undefined;
+      });
+    await served(1);
+    files.forEach((file, i) => writeFileSync(path.join(dir, file), rego(i, 2)));
+    await served(2);
   });
 });

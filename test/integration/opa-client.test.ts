@@ -11,7 +11,7 @@ import { OpaClient, OpaHttpError, OpaUnavailableError, type OpaClientOptions } f
 import { InvalidInputError, PermanentError, RetryableError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { createServingCert } from '../harness/certs.js';
-import { extraOpa, sharedOpa, testCa, type OpaServer } from '../harness/index.js';
+import { extraOpa, sharedOpa, testCa, waitFor, type OpaServer } from '../harness/index.js';
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {
@@ -260,9 +260,15 @@ describe('OpaClient against a real OPA', () => {
 
         // Rotated to a token OPA refuses: picked up once the file is checked again (about once a second).
         writeFileSync(tokenFile, 'revoked\n');
-        await new Promise((resolve) => setTimeout(resolve, 1200));
-        const revoked = await rejection(client.getData(['tls', 'ok']));
-        expect((revoked as OpaHttpError).status).to.equal(401);
+        const revoked = await waitFor(
+          'the revoked token to be used',
+          async () => {
+            const err = await rejection(client.getData(['tls', 'ok']));
+            return (err as OpaHttpError).status === 401 ? err : undefined;
+          },
+          { timeoutMs: 5000, intervalMs: 100 },
+        );
+        expect(revoked).to.be.instanceOf(OpaHttpError);
       } finally {
         client.close();
       }

@@ -151,7 +151,9 @@ export class FakeReader implements KubeReader {
     const failure = this.failures.shift();
     if (failure !== undefined) return Promise.reject(failure);
     if (!this.docs.has(path)) {
-      return Promise.reject(new KubeApiError('kube_http_error', `GET ${path}: 404 not found`, { status: 404 }));
+      return Promise.reject(
+        new KubeApiError('kube_http_error', `GET ${path}: 404 not found`, { status: 404 }),
+      );
     }
     return Promise.resolve(structuredClone(this.docs.get(path)) as T);
   }
