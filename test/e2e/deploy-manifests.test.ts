@@ -517,7 +517,7 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
       await kubectlOk(['apply', ...real.flatMap((f) => ['-f', `deploy/kubernetes/${f}`])]);
     })());
 
-  /** Runs the init container's script with BOOTSTRAP_DIR=dir; resolves with the token it wrote. */
+  /** Runs the init container's script with BOOTSTRAP_DIR=dir; returns the token it wrote. */
   const runBootstrap = (dir: string): string => {
     const script = initContainer.args?.[0] ?? '';
     mkdirSync(dir, { recursive: true });

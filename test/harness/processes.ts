@@ -20,8 +20,7 @@ const RUNNING = Symbol.for('opa-sync.test-processes');
 const shared = globalThis as typeof globalThis & { [RUNNING]?: Set<ManagedProcess> };
 const running: Set<ManagedProcess> = (shared[RUNNING] ??= new Set<ManagedProcess>());
 
-// `mocha --exit` and crashes end the test process without teardown: never leave a server behind.
-process.on('exit', () => {
+function killAll(): void {
   for (const p of running) {
     try {
       process.kill(p.pid, 'SIGKILL');
@@ -29,7 +28,24 @@ process.on('exit', () => {
       // already gone
     }
   }
-});
+}
+
+// `mocha --exit` and crashes end the test process without teardown: never leave a server behind.
+process.on('exit', killAll);
+// A signal's default action ends the process without 'exit' (a `timeout`, a CI job cancelled, a closed
+// terminal): kill the children, then let the signal do what it would have done. Once per process,
+// however many instances of this module there are.
+const SIGNALS = Symbol.for('opa-sync.test-processes.signals');
+const marked = globalThis as typeof globalThis & { [SIGNALS]?: true };
+if (marked[SIGNALS] === undefined) {
+  marked[SIGNALS] = true;
+  for (const signal of ['SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      killAll();
+      process.kill(process.pid, signal);
+    });
+  }
+}
 
 export function startProcess(
   name: string,

@@ -1,6 +1,7 @@
 // The local default (what `npm start` runs): with no source flag, opa-sync serves ./policies as the
 // bundle `policies`, writes ./bundles, prints the OPA configuration, and a real OPA that uses it
-// activates the bundle and gets an edit of a file under policies/ without a restart.
+// activates the bundle and gets an edit of a file under policies/ without a restart. Also
+// --policies-dir with more files than an AbortSignal's default listener limit.
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
