@@ -15,7 +15,6 @@ import { parse as parseYaml } from 'yaml';
 import type { DataDocument, DesiredState, OriginProblem, OriginState } from '../model/desired-state.js';
 import { originKey, type FileOrigin } from '../model/origin.js';
 import type { Part } from '../lifecycle/part.js';
-import { untilAborted } from '../lifecycle/wake.js';
 import { sleep } from '../util/backoff.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
@@ -195,11 +194,17 @@ export class FolderSource implements Part {
     this.walking = true;
     this.deferData = true;
     this.found.clear();
-    const failed = new Promise<never>((_, reject) => {
-      this.fail = reject;
-    });
     try {
-      await Promise.race([this.begin().then(() => untilAborted(signal)), failed, untilAborted(signal)]);
+      // Until the signal aborts, or the watch or the scan fails; either way the listener goes with it.
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = (): void => resolve();
+        signal.addEventListener('abort', onAbort, { once: true });
+        this.fail = (err) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(err instanceof Error ? err : new Error(messageOf(err)));
+        };
+        this.begin().catch(this.fail);
+      });
     } finally {
       this.fail = () => undefined;
       this.stopped = true;
