@@ -109,6 +109,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly fleetEvictions = new Counter({
+    name: 'opa_sync_fleet_evictions_total',
+    help: 'Instances dropped from the fleet view to keep it within its memory budget (the longest silent first)',
+    registers: [this.registry],
+  });
+
   readonly fleetInstancesCurrent = new Gauge({
     name: 'opa_sync_fleet_instances_current_revision',
     help: 'OPA instances whose active revision of a bundle is the one published now, by bundle',
