@@ -2,6 +2,7 @@
 // the deprecated kube-mgmt seed-era flags with what they still mean. The parser (config.ts) and the
 // --help text (usage.ts) are both driven by this table, so a new flag is one entry here plus one
 // field in `Config`. The deprecated/legacy mapping lives here and nowhere else.
+import { nearest } from './util/edit-distance.js';
 
 /** How a flag takes its value, as pflag does: bool flags never consume the next token. */
 export type FlagKind = 'string' | 'bool' | 'list' | 'duration';
@@ -253,6 +254,17 @@ export type FlagValues = { -readonly [K in FlagName]: FlagValue<(typeof FLAGS)[K
 /** Looks a flag up by name; `undefined` for an unknown name (never an inherited property). */
 export function flagSpec(name: string): FlagSpec | undefined {
   return Object.hasOwn(FLAGS, name) ? (FLAGS as Record<string, FlagSpec>)[name] : undefined;
+}
+
+/**
+ * The flags a mistyped long flag name most likely meant (`opa-ulr` → `opa-url`): the nearest by edit
+ * distance in the table (ties all), none when nothing is near enough to be a slip.
+ */
+export function suggestFlags(name: string): FlagName[] {
+  return nearest(
+    name,
+    flagEntries().map(([flag]) => flag),
+  );
 }
 
 /** Every flag of the table with its spec, in table order. */

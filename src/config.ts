@@ -6,6 +6,7 @@ import {
   flagEntries,
   flagSpec,
   mapLegacyFlags,
+  suggestFlags,
   type FlagName,
   type FlagSpec,
   type FlagValues,
@@ -260,7 +261,7 @@ class ArgScanner {
       return;
     }
     const spec = flagSpec(name);
-    if (spec === undefined) this.unknownFlag(`--${name}`, inline !== undefined);
+    if (spec === undefined) this.unknownFlag(`--${name}`, inline !== undefined, suggestFlags(name));
     else this.known(name as FlagName, spec, `--${name}`, inline);
   }
 
@@ -273,7 +274,7 @@ class ArgScanner {
     const flags = [...letters].map(shortFlag);
     const known = flags.filter((flag) => flag !== undefined);
     if (known.length !== flags.length || (inline !== undefined && letters.length !== 1)) {
-      this.unknownFlag(`-${letters}`, inline !== undefined);
+      this.unknownFlag(`-${letters}`, inline !== undefined, []);
       return;
     }
     for (const [name, spec] of known) this.known(name, spec, `-${spec.short}`, inline);
@@ -325,16 +326,18 @@ class ArgScanner {
   /**
    * Unknown flags are ignored, as kube-mgmt does, so that the opa-kube-mgmt chart and old manifests
    * still start, but each is named once. Like pflag's unknown-flag whitelist, `--foo bar` takes
-   * `bar` as the value of `--foo`. Values are never repeated in the warning: they may be secrets.
+   * `bar` as the value of `--foo`. Values are never repeated in the warning: they may be secrets. A
+   * near miss of a known flag (a typo) is named with the flag it probably meant.
    */
-  private unknownFlag(shown: string, hasInlineValue: boolean): void {
+  private unknownFlag(shown: string, hasInlineValue: boolean, meant: readonly FlagName[]): void {
     const following = this.argv[this.next];
     const swallowsNext = !hasInlineValue && following !== undefined && !following.startsWith('-');
     if (swallowsNext) this.next += 1;
     if (this.unknown.has(shown)) return;
     this.unknown.add(shown);
+    const hint = meant.length === 0 ? '' : `: did you mean ${meant.map((f) => `--${f}`).join(' or ')}?`;
     this.scan.warnings.push(
-      `unknown flag ${shown} ignored${swallowsNext ? ' (and the value after it)' : ''}`,
+      `unknown flag ${shown} ignored${swallowsNext ? ' (and the value after it)' : ''}${hint}`,
     );
   }
 

@@ -969,16 +969,39 @@ describe('configuration (parseArgs)', () => {
       },
       { argv: ['-x'], warnings: ['unknown flag -x ignored'] },
       { argv: ['-hx'], warnings: ['unknown flag -hx ignored'] },
-      // Near misses of the replication flags are not taken for them.
+      // Near misses of the replication flags are not taken for them; a typo is named with what it meant.
       {
         argv: ['--replicate-namespaces=a', '--replicate-clusters', 'v1/nodes'],
         warnings: [
           'unknown flag --replicate-namespaces ignored',
-          'unknown flag --replicate-clusters ignored (and the value after it)',
+          'unknown flag --replicate-clusters ignored (and the value after it): did you mean --replicate-cluster?',
         ],
       },
       // Old names that never existed in this form are not mistaken for real flags.
-      { argv: ['--enable-policy=false'], warnings: ['unknown flag --enable-policy ignored'] },
+      {
+        argv: ['--enable-policy=false'],
+        warnings: ['unknown flag --enable-policy ignored: did you mean --enable-policies?'],
+      },
+      // Typos: swapped letters, a missing or an extra one, a wrong one; ties are all named.
+      { argv: ['--opa-ulr=http://x'], warnings: ['unknown flag --opa-ulr ignored: did you mean --opa-url?'] },
+      {
+        argv: ['--bundle-adr', ':1'],
+        warnings: ['unknown flag --bundle-adr ignored (and the value after it): did you mean --bundle-addr?'],
+      },
+      {
+        argv: ['--namespace=opa'],
+        warnings: ['unknown flag --namespace ignored: did you mean --namespaces?'],
+      },
+      {
+        argv: ['--log-formt=text'],
+        warnings: ['unknown flag --log-formt ignored: did you mean --log-format?'],
+      },
+      {
+        argv: ['--bundle-signing-keyi=k'],
+        warnings: [
+          'unknown flag --bundle-signing-keyi ignored: did you mean --bundle-signing-key or --bundle-signing-keyid?',
+        ],
+      },
       {
         argv: ['--constructor', '--__proto__=x'],
         warnings: ['unknown flag --constructor ignored', 'unknown flag --__proto__ ignored'],
