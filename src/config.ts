@@ -129,8 +129,11 @@ export interface Config {
 export const BUNDLE_SIGNING_ALGS: readonly BundleSigningAlg[] = SIGNING_ALGS;
 export type BundleSigningAlg = SigningAlg;
 
+/** `warnings` of help and version are the unknown flags of the line: named there too, never lost. */
 export type ParseResult =
-  { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config; warnings: string[] };
+  | { kind: 'help'; warnings: string[] }
+  | { kind: 'version'; warnings: string[] }
+  | { kind: 'run'; config: Config; warnings: string[] };
 
 /**
  * Parses and validates the command line (without the program name). `--help` and `--version` are
@@ -143,8 +146,8 @@ export function parseArgs(
   { localDefault = false }: { localDefault?: boolean } = {},
 ): ParseResult {
   const scan = scanArgs(argv);
-  if (scan.values.help) return { kind: 'help' };
-  if (scan.values.version) return { kind: 'version' };
+  if (scan.values.help) return { kind: 'help', warnings: scan.warnings };
+  if (scan.values.version) return { kind: 'version', warnings: scan.warnings };
 
   if (localDefault) applyLocalDefault(scan.values, scan.given);
   const legacy = mapLegacyFlags(scan.values, scan.given);

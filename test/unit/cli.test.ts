@@ -50,6 +50,30 @@ describe('opa-sync command line', () => {
     expect(out.stdout).to.include('--version');
   });
 
+  it('names unknown flags on stderr also with --version and --help, with the flag a typo meant', async () => {
+    for (const flag of ['--version', '--help']) {
+      const out = await opaSync('--opa-ulr=http://127.0.0.1:8181/v1', flag);
+      expect(out.code, flag).to.equal(0);
+      expect(out.stderr, flag).to.equal(
+        'opa-sync: warning: unknown flag --opa-ulr ignored: did you mean --opa-url?\n',
+      );
+      expect(out.stdout, flag).not.to.include('opa-ulr');
+    }
+  });
+
+  it('names a mistyped flag with the flag it meant when starting', async () => {
+    // --opa-bin on nothing: the run stops at once, after the warnings are logged.
+    const out = await opaSyncWithPath('/nonexistent', '--bundle-adr=127.0.0.1:0', '--log-format=json');
+    expect(out.code).to.equal(1);
+    const warnings = out.stderr
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as { level: number; msg: string })
+      .filter((entry) => entry.level === 40)
+      .map((entry) => entry.msg);
+    expect(warnings).to.deep.equal(['unknown flag --bundle-adr ignored: did you mean --bundle-addr?']);
+  });
+
   it('refuses to replicate Secrets without --replicate-allow-secrets, saying why', async () => {
     const out = await opaSync('--replicate=v1/secrets');
     expect(out.code).to.equal(2);

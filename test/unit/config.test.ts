@@ -843,9 +843,20 @@ describe('configuration (parseArgs)', () => {
     ];
     for (const { argv, kind } of cases) {
       it(`${argv.join(' ')} => ${kind}`, () => {
-        expect(parseArgs(argv)).to.deep.equal({ kind });
+        expect(parseArgs(argv)).to.deep.equal({ kind, warnings: [] });
       });
     }
+
+    it('names the unknown flags of the line with --help and --version too', () => {
+      expect(parseArgs(['--opa-ulr=x', '--help'])).to.deep.equal({
+        kind: 'help',
+        warnings: ['unknown flag --opa-ulr ignored: did you mean --opa-url?'],
+      });
+      expect(parseArgs(['-v', '--foo', 'bar'])).to.deep.equal({
+        kind: 'version',
+        warnings: ['unknown flag --foo ignored (and the value after it)'],
+      });
+    });
 
     it('--help=false runs', () => {
       expect(parseArgs(['--help=false']).kind).to.equal('run');
