@@ -158,41 +158,20 @@ export function parseArgs(
   return { kind: 'run', config, warnings };
 }
 
-/** Flags that name a source of policies or data: without any of them, opa-sync runs the local default. */
-const SOURCE_FLAGS: readonly FlagName[] = [
-  'policies-dir',
-  'kubeconfig',
-  'namespaces',
-  'policies',
-  'replicate',
-  'replicate-cluster',
-];
-
-/** The local default (what `npm start` runs): where each is not given, as if these flags were. */
-export const LOCAL_DEFAULT = {
-  policiesDir: 'policies',
-  bundleAddr: '127.0.0.1:8282',
-  bundlesDir: 'bundles',
-} as const;
-
 /**
- * With no source flag at all, opa-sync needs no cluster: it serves ./policies as the bundle `policies`
- * on 127.0.0.1:8282 and writes ./bundles. This is the one place that decides it.
+ * With no source flag at all (see `source` in the flag table), opa-sync needs no cluster: it serves
+ * ./policies as the bundle `policies` on 127.0.0.1:8282, writes ./bundles and logs text — the table's
+ * `localDefault` values, each unless its flag is given. This is the one place that decides it.
  */
-function applyLocalDefault(values: FlagValues, given: Set<FlagName>): void {
-  if (SOURCE_FLAGS.some((f) => given.has(f))) return;
-  values['policies-dir'] = LOCAL_DEFAULT.policiesDir;
-  given.add('policies-dir');
-  if (!given.has('bundle-addr')) {
-    values['bundle-addr'] = LOCAL_DEFAULT.bundleAddr;
-    given.add('bundle-addr');
+function applyLocalDefault(values: FlagValues, given: ReadonlySet<FlagName>): void {
+  const entries = flagEntries();
+  if (entries.some(([name, spec]) => spec.source === true && given.has(name))) return;
+  const store: Record<string, unknown> = values;
+  for (const [name, spec] of entries) {
+    if (spec.kind === 'string' && spec.localDefault !== undefined && !given.has(name)) {
+      store[name] = spec.localDefault;
+    }
   }
-  if (!given.has('bundles-dir')) {
-    values['bundles-dir'] = LOCAL_DEFAULT.bundlesDir;
-    given.add('bundles-dir');
-  }
-  // A person is reading: one readable line per event, unless asked otherwise.
-  if (!given.has('log-format')) values['log-format'] = 'text';
 }
 
 // ---------------------------------------------------------------------------------------------

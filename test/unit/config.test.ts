@@ -1344,7 +1344,7 @@ describe('usage()', () => {
     const health = lines.findIndex((l) => l.includes('--health-endpoint string '));
     let previous = lastReplication;
     for (const [flag, fragment] of [
-      ['--bundle-addr', '(default none)'],
+      ['--bundle-addr', '(default none; local default "127.0.0.1:8282")'],
       ['--bundle-name', '(default "policies")'],
       ['--bundles-dir', '<dir>/<name>.tar.gz'],
       ['--bundle-token-file', '(default none)'],
@@ -1362,6 +1362,21 @@ describe('usage()', () => {
       expect(lines[at]).to.include(fragment);
       previous = at;
     }
+  });
+
+  it('says what the local default is: which flags turn it off, what it serves where, and its log format', () => {
+    const paragraph = text.slice(text.indexOf('Local default:')).replace(/\s+/g, ' ');
+    for (const [name, spec] of flagEntries()) {
+      if (spec.source === true) expect(paragraph, name).to.include(`--${name}`);
+    }
+    expect(paragraph).to.include(
+      './policies as the bundle "policies" at http://127.0.0.1:8282/bundles/policies',
+    );
+    expect(paragraph).to.include('writes ./bundles/');
+    expect(paragraph).to.include('logs text');
+    expect(lines.find((l) => l.includes('--log-format string '))).to.include(
+      '(default "json"; local default "text")',
+    );
   });
 
   it('says when opa-sync pushes into OPA', () => {
