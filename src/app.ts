@@ -92,6 +92,7 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
         logger: logger.child({ component: 'opa-pusher' }),
         onOutcome: report('opa'),
         resyncIntervalMs: config.opa.resyncIntervalMs,
+        target: config.opa.url,
         metrics,
       }),
     );
