@@ -1,6 +1,9 @@
 // The opa-sync command line: --version and --help, and a clear refusal of what it does not know.
 // cli() runs in-process, with streams of the test's own.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { expect } from 'chai';
 import { cli } from '../../src/cli.js';
@@ -72,6 +75,30 @@ describe('opa-sync command line', () => {
       .filter((entry) => entry.level === 40)
       .map((entry) => entry.msg);
     expect(warnings).to.deep.equal(['unknown flag --bundle-adr ignored: did you mean --bundle-addr?']);
+  });
+
+  it('the local default on a busy port: exit 1, naming the address, the flag and what to do', async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const { port } = busy.address() as AddressInfo;
+    try {
+      const bundles = mkdtempSync(path.join(tmpdir(), 'opa-sync-cli-'));
+      // The local default (no source flag) with its port taken; nothing is built or written meanwhile.
+      const out = await opaSync(
+        `--bundle-addr=127.0.0.1:${port}`,
+        '--opa-bin=/nonexistent/opa',
+        `--bundles-dir=${bundles}`,
+      );
+      expect(out.code).to.equal(1);
+      expect(out.stderr).to.include(
+        `cannot listen on 127.0.0.1:${port}: the port is already in use (another opa-sync still running?); ` +
+          'stop that process or choose another port with --bundle-addr=HOST:PORT',
+      );
+      expect(out.stdout).not.to.include('serves the bundle');
+      expect(readdirSync(bundles)).to.deep.equal([]);
+    } finally {
+      busy.close();
+    }
   });
 
   it('refuses to replicate Secrets without --replicate-allow-secrets, saying why', async () => {
