@@ -3,9 +3,14 @@
 // Used by the executable (src/main.ts) and by `npm start` (scripts/start.ts, opa-sync in npm's own child
 // process, so that a signal npm forwards reaches it).
 
+/** Signals within this long after the first are the same stop delivered twice (see stopSignal). */
+const SAME_STOP_MS = 1000;
+
 /**
  * The stop signal of this process: aborted (with the signal's name as reason) at the first SIGTERM or
- * SIGINT. A second one of the same kind ends the process at once, as it would without us.
+ * SIGINT. A later one ends the process at once (a second Ctrl-C when an orderly stop takes too long),
+ * except within a second of the first: under `npm start`, a Ctrl-C reaches opa-sync twice, from the
+ * terminal (to the whole process group) and forwarded by npm, and that is one stop, not an impatient one.
  *
  * @example
  * const signal = stopSignal();
@@ -13,7 +18,16 @@
  */
 export function stopSignal(): AbortSignal {
   const controller = new AbortController();
-  for (const name of ['SIGTERM', 'SIGINT'] as const) process.once(name, () => controller.abort(name));
+  let firstAt: number | undefined;
+  const onSignal = (name: 'SIGTERM' | 'SIGINT'): void => {
+    if (firstAt === undefined) {
+      firstAt = Date.now();
+      controller.abort(name);
+    } else if (Date.now() - firstAt >= SAME_STOP_MS) {
+      process.exit(name === 'SIGINT' ? 130 : 143);
+    }
+  };
+  for (const name of ['SIGTERM', 'SIGINT'] as const) process.on(name, onSignal);
   return controller.signal;
 }
 
