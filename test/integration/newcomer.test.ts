@@ -153,7 +153,7 @@ describe('the newcomer path: npm start on a clean copy, an OPA on the printed co
         if (npm?.hasExited()) throw new StopWaiting(`npm start exited:\n${printed()}`);
         return printed().includes('bundle published') ? true : undefined;
       },
-      { timeoutMs: 20_000, intervalMs: 50 },
+      { timeoutMs: 30_000, intervalMs: 50 },
     );
     const tookMs = Date.now() - started;
     const out = printed();
@@ -166,7 +166,8 @@ describe('the newcomer path: npm start on a clean copy, an OPA on the printed co
     const command = lines[lines.indexOf('Start one in another terminal with:') + 2]?.trim();
     expect(command).to.equal(`${opaBin} run --server --addr=127.0.0.1:8181 --config-file=${config}`);
     expect(readFileSync(config, 'utf8')).to.include(`url: http://127.0.0.1:${bundlePort}\n`);
-    expect(tookMs, 'npm start to the first bundle').to.be.below(15_000);
+    // About 1 s on an idle machine, 3 to 9 s on 2 busy cores: well below what a TypeScript build took.
+    expect(tookMs, 'npm start to the first bundle').to.be.below(30_000);
   });
 
   it("prints what the README's transcript shows", () => {
