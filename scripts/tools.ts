@@ -3,13 +3,15 @@
 //
 // Run alone with `npm run tools`; `npm test` runs it first and it returns at once when nothing is
 // missing. Each binary can be brought by the user instead (OPA_BIN, ETCD_BIN, KUBE_APISERVER_BIN,
-// KUBE_CONTROLLER_MANAGER_BIN, KUBECTL_BIN), and OPA_SYNC_TOOLS_DIR moves the whole cache.
+// KUBE_CONTROLLER_MANAGER_BIN, KUBECTL_BIN), and OPA_SYNC_TOOLS_DIR moves the whole cache. A build
+// prints its steps with the time each took the last time here (build-progress.ts), and can be stopped.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { accessSync, constants, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { formatDuration, timedStep } from './build-progress.js';
 
 export const OPA_VERSION = 'v1.22.3';
 export const KUBERNETES_VERSION = 'v1.34.4';
@@ -96,12 +98,27 @@ export function requireTool(name: ToolName, env: Env = process.env): string {
   return found.path;
 }
 
-function log(message: string): void {
-  process.stdout.write(`[tools] ${message}\n`);
+export interface EnsureOptions {
+  /** Stops a build: go and its compilers are ended, nothing half-built is kept. */
+  signal?: AbortSignal | undefined;
+  /** Where the `[tools]` lines go (default stdout); go's own output goes to this process's stdout/stderr. */
+  out?: NodeJS.WritableStream | undefined;
+  /** How often a running step prints its elapsed time (default 15 s). */
+  progressEveryMs?: number | undefined;
 }
 
-function checkGo(): void {
-  const go = spawnSync('go', ['version'], { encoding: 'utf8' });
+/** How one ensureTools() call builds: the environment go runs in, and where progress goes. */
+interface Builder {
+  env: Env;
+  cacheDir: string;
+  out: NodeJS.WritableStream;
+  signal: AbortSignal | undefined;
+  everyMs: number | undefined;
+  log(message: string): void;
+}
+
+function checkGo(b: Builder): void {
+  const go = spawnSync('go', ['version'], { encoding: 'utf8', env: b.env });
   if (go.error || go.status !== 0) {
     throw new Error(
       'Go is needed to build the test tools but `go` was not found on PATH. Install Go 1.24 or newer ' +
@@ -109,26 +126,54 @@ function checkGo(): void {
         'KUBE_CONTROLLER_MANAGER_BIN and KUBECTL_BIN at binaries you already have.',
     );
   }
-  log(`using ${go.stdout.trim()}`);
+  b.log(`using ${go.stdout.trim()}`);
 }
 
-function run(cmd: string, args: string[], cwd: string, extraEnv: Record<string, string>): Promise<void> {
+/**
+ * Runs go. With a signal, in a process group of its own, so that stopping it ends its compilers and
+ * linkers too, not only the go command (the caller forwards Ctrl-C through the signal: the group no
+ * longer gets the terminal's). Without one, as any child, in the caller's group.
+ */
+function run(
+  b: Builder,
+  cmd: string,
+  args: string[],
+  cwd: string,
+  extraEnv: Record<string, string>,
+): Promise<void> {
   return new Promise((resolve, reject) => {
+    b.signal?.throwIfAborted();
     const child = spawn(cmd, args, {
       cwd,
       stdio: ['ignore', 'inherit', 'inherit'],
+      detached: b.signal !== undefined,
       // GOTOOLCHAIN=local: fail fast rather than download another Go toolchain behind the user's back.
       env: {
-        ...process.env,
+        ...b.env,
         CGO_ENABLED: '0',
         GOTOOLCHAIN: 'local',
         GOFLAGS: '-buildvcs=false',
         ...extraEnv,
       },
     });
-    child.on('error', reject);
+    const stop = (): void => {
+      if (child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, 'SIGTERM');
+        } catch {
+          // the group is gone already
+        }
+      }
+    };
+    b.signal?.addEventListener('abort', stop, { once: true });
+    child.on('error', (err) => {
+      b.signal?.removeEventListener('abort', stop);
+      reject(err);
+    });
     child.on('exit', (code, signal) => {
-      if (code === 0) resolve();
+      b.signal?.removeEventListener('abort', stop);
+      if (b.signal?.aborted) reject(new Error(`${cmd} stopped`, { cause: b.signal.reason }));
+      else if (code === 0) resolve();
       else reject(new Error(`${cmd} ${args.join(' ')} failed (${signal ?? `exit ${String(code)}`})`));
     });
   });
@@ -149,19 +194,23 @@ async function buildInto(targetDir: string, build: (scratch: string) => Promise<
   }
 }
 
-async function buildOpa(targetDir: string): Promise<void> {
-  log(`building OPA ${OPA_VERSION} with go install (a first build takes about 5 minutes)`);
-  await buildInto(targetDir, (scratch) =>
-    run(
-      'go',
-      ['install', '-trimpath', '-ldflags=-s -w', `github.com/open-policy-agent/opa@${OPA_VERSION}`],
-      repoRoot,
-      { GOBIN: scratch },
-    ),
+async function buildOpa(b: Builder, targetDir: string, index: number, count: number): Promise<void> {
+  await timedStep(
+    { ...stepOptions(b, index, count), key: 'opa', title: `building OPA ${OPA_VERSION}`, what: OPA_VERSION },
+    () =>
+      buildInto(targetDir, (scratch) =>
+        run(
+          b,
+          'go',
+          ['install', '-trimpath', '-ldflags=-s -w', `github.com/open-policy-agent/opa@${OPA_VERSION}`],
+          repoRoot,
+          { GOBIN: scratch },
+        ),
+      ),
   );
 }
 
-async function buildKubernetes(targetDir: string): Promise<void> {
+async function buildKubernetes(b: Builder, targetDir: string, index: number, count: number): Promise<void> {
   const minor = KUBERNETES_VERSION.split('.')[1] ?? '';
   const ldflags = [
     '-s -w',
@@ -170,41 +219,62 @@ async function buildKubernetes(targetDir: string): Promise<void> {
     `-X k8s.io/component-base/version.gitMinor=${minor}`,
     '-X k8s.io/component-base/version.gitTreeState=clean',
   ].join(' ');
-  log(
-    `building kube-apiserver, kube-controller-manager and kubectl ${KUBERNETES_VERSION} and etcd ` +
-      `from tools/k8s/go.mod (a first build takes 20 minutes or more on 2 cores)`,
+  const step = {
+    ...stepOptions(b, index, count),
+    key: 'kubernetes',
+    title: `building kube-apiserver, kube-controller-manager, kubectl ${KUBERNETES_VERSION} and etcd (tools/k8s/go.mod)`,
+    what: KUBERNETES_VERSION,
+  } as const;
+  await timedStep(step, () =>
+    buildInto(targetDir, async (scratch) => {
+      await run(
+        b,
+        'go',
+        [
+          'build',
+          '-trimpath',
+          `-ldflags=${ldflags}`,
+          '-o',
+          `${scratch}/`,
+          'k8s.io/kubernetes/cmd/kube-apiserver',
+          'k8s.io/kubernetes/cmd/kube-controller-manager',
+          'k8s.io/kubernetes/cmd/kubectl',
+        ],
+        k8sModuleDir,
+        {},
+      );
+      b.log(`step ${index}/${count}: now etcd, at the version Kubernetes selects`);
+      // -o names the binary: the package path ends in /v3, which would otherwise name it "server".
+      await run(
+        b,
+        'go',
+        [
+          'build',
+          '-trimpath',
+          '-ldflags=-s -w',
+          '-o',
+          path.join(scratch, 'etcd'),
+          'go.etcd.io/etcd/server/v3',
+        ],
+        k8sModuleDir,
+        {},
+      );
+    }),
   );
-  await buildInto(targetDir, async (scratch) => {
-    await run(
-      'go',
-      [
-        'build',
-        '-trimpath',
-        `-ldflags=${ldflags}`,
-        '-o',
-        `${scratch}/`,
-        'k8s.io/kubernetes/cmd/kube-apiserver',
-        'k8s.io/kubernetes/cmd/kube-controller-manager',
-        'k8s.io/kubernetes/cmd/kubectl',
-      ],
-      k8sModuleDir,
-      {},
-    );
-    log('building etcd at the version Kubernetes selects');
-    // -o names the binary: the package path ends in /v3, which would otherwise name it "server".
-    await run(
-      'go',
-      ['build', '-trimpath', '-ldflags=-s -w', '-o', path.join(scratch, 'etcd'), 'go.etcd.io/etcd/server/v3'],
-      k8sModuleDir,
-      {},
-    );
-  });
 }
 
-/** Builds whatever of the named tools is missing from the cache. Tools brought by env are never built. */
+function stepOptions(b: Builder, index: number, count: number) {
+  return { cacheDir: b.cacheDir, out: b.out, everyMs: b.everyMs, index, count };
+}
+
+/**
+ * Builds whatever of the named tools is missing from the cache. Tools brought by env are never built.
+ * `env` is also the environment go runs in.
+ */
 export async function ensureTools(
   only: readonly ToolName[] = TOOL_NAMES,
   env: Env = process.env,
+  options: EnsureOptions = {},
 ): Promise<void> {
   const wanted = locateTools(env).filter((t) => only.includes(t.name));
   const broken = wanted.filter((t) => t.from === 'env' && !t.present);
@@ -214,14 +284,25 @@ export async function ensureTools(
   const missing = wanted.filter((t) => !t.present);
   if (missing.length === 0) return;
 
-  log(`missing: ${missing.map((t) => t.name).join(', ')} (cache: ${toolsCacheDir(env)})`);
-  checkGo();
+  const out = options.out ?? process.stdout;
+  const b: Builder = {
+    env,
+    cacheDir: toolsCacheDir(env),
+    out,
+    signal: options.signal,
+    everyMs: options.progressEveryMs,
+    log: (message) => {
+      out.write(`[tools] ${message}\n`);
+    },
+  };
+  b.log(`missing: ${missing.map((t) => t.name).join(', ')} (cache: ${b.cacheDir})`);
+  checkGo(b);
   const started = Date.now();
-  const dirs = new Set(missing.map((t) => path.dirname(t.path)));
-  for (const dir of dirs) {
+  const dirs = [...new Set(missing.map((t) => path.dirname(t.path)))];
+  for (const [i, dir] of dirs.entries()) {
     mkdirSync(path.dirname(dir), { recursive: true });
-    if (path.basename(dir).startsWith('opa-')) await buildOpa(dir);
-    else await buildKubernetes(dir);
+    if (path.basename(dir).startsWith('opa-')) await buildOpa(b, dir, i + 1, dirs.length);
+    else await buildKubernetes(b, dir, i + 1, dirs.length);
   }
   const stillMissing = locateTools(env).filter((t) => only.includes(t.name) && !t.present);
   if (stillMissing.length > 0) {
@@ -229,7 +310,7 @@ export async function ensureTools(
       `the build finished but these are missing: ${stillMissing.map((t) => t.path).join(', ')}`,
     );
   }
-  log(`built in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  if (dirs.length > 1) b.log(`built in ${formatDuration(Date.now() - started)}`);
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -244,9 +325,15 @@ async function main(argv: string[]): Promise<void> {
           return n as ToolName;
         })
     : TOOL_NAMES;
-  await ensureTools(only);
+  const controller = new AbortController();
+  for (const name of ['SIGINT', 'SIGTERM'] as const) process.once(name, () => controller.abort(name));
+  await ensureTools(only, process.env, { signal: controller.signal });
   const located = locateTools().filter((t) => only.includes(t.name));
-  if (!quiet) for (const t of located) log(`${t.name}: ${t.path}${t.from === 'env' ? ' (from env)' : ''}`);
+  if (!quiet) {
+    for (const t of located) {
+      process.stdout.write(`[tools] ${t.name}: ${t.path}${t.from === 'env' ? ' (from env)' : ''}\n`);
+    }
+  }
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -5,6 +5,7 @@
 import type { Config } from './config.js';
 import { BundlePublisher } from './bundles/publisher.js';
 import { BundleRegistry } from './bundles/registry.js';
+import { serverUrl, showOpaHowTo } from './bundles/opa-howto.js';
 import { createBundleApp, listenBundleServer } from './bundles/server.js';
 import { Fleet } from './bundles/fleet.js';
 import { TokenFile } from './bundles/tokens.js';
@@ -92,6 +93,7 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
         logger: logger.child({ component: 'opa-pusher' }),
         onOutcome: report('opa'),
         resyncIntervalMs: config.opa.resyncIntervalMs,
+        target: config.opa.url,
         metrics,
       }),
     );
@@ -158,7 +160,17 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
               { host: addr.host, port, tls: tls !== undefined },
               'serving bundles at /bundles/<name>',
             );
-            if (config.folder !== undefined) printOpaSnippet(env.stdout, addr.host, port, b.defaultName);
+            if (config.folder !== undefined) {
+              showOpaHowTo({
+                out: env.stdout,
+                logger: bundleLogger,
+                url: serverUrl(addr.host, port, tls !== undefined),
+                bundle: b.defaultName,
+                opaBin,
+                dir: b.dir,
+                folder: config.folder,
+              });
+            }
           },
         }),
       );
@@ -210,30 +222,4 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
       }
     },
   };
-}
-
-/** Prints, for people, how to point an OPA at the bundle server (local mode's first minute). */
-function printOpaSnippet(out: NodeJS.WritableStream, host: string, port: number, bundle: string): void {
-  const shown = host === '0.0.0.0' ? '127.0.0.1' : host;
-  out.write(
-    [
-      '',
-      `opa-sync serves the bundle "${bundle}" at http://${shown}:${port}/bundles/${bundle}`,
-      'Point an OPA at it with this configuration (opa run --server --config-file=opa-config.yaml):',
-      '',
-      'services:',
-      '  opa-sync:',
-      `    url: http://${shown}:${port}`,
-      'bundles:',
-      `  ${bundle}:`,
-      '    service: opa-sync',
-      `    resource: bundles/${bundle}`,
-      '    polling:',
-      '      long_polling_timeout_seconds: 60',
-      'status:',
-      '  service: opa-sync',
-      '',
-      '',
-    ].join('\n'),
-  );
 }

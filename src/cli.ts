@@ -34,12 +34,10 @@ export async function cli(argv: readonly string[], io: CliIo, signal: AbortSigna
     }
     throw err;
   }
-  if (parsed.kind === 'help') {
-    io.stdout.write(usage());
-    return 0;
-  }
-  if (parsed.kind === 'version') {
-    io.stdout.write(`opa-sync ${version()}\n`);
+  if (parsed.kind === 'help' || parsed.kind === 'version') {
+    // No logger yet (its flags may be the wrong ones): plain lines, apart from the answer on stdout.
+    for (const warning of parsed.warnings) io.stderr.write(`opa-sync: warning: ${warning}\n`);
+    io.stdout.write(parsed.kind === 'help' ? usage() : `opa-sync ${version()}\n`);
     return 0;
   }
   const { config, warnings } = parsed;

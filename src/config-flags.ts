@@ -2,6 +2,7 @@
 // the deprecated kube-mgmt seed-era flags with what they still mean. The parser (config.ts) and the
 // --help text (usage.ts) are both driven by this table, so a new flag is one entry here plus one
 // field in `Config`. The deprecated/legacy mapping lives here and nowhere else.
+import { nearest } from './util/edit-distance.js';
 
 /** How a flag takes its value, as pflag does: bool flags never consume the next token. */
 export type FlagKind = 'string' | 'bool' | 'list' | 'duration';
@@ -16,12 +17,19 @@ interface FlagSpecBase {
    * warning; their `help` says what they still do.
    */
   readonly deprecated?: true;
+  /**
+   * Set on flags that name a source of policies or data. Without any of them on the command line,
+   * opa-sync runs the local default: the `localDefault` values below apply.
+   */
+  readonly source?: true;
 }
 
 export interface StringFlagSpec extends FlagSpecBase {
   readonly kind: 'string';
   /** `undefined` = not set; an empty value on the command line also means "not set". */
   readonly default: string | undefined;
+  /** The value in the local default (no source flag given), unless the flag itself is given. */
+  readonly localDefault?: string;
 }
 
 export interface BoolFlagSpec extends FlagSpecBase {
@@ -49,6 +57,7 @@ export const FLAGS = {
   kubeconfig: {
     kind: 'string',
     default: undefined,
+    source: true,
     help: 'kubeconfig file; the in-cluster configuration when not set',
   },
 
@@ -83,7 +92,8 @@ export const FLAGS = {
   },
 
   'log-level': { kind: 'string', default: 'info', help: 'log level: debug, info, warn or error' },
-  'log-format': { kind: 'string', default: 'json', help: 'log format: json or text' },
+  // In the local default a person is reading: one readable line per event, unless asked otherwise.
+  'log-format': { kind: 'string', default: 'json', localDefault: 'text', help: 'log format: json or text' },
 
   'enable-policies': { kind: 'bool', default: true, help: 'load policies from labelled ConfigMaps' },
   'policy-label': {
@@ -98,6 +108,7 @@ export const FLAGS = {
   namespaces: {
     kind: 'list',
     default: ['opa'],
+    source: true,
     help: "namespaces whose ConfigMaps are watched; '*' for all namespaces",
   },
   'status-annotation': {
@@ -108,11 +119,13 @@ export const FLAGS = {
   replicate: {
     kind: 'list',
     default: [],
+    source: true,
     help: 'replicate a namespaced resource into OPA, as [group/]version/resource (e.g. v1/services, apps/v1/deployments)',
   },
   'replicate-cluster': {
     kind: 'list',
     default: [],
+    source: true,
     help: 'replicate a resource listed at cluster scope, as [group/]version/resource (e.g. v1/namespaces)',
   },
   'replicate-path': {
@@ -144,6 +157,7 @@ export const FLAGS = {
   'bundle-addr': {
     kind: 'string',
     default: undefined,
+    localDefault: '127.0.0.1:8282',
     help: 'HOST:PORT serving policies as OPA bundles (e.g. 0.0.0.0:8282, :8282); without an explicit --opa-url, opa-sync then pushes into no OPA; off when not set',
   },
   'bundle-name': {
@@ -154,11 +168,15 @@ export const FLAGS = {
   'policies-dir': {
     kind: 'string',
     default: undefined,
-    help: 'local folder whose *.rego and data.json/data.yaml files are served as the bundle (watched live); see "local default"',
+    source: true,
+    // Not a default of the flag itself: given, it is a source, so no local default applies.
+    localDefault: 'policies',
+    help: 'local folder whose *.rego and data.json/data.yaml files are served as the bundle (watched live); see "Local default"',
   },
   'bundles-dir': {
     kind: 'string',
     default: undefined,
+    localDefault: 'bundles',
     help: 'directory where built bundles are also written, as <dir>/<name>.tar.gz (also without --bundle-addr)',
   },
   'bundle-token-file': {
@@ -213,6 +231,7 @@ export const FLAGS = {
     kind: 'list',
     default: [],
     deprecated: true,
+    source: true,
     help: 'kube-mgmt <= 4.x: watch these namespaces and load EVERY ConfigMap in them as a policy',
   },
   'require-policy-label': {
@@ -255,6 +274,17 @@ export function flagSpec(name: string): FlagSpec | undefined {
   return Object.hasOwn(FLAGS, name) ? (FLAGS as Record<string, FlagSpec>)[name] : undefined;
 }
 
+/**
+ * The flags a mistyped long flag name most likely meant (`opa-ulr` → `opa-url`): the nearest by edit
+ * distance in the table (ties all), none when nothing is near enough to be a slip.
+ */
+export function suggestFlags(name: string): FlagName[] {
+  return nearest(
+    name,
+    flagEntries().map(([flag]) => flag),
+  );
+}
+
 /** Every flag of the table with its spec, in table order. */
 export function flagEntries(): Array<[FlagName, FlagSpec]> {
   return Object.entries(FLAGS) as Array<[FlagName, FlagSpec]>;
@@ -269,8 +299,18 @@ export function defaultFlagValues(): FlagValues {
   return values as FlagValues;
 }
 
-/** A default as --help shows it: `true`, `10s`, `"rego"`, `opa,kube-system`, or `none`. */
+/**
+ * A default as --help shows it: `true`, `10s`, `"rego"`, `opa,kube-system`, or `none`; then the local
+ * default's value, if it has one: `"json"; local default "text"`.
+ */
 export function formatDefault(spec: FlagSpec): string {
+  const plain = formatPlainDefault(spec);
+  return spec.kind === 'string' && spec.localDefault !== undefined
+    ? `${plain}; local default ${JSON.stringify(spec.localDefault)}`
+    : plain;
+}
+
+function formatPlainDefault(spec: FlagSpec): string {
   switch (spec.kind) {
     case 'bool':
       return String(spec.default);

@@ -6,6 +6,7 @@ import {
   flagEntries,
   flagSpec,
   mapLegacyFlags,
+  suggestFlags,
   type FlagName,
   type FlagSpec,
   type FlagValues,
@@ -128,8 +129,11 @@ export interface Config {
 export const BUNDLE_SIGNING_ALGS: readonly BundleSigningAlg[] = SIGNING_ALGS;
 export type BundleSigningAlg = SigningAlg;
 
+/** `warnings` of help and version are the unknown flags of the line: named there too, never lost. */
 export type ParseResult =
-  { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config; warnings: string[] };
+  | { kind: 'help'; warnings: string[] }
+  | { kind: 'version'; warnings: string[] }
+  | { kind: 'run'; config: Config; warnings: string[] };
 
 /**
  * Parses and validates the command line (without the program name). `--help` and `--version` are
@@ -142,8 +146,8 @@ export function parseArgs(
   { localDefault = false }: { localDefault?: boolean } = {},
 ): ParseResult {
   const scan = scanArgs(argv);
-  if (scan.values.help) return { kind: 'help' };
-  if (scan.values.version) return { kind: 'version' };
+  if (scan.values.help) return { kind: 'help', warnings: scan.warnings };
+  if (scan.values.version) return { kind: 'version', warnings: scan.warnings };
 
   if (localDefault) applyLocalDefault(scan.values, scan.given);
   const legacy = mapLegacyFlags(scan.values, scan.given);
@@ -154,41 +158,20 @@ export function parseArgs(
   return { kind: 'run', config, warnings };
 }
 
-/** Flags that name a source of policies or data: without any of them, opa-sync runs the local default. */
-const SOURCE_FLAGS: readonly FlagName[] = [
-  'policies-dir',
-  'kubeconfig',
-  'namespaces',
-  'policies',
-  'replicate',
-  'replicate-cluster',
-];
-
-/** The local default (what `npm start` runs): where each is not given, as if these flags were. */
-export const LOCAL_DEFAULT = {
-  policiesDir: 'policies',
-  bundleAddr: '127.0.0.1:8282',
-  bundlesDir: 'bundles',
-} as const;
-
 /**
- * With no source flag at all, opa-sync needs no cluster: it serves ./policies as the bundle `policies`
- * on 127.0.0.1:8282 and writes ./bundles. This is the one place that decides it.
+ * With no source flag at all (see `source` in the flag table), opa-sync needs no cluster: it serves
+ * ./policies as the bundle `policies` on 127.0.0.1:8282, writes ./bundles and logs text — the table's
+ * `localDefault` values, each unless its flag is given. This is the one place that decides it.
  */
-function applyLocalDefault(values: FlagValues, given: Set<FlagName>): void {
-  if (SOURCE_FLAGS.some((f) => given.has(f))) return;
-  values['policies-dir'] = LOCAL_DEFAULT.policiesDir;
-  given.add('policies-dir');
-  if (!given.has('bundle-addr')) {
-    values['bundle-addr'] = LOCAL_DEFAULT.bundleAddr;
-    given.add('bundle-addr');
+function applyLocalDefault(values: FlagValues, given: ReadonlySet<FlagName>): void {
+  const entries = flagEntries();
+  if (entries.some(([name, spec]) => spec.source === true && given.has(name))) return;
+  const store: Record<string, unknown> = values;
+  for (const [name, spec] of entries) {
+    if (spec.kind === 'string' && spec.localDefault !== undefined && !given.has(name)) {
+      store[name] = spec.localDefault;
+    }
   }
-  if (!given.has('bundles-dir')) {
-    values['bundles-dir'] = LOCAL_DEFAULT.bundlesDir;
-    given.add('bundles-dir');
-  }
-  // A person is reading: one readable line per event, unless asked otherwise.
-  if (!given.has('log-format')) values['log-format'] = 'text';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -260,7 +243,7 @@ class ArgScanner {
       return;
     }
     const spec = flagSpec(name);
-    if (spec === undefined) this.unknownFlag(`--${name}`, inline !== undefined);
+    if (spec === undefined) this.unknownFlag(`--${name}`, inline !== undefined, suggestFlags(name));
     else this.known(name as FlagName, spec, `--${name}`, inline);
   }
 
@@ -273,7 +256,7 @@ class ArgScanner {
     const flags = [...letters].map(shortFlag);
     const known = flags.filter((flag) => flag !== undefined);
     if (known.length !== flags.length || (inline !== undefined && letters.length !== 1)) {
-      this.unknownFlag(`-${letters}`, inline !== undefined);
+      this.unknownFlag(`-${letters}`, inline !== undefined, []);
       return;
     }
     for (const [name, spec] of known) this.known(name, spec, `-${spec.short}`, inline);
@@ -325,16 +308,18 @@ class ArgScanner {
   /**
    * Unknown flags are ignored, as kube-mgmt does, so that the opa-kube-mgmt chart and old manifests
    * still start, but each is named once. Like pflag's unknown-flag whitelist, `--foo bar` takes
-   * `bar` as the value of `--foo`. Values are never repeated in the warning: they may be secrets.
+   * `bar` as the value of `--foo`. Values are never repeated in the warning: they may be secrets. A
+   * near miss of a known flag (a typo) is named with the flag it probably meant.
    */
-  private unknownFlag(shown: string, hasInlineValue: boolean): void {
+  private unknownFlag(shown: string, hasInlineValue: boolean, meant: readonly FlagName[]): void {
     const following = this.argv[this.next];
     const swallowsNext = !hasInlineValue && following !== undefined && !following.startsWith('-');
     if (swallowsNext) this.next += 1;
     if (this.unknown.has(shown)) return;
     this.unknown.add(shown);
+    const hint = meant.length === 0 ? '' : `: did you mean ${meant.map((f) => `--${f}`).join(' or ')}?`;
     this.scan.warnings.push(
-      `unknown flag ${shown} ignored${swallowsNext ? ' (and the value after it)' : ''}`,
+      `unknown flag ${shown} ignored${swallowsNext ? ' (and the value after it)' : ''}${hint}`,
     );
   }
 

@@ -16,6 +16,7 @@ import { Wake } from '../lifecycle/wake.js';
 import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
 import { PermanentError, RetryableError, isAbortError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { StillWaiting } from '../util/still-waiting.js';
 import { OpaHttpError, type OpaClient } from './client.js';
 import { CollectionSync } from './collection-sync.js';
 
@@ -33,6 +34,9 @@ export interface PusherOptions {
   logger: Logger;
   onOutcome: (outcome: Outcome) => void;
   resyncIntervalMs: number;
+  /** OPA's URL, named in the log while OPA cannot be reached; and how often that is said (30 s). */
+  target?: string | undefined;
+  stillWaitingEveryMs?: number | undefined;
   metrics?: Metrics | undefined;
   retryBackoff?: BackoffOptions;
 }
@@ -88,6 +92,14 @@ export class OpaPusher implements Part {
   constructor(private readonly options: PusherOptions) {
     this.log = options.logger;
     this.collectionSync = new CollectionSync(options.state, options.client, options.logger, options.metrics);
+    this.stillWaiting = new StillWaiting(
+      options.logger,
+      'OPA',
+      { url: options.target },
+      {
+        everyMs: options.stillWaitingEveryMs,
+      },
+    );
   }
 
   /** True once OPA is reachable and everything the sources held at their initial sync was tried. */
@@ -256,12 +268,14 @@ export class OpaPusher implements Part {
         );
         this.fullPushWarned = true;
       }
+      this.stillWaiting.failed(err);
       this.reachable = false;
       // The checker loop only watches the marker once a full push has happened: wait here instead.
       await sleep(this.options.resyncIntervalMs, signal).catch(() => undefined);
       return;
     }
     this.fullPushWarned = false;
+    this.stillWaiting.reached();
     this.reachable = true;
     this.fullPushWanted = false;
     this.collectionTurn = false;
@@ -276,6 +290,7 @@ export class OpaPusher implements Part {
   }
 
   private fullPushWarned = false;
+  private readonly stillWaiting: StillWaiting;
 
   private async syncCollection(key: string, signal: AbortSignal): Promise<void> {
     try {

@@ -1,6 +1,9 @@
 // The opa-sync command line: --version and --help, and a clear refusal of what it does not know.
 // cli() runs in-process, with streams of the test's own.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { expect } from 'chai';
 import { cli } from '../../src/cli.js';
@@ -48,6 +51,54 @@ describe('opa-sync command line', () => {
     expect(out.code).to.equal(0);
     expect(out.stdout).to.match(/^opa-sync: loads Rego policies/);
     expect(out.stdout).to.include('--version');
+  });
+
+  it('names unknown flags on stderr also with --version and --help, with the flag a typo meant', async () => {
+    for (const flag of ['--version', '--help']) {
+      const out = await opaSync('--opa-ulr=http://127.0.0.1:8181/v1', flag);
+      expect(out.code, flag).to.equal(0);
+      expect(out.stderr, flag).to.equal(
+        'opa-sync: warning: unknown flag --opa-ulr ignored: did you mean --opa-url?\n',
+      );
+      expect(out.stdout, flag).not.to.include('opa-ulr');
+    }
+  });
+
+  it('names a mistyped flag with the flag it meant when starting', async () => {
+    // --opa-bin on nothing: the run stops at once, after the warnings are logged.
+    const out = await opaSyncWithPath('/nonexistent', '--bundle-adr=127.0.0.1:0', '--log-format=json');
+    expect(out.code).to.equal(1);
+    const warnings = out.stderr
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as { level: number; msg: string })
+      .filter((entry) => entry.level === 40)
+      .map((entry) => entry.msg);
+    expect(warnings).to.deep.equal(['unknown flag --bundle-adr ignored: did you mean --bundle-addr?']);
+  });
+
+  it('the local default on a busy port: exit 1, naming the address, the flag and what to do', async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const { port } = busy.address() as AddressInfo;
+    try {
+      const bundles = mkdtempSync(path.join(tmpdir(), 'opa-sync-cli-'));
+      // The local default (no source flag) with its port taken; nothing is built or written meanwhile.
+      const out = await opaSync(
+        `--bundle-addr=127.0.0.1:${port}`,
+        '--opa-bin=/nonexistent/opa',
+        `--bundles-dir=${bundles}`,
+      );
+      expect(out.code).to.equal(1);
+      expect(out.stderr).to.include(
+        `cannot listen on 127.0.0.1:${port}: the port is already in use (another opa-sync still running?); ` +
+          'stop that process or choose another port with --bundle-addr=HOST:PORT',
+      );
+      expect(out.stdout).not.to.include('serves the bundle');
+      expect(readdirSync(bundles)).to.deep.equal([]);
+    } finally {
+      busy.close();
+    }
   });
 
   it('refuses to replicate Secrets without --replicate-allow-secrets, saying why', async () => {

@@ -843,9 +843,20 @@ describe('configuration (parseArgs)', () => {
     ];
     for (const { argv, kind } of cases) {
       it(`${argv.join(' ')} => ${kind}`, () => {
-        expect(parseArgs(argv)).to.deep.equal({ kind });
+        expect(parseArgs(argv)).to.deep.equal({ kind, warnings: [] });
       });
     }
+
+    it('names the unknown flags of the line with --help and --version too', () => {
+      expect(parseArgs(['--opa-ulr=x', '--help'])).to.deep.equal({
+        kind: 'help',
+        warnings: ['unknown flag --opa-ulr ignored: did you mean --opa-url?'],
+      });
+      expect(parseArgs(['-v', '--foo', 'bar'])).to.deep.equal({
+        kind: 'version',
+        warnings: ['unknown flag --foo ignored (and the value after it)'],
+      });
+    });
 
     it('--help=false runs', () => {
       expect(parseArgs(['--help=false']).kind).to.equal('run');
@@ -969,16 +980,39 @@ describe('configuration (parseArgs)', () => {
       },
       { argv: ['-x'], warnings: ['unknown flag -x ignored'] },
       { argv: ['-hx'], warnings: ['unknown flag -hx ignored'] },
-      // Near misses of the replication flags are not taken for them.
+      // Near misses of the replication flags are not taken for them; a typo is named with what it meant.
       {
         argv: ['--replicate-namespaces=a', '--replicate-clusters', 'v1/nodes'],
         warnings: [
           'unknown flag --replicate-namespaces ignored',
-          'unknown flag --replicate-clusters ignored (and the value after it)',
+          'unknown flag --replicate-clusters ignored (and the value after it): did you mean --replicate-cluster?',
         ],
       },
       // Old names that never existed in this form are not mistaken for real flags.
-      { argv: ['--enable-policy=false'], warnings: ['unknown flag --enable-policy ignored'] },
+      {
+        argv: ['--enable-policy=false'],
+        warnings: ['unknown flag --enable-policy ignored: did you mean --enable-policies?'],
+      },
+      // Typos: swapped letters, a missing or an extra one, a wrong one; ties are all named.
+      { argv: ['--opa-ulr=http://x'], warnings: ['unknown flag --opa-ulr ignored: did you mean --opa-url?'] },
+      {
+        argv: ['--bundle-adr', ':1'],
+        warnings: ['unknown flag --bundle-adr ignored (and the value after it): did you mean --bundle-addr?'],
+      },
+      {
+        argv: ['--namespace=opa'],
+        warnings: ['unknown flag --namespace ignored: did you mean --namespaces?'],
+      },
+      {
+        argv: ['--log-formt=text'],
+        warnings: ['unknown flag --log-formt ignored: did you mean --log-format?'],
+      },
+      {
+        argv: ['--bundle-signing-keyi=k'],
+        warnings: [
+          'unknown flag --bundle-signing-keyi ignored: did you mean --bundle-signing-key or --bundle-signing-keyid?',
+        ],
+      },
       {
         argv: ['--constructor', '--__proto__=x'],
         warnings: ['unknown flag --constructor ignored', 'unknown flag --__proto__ ignored'],
@@ -1310,7 +1344,7 @@ describe('usage()', () => {
     const health = lines.findIndex((l) => l.includes('--health-endpoint string '));
     let previous = lastReplication;
     for (const [flag, fragment] of [
-      ['--bundle-addr', '(default none)'],
+      ['--bundle-addr', '(default none; local default "127.0.0.1:8282")'],
       ['--bundle-name', '(default "policies")'],
       ['--bundles-dir', '<dir>/<name>.tar.gz'],
       ['--bundle-token-file', '(default none)'],
@@ -1328,6 +1362,21 @@ describe('usage()', () => {
       expect(lines[at]).to.include(fragment);
       previous = at;
     }
+  });
+
+  it('says what the local default is: which flags turn it off, what it serves where, and its log format', () => {
+    const paragraph = text.slice(text.indexOf('Local default:')).replace(/\s+/g, ' ');
+    for (const [name, spec] of flagEntries()) {
+      if (spec.source === true) expect(paragraph, name).to.include(`--${name}`);
+    }
+    expect(paragraph).to.include(
+      './policies as the bundle "policies" at http://127.0.0.1:8282/bundles/policies',
+    );
+    expect(paragraph).to.include('writes ./bundles/');
+    expect(paragraph).to.include('logs text');
+    expect(lines.find((l) => l.includes('--log-format string '))).to.include(
+      '(default "json"; local default "text")',
+    );
   });
 
   it('says when opa-sync pushes into OPA', () => {

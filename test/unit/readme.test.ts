@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import { FLAGS, formatDefault } from '../../src/config-flags.js';
 import { ERROR_CODES, type ErrorCodeInfo } from '../../src/util/error-codes.js';
+import { FIRST_BUILD_SECONDS } from '../../scripts/build-progress.js';
 
 describe('README', () => {
   const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
@@ -32,6 +33,15 @@ describe('README', () => {
         `\`${code}\` | ${info.status ?? '–'} | ${info.retryable ? 'yes' : 'no'} | ${info.meaning}`,
     );
     expect(inReadme).to.deep.equal(inCode);
+  });
+
+  it("gives the first build's times that scripts/build-progress.ts estimates with", () => {
+    const opa = FIRST_BUILD_SECONDS.opa / 60;
+    const kubernetes = FIRST_BUILD_SECONDS.kubernetes / 60;
+    const text = readme.replace(/\s+/g, ' ');
+    expect(text).to.include(`about ${Math.round(opa + kubernetes)} minutes on 2 cores, once`);
+    expect(text).to.include(`OPA about ${opa} minutes, the Kubernetes components about ${kubernetes},`);
+    expect(text).to.include(`about ${opa} minutes on 2 cores the first time`);
   });
 
   it('shows the two commands that matter', () => {
