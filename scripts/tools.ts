@@ -7,13 +7,15 @@
 // prints its steps with the time each took the last time here (build-progress.ts), and can be stopped.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { accessSync, constants, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { isExecutable } from '../src/util/find-binary.js';
+import { OPA_VERSION, toolsCacheDir as cacheDirOf } from '../src/util/tools-cache.js';
 import { formatDuration, timedStep } from './build-progress.js';
 
-export const OPA_VERSION = 'v1.22.3';
+export { OPA_VERSION };
 export const KUBERNETES_VERSION = 'v1.34.4';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -48,9 +50,7 @@ export interface ToolLocation {
 type Env = Readonly<Record<string, string | undefined>>;
 
 export function toolsCacheDir(env: Env = process.env): string {
-  if (env.OPA_SYNC_TOOLS_DIR) return path.resolve(env.OPA_SYNC_TOOLS_DIR);
-  const cacheHome = env.XDG_CACHE_HOME ? env.XDG_CACHE_HOME : path.join(homedir(), '.cache');
-  return path.join(cacheHome, 'opa-sync', 'tools');
+  return cacheDirOf(env, homedir());
 }
 
 /** The cache folder of the Kubernetes binaries: keyed by version and by the wrapper module's pins. */
@@ -60,14 +60,6 @@ function k8sDirName(): string {
   return `k8s-${KUBERNETES_VERSION}-${hash.digest('hex').slice(0, 12)}`;
 }
 
-function isExecutable(file: string): boolean {
-  try {
-    accessSync(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Where each tool is (or will be once built). Reads no configuration other than the given env. */
 export function locateTools(env: Env = process.env): ToolLocation[] {

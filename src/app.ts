@@ -22,7 +22,7 @@ import { OpaClient } from './opa/client.js';
 import { OpaPusher } from './opa/pusher.js';
 import { FolderSource } from './sources/folder.js';
 import { OpaSyncError } from './util/errors.js';
-import { findOnPath } from './util/find-binary.js';
+import { findOnPath, isExecutable } from './util/find-binary.js';
 import type { Logger } from './util/logger.js';
 
 export interface AppEnvironment {
@@ -31,6 +31,8 @@ export interface AppEnvironment {
   stdout: NodeJS.WritableStream;
   /** PATH-style folders searched for the `opa` binary when --opa-bin is not given. */
   searchPath: string | undefined;
+  /** The opa `npm run tools` builds, used when --opa-bin is not given and none is on PATH. */
+  cachedOpa?: string | undefined;
 }
 
 /** Where a sink's outcome for an origin goes: the status annotation, or the log for folder files. */
@@ -103,11 +105,14 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
 
   const b = config.bundles;
   if (b.addr !== undefined || b.dir !== undefined) {
-    const opaBin = b.opaBin ?? findOnPath('opa', env.searchPath);
+    const opaBin =
+      b.opaBin ??
+      findOnPath('opa', env.searchPath) ??
+      (env.cachedOpa !== undefined && isExecutable(env.cachedOpa) ? env.cachedOpa : undefined);
     if (opaBin === undefined) {
       throw new OpaSyncError(
         'opa_binary_missing',
-        'bundles are validated with the opa binary, which is not on PATH: pass --opa-bin=FILE, or run `npm run tools` (it builds opa into ~/.cache/opa-sync/tools/)',
+        `bundles are validated with the opa binary, which is not on PATH${env.cachedOpa === undefined ? '' : ` nor at ${env.cachedOpa}`}: pass --opa-bin=FILE, or run \`npm run tools\` (it builds opa into ~/.cache/opa-sync/tools/)`,
       );
     }
     const registry = new BundleRegistry();
@@ -169,6 +174,10 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
                 opaBin,
                 dir: b.dir,
                 folder: config.folder,
+                credentials:
+                  tokens === undefined || b.tokenFile === undefined
+                    ? undefined
+                    : { tokenFile: b.tokenFile, tokens: tokens.count() },
               });
             }
           },

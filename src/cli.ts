@@ -12,8 +12,10 @@ export interface CliIo {
   stdout: NodeJS.WritableStream;
   /** Configuration errors, and the log. */
   stderr: NodeJS.WritableStream;
-  /** The PATH to look for the `opa` binary in (the only thing opa-sync takes from the environment). */
+  /** The PATH to look for the `opa` binary in. */
   path: string | undefined;
+  /** Where `npm run tools` puts opa (src/util/tools-cache.ts): used when none is on PATH. */
+  cachedOpa?: string | undefined;
 }
 
 /**
@@ -49,7 +51,12 @@ export async function cli(argv: readonly string[], io: CliIo, signal: AbortSigna
   try {
     // Loaded only now: --help, --version and configuration errors need none of the application.
     const { createApp } = await import('./app.js');
-    const app = await createApp(config, { logger, stdout: io.stdout, searchPath: io.path });
+    const app = await createApp(config, {
+      logger,
+      stdout: io.stdout,
+      searchPath: io.path,
+      cachedOpa: io.cachedOpa,
+    });
     await app.run(signal);
     logger.info('stopped');
     return 0;

@@ -18,12 +18,38 @@ export function serverUrl(host: string, port: number, tls: boolean): string {
   return `${tls ? 'https' : 'http'}://${shown.includes(':') ? `[${shown}]` : shown}:${port}`;
 }
 
+/** The environment variable the OPA configuration reads the bearer token from when the file holds several. */
+export const TOKEN_ENV = 'OPA_SYNC_BUNDLE_TOKEN';
+
+/**
+ * How the OPA authenticates to a bundle server with `--bundle-token-file`: the file itself when it holds
+ * one token (OPA reads `token_path` on every request and trims it, so a rotated token is picked up);
+ * with several tokens, one of them from an environment variable OPA substitutes (`${…}`) into its
+ * configuration. The token is never printed.
+ */
+export interface BundleCredentials {
+  tokenFile: string;
+  tokens: number;
+}
+
+function credentialLines(credentials: BundleCredentials | undefined): string[] {
+  if (credentials === undefined) return [];
+  return [
+    '    credentials:',
+    '      bearer:',
+    credentials.tokens === 1
+      ? `        token_path: ${JSON.stringify(path.resolve(credentials.tokenFile))}`
+      : `        token: "\${${TOKEN_ENV}}"`,
+  ];
+}
+
 /** The OPA configuration that pulls `bundle` from the bundle server at `url`, long polling. */
-export function opaConfigYaml(url: string, bundle: string): string {
+export function opaConfigYaml(url: string, bundle: string, credentials?: BundleCredentials): string {
   return [
     'services:',
     '  opa-sync:',
     `    url: ${url}`,
+    ...credentialLines(credentials),
     'bundles:',
     `  ${bundle}:`,
     '    service: opa-sync',
@@ -60,6 +86,8 @@ export interface OpaHowTo {
   dir: string | undefined;
   /** The policies folder, whose edits the OPA gets. */
   folder: string;
+  /** With --bundle-token-file: how the OPA sends a token. */
+  credentials?: BundleCredentials | undefined;
 }
 
 /**
@@ -74,7 +102,8 @@ export interface OpaHowTo {
  */
 export function showOpaHowTo(how: OpaHowTo): void {
   const base = how.url;
-  const yaml = opaConfigYaml(base, how.bundle);
+  const yaml = opaConfigYaml(base, how.bundle, how.credentials);
+  const severalTokens = how.credentials !== undefined && how.credentials.tokens !== 1;
   const file = how.dir === undefined ? undefined : writeConfig(how.dir, yaml, how.logger);
   const indent = (text: string): string =>
     text
@@ -94,6 +123,12 @@ export function showOpaHowTo(how: OpaHowTo): void {
       '',
       'Start one in another terminal with:',
       '',
+      ...(severalTokens
+        ? [
+            `  # ${how.credentials?.tokenFile ?? ''} holds several tokens: give this OPA one of them`,
+            `  export ${TOKEN_ENV}=<a token of that file>`,
+          ]
+        : []),
       indent(opaRunCommand(path.resolve(how.opaBin), file ?? OPA_CONFIG_FILE)),
       '',
       `Then edit a .rego file under ${path.resolve(how.folder)}: the OPA has it within a second.`,

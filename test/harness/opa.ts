@@ -23,6 +23,8 @@ export interface OpaOptions {
   extraArgs?: string[];
   /** Files or folders loaded at start (policies, data, bundles). */
   paths?: string[];
+  /** Environment variables for OPA (added to the test run's), e.g. ones its configuration substitutes. */
+  env?: Readonly<Record<string, string>>;
 }
 
 export interface OpaServer {
@@ -98,7 +100,7 @@ export async function startOpa(runFolder: string, options: OpaOptions = {}): Pro
       headers: { ...(token === undefined ? {} : { authorization: `Bearer ${token}` }), ...opts.headers },
     });
   const launch = async (): Promise<ManagedProcess> => {
-    const proc = startProcess(name, binary, args, runFolder);
+    const proc = startProcess(name, binary, args, runFolder, options.env);
     try {
       await waitFor(
         `${name} to answer /health`,
