@@ -95,6 +95,7 @@ export class KubeHttp {
   watch(
     path: string,
     onEvent: (event: WatchEvent, at: number) => void,
+    onClose?: () => void,
   ): { ready: Promise<void>; stop: () => void } {
     const stream = this.connection().request({
       ':method': 'GET',
@@ -123,8 +124,64 @@ export class KubeHttp {
         if (line.trim() !== '') onEvent(JSON.parse(line) as WatchEvent, at);
       }
     });
+    let stopped = false;
     stream.on('error', () => undefined);
-    return { ready, stop: () => stream.close(http2.constants.NGHTTP2_CANCEL) };
+    stream.on('close', () => {
+      if (!stopped) onClose?.();
+    });
+    return {
+      ready,
+      stop: () => {
+        stopped = true;
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      },
+    };
+  }
+
+  /**
+   * Lists `collectionPath` (a query may follow) and watches it from there, listing and watching again
+   * whenever the stream ends before `stop()`: every object's state reaches `onObject`, with the time
+   * it arrived. `restarts()` says how often the watch had to be started again.
+   */
+  async watchObjects(
+    collectionPath: string,
+    onObject: (object: WatchEvent['object'], at: number, type: string) => void,
+  ): Promise<{ stop: () => void; restarts: () => number }> {
+    let stopped = false;
+    let restarts = 0;
+    let current: { stop: () => void } | undefined;
+    const sep = collectionPath.includes('?') ? '&' : '?';
+    const start = async (): Promise<void> => {
+      const list = await this.json<{ metadata: { resourceVersion: string }; items: WatchEvent['object'][] }>(
+        'GET',
+        collectionPath,
+      );
+      const at = performance.now();
+      for (const item of list.items) onObject(item, at, 'LISTED');
+      if (stopped) return;
+      const w = this.watch(
+        `${collectionPath}${sep}watch=true&allowWatchBookmarks=true&resourceVersion=${list.metadata.resourceVersion}`,
+        (ev, evAt) => {
+          if (ev.type === 'ADDED' || ev.type === 'MODIFIED' || ev.type === 'DELETED')
+            onObject(ev.object, evAt, ev.type);
+        },
+        () => {
+          if (stopped) return;
+          restarts++;
+          void start().catch(() => undefined);
+        },
+      );
+      current = w;
+      await w.ready;
+    };
+    await start();
+    return {
+      stop: () => {
+        stopped = true;
+        current?.stop();
+      },
+      restarts: () => restarts,
+    };
   }
 
   /**
