@@ -339,7 +339,7 @@ async function oneRun(
 export const p3: Scenario = {
   id: 'p3',
   title: 'P3: churn at 200/s and 2,000/s over 10,000 replicated NetworkPolicies',
-  defaults: '--size 10000 --rate 200,2000 --duration 30 (10 s at 2,000/s) --runs 3',
+  defaults: '--size 10000 --rate 200,2000 --duration 30 (5 s at 2,000/s) --runs 3',
   async run(ctx) {
     const size = ctx.options.sizes?.[0] ?? 10000;
     const rates = ctx.options.rates ?? [200, 2000];
@@ -350,7 +350,7 @@ export const p3: Scenario = {
     ctx.log(`p3: created in ${fmt(seedMs / 1000)} s`);
     const points: Point[] = [];
     for (const rate of rates) {
-      const durationS = ctx.options.durationS ?? (rate > 500 ? 10 : 30);
+      const durationS = ctx.options.durationS ?? (rate > 500 ? 5 : 30);
       const machine = ctx.machine();
       const results: P3Run[] = [];
       for (let r = 1; r <= runs; r++)
