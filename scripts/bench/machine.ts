@@ -30,7 +30,8 @@ function run(binary: string, args: string[], cwd?: string): string {
 export function machine(): Machine {
   const opaVersion = /Version:\s*(\S+)/.exec(run(requireTool('opa'), ['version']))?.[1] ?? 'unknown';
   const kube = /v\d+\.\d+\.\d+\S*/.exec(run(requireTool('kube-apiserver'), ['--version']))?.[0] ?? 'unknown';
-  const commit = run('git', ['rev-parse', '--short=12', 'HEAD'], REPO);
+  // The commit that last changed what is measured (the bench's own commits do not change opa-sync).
+  const commit = run('git', ['log', '-1', '--format=%h', '--abbrev=12', '--', 'src'], REPO);
   const dirty = run('git', ['status', '--porcelain', '--', 'src'], REPO) !== '' ? ' (src modified)' : '';
   return {
     cores: os.cpus().length,

@@ -28,7 +28,7 @@ function log(line: string): void {
 
 function usage(): string {
   return [
-    'npm run bench -- [scenario …] [--size N[,N…]] [--runs K] [--rate R[,R…]] [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--keep-logs]',
+    'npm run bench -- [scenario …] [--size N[,N…]] [--runs K] [--rate R[,R…]] [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--keep-logs] [--render-only]',
     '',
     ...SCENARIOS.map((s) => `  ${s.id.padEnd(8)} ${s.title}\n           defaults: ${s.defaults}`),
     '',
@@ -43,6 +43,19 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const command = `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`;
+  if (args.renderOnly) {
+    const reporter = new Reporter(
+      path.join(REPO, 'docs', 'benchmarks.md'),
+      path.join(REPO, 'docs', 'benchmarks'),
+      HEADER,
+      NOTES,
+    );
+    for (const scenario of SCENARIOS.filter((s) => args.scenarios.includes(s.id))) {
+      await reporter.save(scenario.id, [], (f) => scenario.render(f), ORDER);
+    }
+    log('bench: sections rewritten from docs/benchmarks/*.json');
+    return 0;
+  }
   const started = performance.now();
   log('bench: making sure the test tools are built (npm run tools) and building opa-sync (npm run build)');
   execFileSync('npm', ['run', '-s', 'tools', '--', '--quiet-if-present'], { cwd: REPO, stdio: 'inherit' });

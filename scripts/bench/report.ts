@@ -147,17 +147,23 @@ export class Reporter {
     const ids = [...order, ...files.map((f) => f.slice(0, -5)).filter((id) => !order.includes(id))];
     for (const id of ids) {
       if (!files.includes(`${id}.json`)) continue;
-      for (const p of Object.values(this.read(id).points)) {
+      const points = Object.values(this.read(id).points);
+      // Larger first for intervals (P2: one edit per 300 ms, then 50 ms), smaller first otherwise.
+      points.sort((a, b) => (id === 'p2' ? Number(b.key) - Number(a.key) : Number(a.key) - Number(b.key)));
+      for (const p of points) {
         goals.push(...p.goals);
         dates.push(p.machine.date);
       }
     }
     if (goals.length === 0) return '(no goal measured yet)';
     dates.sort();
+    const first = dates[0]?.slice(0, 10) ?? '';
+    const last = dates[dates.length - 1]?.slice(0, 10) ?? '';
     return [
       '## Goals at a glance',
       '',
-      `Measured ${dates[0]?.slice(0, 10) ?? ''}${dates.length > 1 && dates[dates.length - 1] !== dates[0] ? ` … ${dates[dates.length - 1]?.slice(0, 10) ?? ''}` : ''}; medians of the runs; each scenario's section below has the runs, the command and the machine.`,
+      `Measured ${first === last ? first : `${first} … ${last}`}; medians of the runs; each scenario's section below has the runs, the command and the machine.`,
+
       '',
       goalsTable(goals),
     ].join('\n');
