@@ -11,10 +11,10 @@ own section between the \`bench:<id>\` markers, and stores its raw results in \`
 ## How to run
 
 \`\`\`sh
-npm run bench                                  # every scenario at its default sizes (~20 min on 2 cores)
+npm run bench                                  # every scenario at its default sizes (~16 min on 2 cores)
 npm run bench -- startup                       # --version and folder mode
-npm run bench -- p1 --size 1000,10000 --runs 5 # initial replication + RSS (P1, P7)
-npm run bench -- p1 --size 100000 --runs 3     # the opt-in 100,000 (creating them takes minutes)
+npm run bench -- p1                            # initial replication + RSS (P1, P7) at 1,000, 10,000, 100,000
+npm run bench -- p1 --size 100000 --runs 3     # one size (creating 100,000 takes about a minute)
 npm run bench -- p2 --interval 300,50 --edits 100 --runs 3
 npm run bench -- p3 --rate 200,2000 --runs 3   # 30 s at 200/s, 5 s at 2,000/s; --duration S sets both
 npm run bench -- p9 --count 1000 --runs 3

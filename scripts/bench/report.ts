@@ -1,7 +1,8 @@
 // The report: docs/benchmarks/<scenario>.json keeps the raw results of each scenario (merged by point,
 // so `--size 100000` adds to what 1,000 and 10,000 measured before), and docs/benchmarks.md is rewritten
 // one marked section at a time, so that running one scenario never erases another's. The summary of the
-// goals is rebuilt from every JSON file. Text outside the markers (the profile notes) is never touched.
+// goals is rebuilt from every JSON file, the header (how to run, how it measures) from the code. Text outside
+// the markers (the profile notes) is never touched.
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as prettier from 'prettier';
@@ -59,7 +60,7 @@ export function replaceSection(doc: string, id: string, body: string): string {
 
 /** A new docs/benchmarks.md: the header and an empty section (plus a notes area) for each scenario. */
 export function skeleton(header: string, notes: Readonly<Record<string, string>>): string {
-  const parts = [header.trim(), ''];
+  const parts = [begin('header'), header.trim(), end('header'), ''];
   for (const id of SECTION_ORDER) {
     parts.push(
       begin(id),
@@ -132,6 +133,7 @@ export class Reporter {
     writeFileSync(jsonFile, await formatted(jsonFile, JSON.stringify(file, null, 2)));
     let doc = existsSync(this.mdFile) ? readFileSync(this.mdFile, 'utf8') : skeleton(this.header, this.notes);
     doc = replaceSection(doc, scenario, render(file));
+    doc = replaceSection(doc, 'header', this.header);
     doc = replaceSection(doc, 'summary', this.summary(order));
     writeFileSync(this.mdFile, await formatted(this.mdFile, doc));
     return file;

@@ -209,10 +209,9 @@ function goals(size: number, s: Record<string, Stat>, runs: number): Goal[] {
 export const p1: Scenario = {
   id: 'p1',
   title: 'P1 + P7: initial replication of NetworkPolicies, and RSS at each size',
-  defaults: '--size 1000,10000 --runs 5 (100,000 is opt-in: --size 100000)',
+  defaults: '--size 1000,10000,100000 --runs 5 (3 at 100,000)',
   async run(ctx) {
-    const sizes = [...(ctx.options.sizes ?? [1000, 10000])].sort((a, b) => a - b);
-    const runs = ctx.options.runs ?? 5;
+    const sizes = [...(ctx.options.sizes ?? [1000, 10000, 100000])].sort((a, b) => a - b);
     const { cp, kube } = await ctx.env.cluster();
     let have = 0;
     const points: Point[] = [];
@@ -223,6 +222,8 @@ export const p1: Scenario = {
       ctx.log(`p1: ${size - have} created in ${fmt(seedMs / 1000)} s`);
       have = size;
       const results: P1Run[] = [];
+      // 100,000 takes ~15 s a run (and its objects ~1 min to create): 3 runs unless told otherwise.
+      const runs = ctx.options.runs ?? (size >= 100000 ? 3 : 5);
       for (let i = 0; i < runs; i++) {
         const first = i % 2 === 0 ? 'opa-sync' : 'floor';
         let tool: ToolRun | undefined;
