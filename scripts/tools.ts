@@ -60,7 +60,6 @@ function k8sDirName(): string {
   return `k8s-${KUBERNETES_VERSION}-${hash.digest('hex').slice(0, 12)}`;
 }
 
-
 /** Where each tool is (or will be once built). Reads no configuration other than the given env. */
 export function locateTools(env: Env = process.env): ToolLocation[] {
   const cache = toolsCacheDir(env);
