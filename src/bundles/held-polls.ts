@@ -188,6 +188,11 @@ export class HeldPolls {
     if (this.next === answers.length) {
       this.answers = [];
       this.next = 0;
+    } else if (this.next >= 4096) {
+      // Answers keep coming while earlier ones are written: drop the written part now and then, so
+      // that the queue holds only what is still to be written.
+      this.answers = answers.slice(this.next);
+      this.next = 0;
     }
   }
 
