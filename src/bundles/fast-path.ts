@@ -8,10 +8,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Counter } from 'prom-client';
 import type { Metrics } from '../http/metrics.js';
+import { statusOf, type ErrorCode } from '../util/error-codes.js';
 import { InvalidInputError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { BUNDLE_FILE_SUFFIX } from '../util/safe-names.js';
 import { etagMatches, holdMilliseconds, nameFromPath, parsePreferWait, pathOf } from './bundle-request.js';
+import { writeErrorAnswer } from './error-answer.js';
 import { HeldPolls, type HeldPoll } from './held-polls.js';
 import type { BundleRegistry, PublishedBundle } from './registry.js';
 import type { TokenFile } from './tokens.js';
@@ -19,8 +21,6 @@ import type { TokenFile } from './tokens.js';
 /** OPA turns long polling on only when a 200 carries exactly this type (string equality, no charset). */
 export const BUNDLE_CONTENT_TYPE = 'application/vnd.openpolicyagent.bundles';
 export const BUNDLES_PREFIX = '/bundles/';
-/** What express's res.json() sends, so that every error of this server looks the same. */
-const JSON_TYPE = 'application/json; charset=utf-8';
 // The table of paths that named a published bundle holds at most two per name (`<name>`, `<name>.tar.gz`);
 // this bounds it whatever happens to the registry.
 const MAX_ROUTES = 10_000;
@@ -63,7 +63,8 @@ export class BundleFastPath {
   /** Raw paths that named a published bundle, so their (pure) name check is done once. */
   private readonly routes = new Map<string, Route>();
   private readonly counters = new Map<string, BundleCounters>();
-  private readonly refused: Record<400 | 401 | 404 | 500 | 503, ChildCounter>;
+  /** Refusals by status, counted without a name: unknown names are the caller's to invent. */
+  private readonly refused = new Map<number, ChildCounter>();
   private closing = false;
 
   constructor(options: BundleFastPathOptions) {
@@ -72,15 +73,6 @@ export class BundleFastPath {
     this.metrics = options.metrics;
     this.logger = options.logger;
     this.maxWait = options.maxWaitSeconds;
-    const requests = this.metrics.bundleRequests;
-    // Refusals are counted without a name: unknown names are the caller's to invent.
-    this.refused = {
-      400: requests.labels('', '400'),
-      401: requests.labels('', '401'),
-      404: requests.labels('', '404'),
-      500: requests.labels('', '500'),
-      503: requests.labels('', '503'),
-    };
     const held = this.metrics.bundleLongPollsHeld;
     this.polls = new HeldPolls({
       registry: this.registry,
@@ -108,7 +100,7 @@ export class BundleFastPath {
     const head = req.method === 'HEAD';
     const headers = req.headers;
     if (this.tokens !== undefined && !this.tokens.check(headers.authorization)) {
-      this.refuse(req, res, 401, 'unauthorized', 'a valid bearer token is required');
+      this.refuse(req, res, 'unauthorized', 'a valid bearer token is required');
       return;
     }
     const url = req.url as string;
@@ -122,7 +114,7 @@ export class BundleFastPath {
           name = nameFromPath(path, BUNDLES_PREFIX, 'bundle');
         } catch (err) {
           const message = err instanceof InvalidInputError ? err.message : 'invalid bundle name';
-          this.refuse(req, res, 400, 'invalid_bundle_name', message, err);
+          this.refuse(req, res, 'invalid_bundle_name', message, err);
           return;
         }
         route = {
@@ -144,12 +136,12 @@ export class BundleFastPath {
       }
     }
     if (!this.registry.isBuilt()) {
-      this.refuse(req, res, 503, 'bundles_not_ready', 'the bundles are still being built; try again shortly');
+      this.refuse(req, res, 'bundles_not_ready', 'the bundles are still being built; try again shortly');
       return;
     }
     const bundle = this.find(route);
     if (bundle === undefined) {
-      this.refuse(req, res, 404, 'bundle_not_found', `no bundle named ${JSON.stringify(route.name)}`);
+      this.refuse(req, res, 'bundle_not_found', `no bundle named ${JSON.stringify(route.name)}`);
       return;
     }
 
@@ -235,24 +227,23 @@ export class BundleFastPath {
   private refuse(
     req: IncomingMessage,
     res: ServerResponse,
-    status: 400 | 401 | 404 | 500 | 503,
-    code: string,
+    code: ErrorCode,
     message: string,
     err?: unknown,
   ): void {
-    this.refused[status].inc();
+    const status = statusOf(code) ?? 500;
+    let counter = this.refused.get(status);
+    if (counter === undefined) {
+      counter = this.metrics.bundleRequests.labels('', String(status));
+      this.refused.set(status, counter);
+    }
+    counter.inc();
     if (status >= 500 && status !== 503) {
       this.logger.error(this.fields(req, status, err ?? message), 'bundle server request failed');
     } else if (this.logger.isLevelEnabled('debug')) {
       this.logger.debug(this.fields(req, status, err ?? message), 'bundle server request refused');
     }
-    const body = JSON.stringify({ code, message });
-    const headers = ['Content-Type', JSON_TYPE, 'Content-Length', String(Buffer.byteLength(body))];
-    if (status === 401) headers.push('WWW-Authenticate', 'Bearer realm="opa-sync"');
-    if (this.closing) headers.push('Connection', 'close');
-    res.writeHead(status, headers);
-    if (req.method === 'HEAD') res.end();
-    else res.end(body);
+    writeErrorAnswer(res, req.method === 'HEAD', { status, code, message }, this.closing);
   }
 
   private fields(req: IncomingMessage, status: number, err: unknown): Record<string, unknown> {
@@ -266,6 +257,6 @@ export class BundleFastPath {
       res.destroy();
       return;
     }
-    this.refuse(req, res, 500, 'internal_error', 'internal error', err);
+    this.refuse(req, res, 'internal_error', 'internal error', err);
   }
 }

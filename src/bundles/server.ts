@@ -12,9 +12,10 @@ import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Metrics } from '../http/metrics.js';
 import type { RunningServer } from '../http/server-part.js';
-import { InvalidInputError, OpaSyncError, messageOf, type ErrorCode } from '../util/errors.js';
+import { InvalidInputError, OpaSyncError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { nameFromPath, pathOf } from './bundle-request.js';
+import { answerFor, writeErrorAnswer } from './error-answer.js';
 import { BundleFastPath, isBundleRequest } from './fast-path.js';
 import type { Fleet } from './fleet.js';
 import type { BundleRegistry } from './registry.js';
@@ -52,44 +53,6 @@ const LISTEN_BACKLOG = 4096;
 const fastPaths = new WeakMap<BundleApp, BundleFastPath>();
 
 const rawPath = (req: Request): string => pathOf(req.originalUrl);
-
-interface ErrorAnswer {
-  status: number;
-  code: ErrorCode;
-  message: string;
-}
-
-function isHttpError(
-  err: unknown,
-): err is { status: number; expose: boolean; type?: unknown; message: string } {
-  if (!(err instanceof Error)) return false;
-  const e = err as Error & { status?: unknown; expose?: unknown };
-  return typeof e.status === 'number' && e.status >= 400 && e.status < 500 && e.expose === true;
-}
-
-// body-parser's error types, as codes of our own.
-const BODY_ERROR_CODES: Readonly<Record<string, ErrorCode>> = {
-  'entity.too.large': 'request_too_large',
-  'entity.parse.failed': 'invalid_json',
-  'encoding.unsupported': 'unsupported_encoding',
-  'charset.unsupported': 'unsupported_charset',
-  'request.aborted': 'request_aborted',
-};
-
-function answerFor(err: unknown): ErrorAnswer {
-  if (err instanceof OpaSyncError) {
-    const status = err.status ?? (err instanceof InvalidInputError ? 400 : 500);
-    // Our own errors with a deliberate status say what the client needs; an unexpected 500 says nothing.
-    return status === 500 && err.status === undefined
-      ? { status, code: 'internal_error', message: 'internal error' }
-      : { status, code: err.code, message: err.message };
-  }
-  if (isHttpError(err)) {
-    const code = typeof err.type === 'string' ? (BODY_ERROR_CODES[err.type] ?? 'bad_request') : 'bad_request';
-    return { status: err.status, code, message: err.message };
-  }
-  return { status: 500, code: 'internal_error', message: 'internal error' };
-}
 
 export function createBundleApp(options: BundleServerOptions): BundleApp {
   const { registry, fleet, tokens, metrics } = options;
@@ -148,7 +111,8 @@ export function createBundleApp(options: BundleServerOptions): BundleApp {
     );
   });
 
-  // The one place that maps an error to an HTTP answer on this server.
+  // The one place that maps a thrown error to an HTTP answer on this server (error-answer.ts writes it,
+  // for the fast path's refusals too).
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const answer = answerFor(err);
     // Refused reports are counted here, so that body-parser's refusals (bad JSON, too large) count too.
@@ -164,8 +128,7 @@ export function createBundleApp(options: BundleServerOptions): BundleApp {
       res.destroy();
       return;
     }
-    if (answer.status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="opa-sync"');
-    res.status(answer.status).json({ code: answer.code, message: answer.message });
+    writeErrorAnswer(res, req.method === 'HEAD', answer, false);
   });
 
   const handler: BundleApp = (req, res) => {
