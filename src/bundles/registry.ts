@@ -1,5 +1,7 @@
 // What the bundle server publishes, by bundle name, in memory: the builder puts finished bundles here,
-// the HTTP server reads them, and long polls wait here (with listeners, never by polling) for a new ETag.
+// the HTTP server reads them, and long polls wait here (woken by a publish, never by polling) for a new
+// ETag. A waiter is an object of the caller's in a set per name: adding one allocates nothing of its
+// own, so that 10,000 held polls cost 10,000 set entries and no timers, signals or promises here.
 import { InvalidInputError } from '../util/errors.js';
 import { bundleNameProblem } from '../util/safe-names.js';
 
@@ -13,14 +15,20 @@ export interface PublishedBundle {
   revision: string;
 }
 
-interface Waiter {
-  etag: string;
+/** Something waiting for a bundle's ETag to change: a held long poll, or a waitForChange(). */
+export interface BundleWaiter {
+  /** The ETag it has; a publish of any other wakes it. */
+  readonly etag: string;
+  /**
+   * Called once, synchronously inside publish(), after the waiter was removed. It must be cheap (a
+   * publish wakes every waiter of the name in one loop) and must not throw.
+   */
   wake(bundle: PublishedBundle): void;
 }
 
 export class BundleRegistry {
   private readonly bundles = new Map<string, PublishedBundle>();
-  private readonly waiters = new Map<string, Set<Waiter>>();
+  private readonly waiters = new Map<string, Set<BundleWaiter>>();
   private built = false;
 
   /**
@@ -43,9 +51,35 @@ export class BundleRegistry {
     if (previous?.etag === bundle.etag) return;
     const waiting = this.waiters.get(bundle.name);
     if (waiting === undefined) return;
-    for (const waiter of [...waiting]) {
-      if (waiter.etag !== bundle.etag) waiter.wake(bundle);
+    // Deleting the entry being visited is safe in a Set's iteration; a waiter added meanwhile (for the
+    // new ETag) is visited too, and stays.
+    for (const waiter of waiting) {
+      if (waiter.etag === bundle.etag) continue;
+      waiting.delete(waiter);
+      waiter.wake(bundle);
     }
+    if (waiting.size === 0 && this.waiters.get(bundle.name) === waiting) this.waiters.delete(bundle.name);
+  }
+
+  /**
+   * Adds a waiter on `name` (which need not be published yet): woken by the first publish of another
+   * ETag than `waiter.etag`. The caller checks the current ETag first; removeWaiter() ends the wait.
+   */
+  addWaiter(name: string, waiter: BundleWaiter): void {
+    let set = this.waiters.get(name);
+    if (set === undefined) {
+      set = new Set();
+      this.waiters.set(name, set);
+    }
+    set.add(waiter);
+  }
+
+  /** Ends a wait that was not woken; false when the waiter was not waiting (already woken or removed). */
+  removeWaiter(name: string, waiter: BundleWaiter): boolean {
+    const set = this.waiters.get(name);
+    if (set === undefined || !set.delete(waiter)) return false;
+    if (set.size === 0) this.waiters.delete(name);
+    return true;
   }
 
   get(name: string): PublishedBundle | undefined {
@@ -91,24 +125,17 @@ export class BundleRegistry {
     // A NaN or infinite timeout would hold a request forever: clamp into a bounded range.
     const delay = Number.isFinite(timeoutMs) ? Math.max(0, Math.min(timeoutMs, 2_147_483_647)) : 0;
     return new Promise((resolve) => {
-      let set = this.waiters.get(name);
-      if (set === undefined) {
-        set = new Set();
-        this.waiters.set(name, set);
-      }
-      const waiting = set;
       const finish = (result: PublishedBundle | undefined): void => {
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
-        waiting.delete(waiter);
-        if (waiting.size === 0 && this.waiters.get(name) === waiting) this.waiters.delete(name);
+        if (result === undefined) this.removeWaiter(name, waiter);
         resolve(result);
       };
       const onAbort = (): void => finish(undefined);
-      const waiter: Waiter = { etag, wake: (bundle) => finish(bundle) };
+      const waiter: BundleWaiter = { etag, wake: (bundle) => finish(bundle) };
       const timer = setTimeout(() => finish(undefined), delay);
       signal.addEventListener('abort', onAbort, { once: true });
-      waiting.add(waiter);
+      this.addWaiter(name, waiter);
     });
   }
 }

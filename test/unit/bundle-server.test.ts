@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { expect } from 'chai';
+import fc from 'fast-check';
 import { HOSTILE_BUNDLE_NAMES } from './hostile-names.js';
 import request from 'supertest';
 import { Fleet } from '../../src/bundles/fleet.js';
@@ -22,7 +23,7 @@ import {
   parsePreferWait,
   type RunningServer,
 } from '../../src/bundles/server.js';
-import { TokenFile, parseTokens } from '../../src/bundles/tokens.js';
+import { TokenFile, bearerMatches, parseTokens } from '../../src/bundles/tokens.js';
 import { Metrics } from '../../src/http/metrics.js';
 import { InvalidInputError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
@@ -369,6 +370,45 @@ describe('bundle server: serving bundles', () => {
   });
 });
 
+describe('bundle server: the fast path', () => {
+  it('ignores the query string, and checks the name of every spelling of a path', async () => {
+    const { app, registry, metrics } = setup();
+    registry.publish(bundleOf('b', 'x'));
+    await request(app).get('/bundles/b?x=1').expect(200);
+    await request(app).get('/bundles/%62').expect(200);
+    await request(app).get('/bundles/%62?x=1').expect(200);
+    const refused = await request(app).get('/bundles/b%2f..?x').expect(400);
+    expect(errorBody(refused.body).code).to.equal('invalid_bundle_name');
+    expect(
+      await metricValue(metrics, 'opa_sync_bundle_requests_total', { bundle: 'b', result: '200' }),
+    ).to.equal(3);
+  });
+
+  it('finds a name ending in .tar.gz published after its file form was asked for', async () => {
+    const { app, registry } = setup();
+    registry.publish(bundleOf('a', 'plain'));
+    const first = await request(app).get('/bundles/a.tar.gz').buffer(true).parse(binary).expect(200);
+    expect((first.body as Buffer).toString()).to.equal('plain');
+    registry.publish(bundleOf('a.tar.gz', 'dotted'));
+    const second = await request(app).get('/bundles/a.tar.gz').buffer(true).parse(binary).expect(200);
+    expect((second.body as Buffer).toString()).to.equal('dotted');
+  });
+
+  it('leaves every other method and path to express', async () => {
+    const { app, registry } = setup();
+    registry.publish(bundleOf('b', 'x'));
+    for (const [method, p] of [
+      ['post', '/bundles/b'],
+      ['put', '/bundles/b'],
+      ['get', '/bundles'],
+      ['get', '/Bundles/b'],
+    ] as const) {
+      const res = await request(app)[method](p).expect(404);
+      expect(errorBody(res.body).code, `${method} ${p}`).to.equal('not_found');
+    }
+  });
+});
+
 describe('bundle server: long polling', () => {
   const PREFER_1 = 'modes=snapshot,delta;wait=1';
 
@@ -497,6 +537,26 @@ describe('bundle server: long polling', () => {
     }
   });
 
+  it('close() answers hundreds of held polls at once, each with Connection: close', async () => {
+    const { app, registry, metrics } = setup();
+    const b = bundleOf('b', 'x');
+    registry.publish(b);
+    const server = await listenBundleServer(app, '127.0.0.1', 0);
+    const pending = Array.from({ length: 300 }, (_, i) =>
+      raw(server.port, '/bundles/b', { 'If-None-Match': b.etag, Prefer: `wait=${30 + (i % 3) * 30}` }),
+    );
+    await waitFor('the polls to be held', async () =>
+      (await metricValue(metrics, 'opa_sync_bundle_long_polls_held')) === 300 ? true : undefined,
+    );
+    const started = Date.now();
+    await server.close();
+    const answers = await Promise.all(pending);
+    expect(Date.now() - started).to.be.below(1500);
+    expect(answers.every((r) => r.status === 304 && r.headers.connection === 'close')).to.equal(true);
+    expect(registry.waiterCount()).to.equal(0);
+    expect(await metricValue(metrics, 'opa_sync_bundle_long_polls_held')).to.equal(0);
+  });
+
   it('close() answers held polls at once and stops the server', async () => {
     const { app, registry, metrics } = setup();
     const b = bundleOf('b', 'x');
@@ -519,6 +579,53 @@ describe('bundle server: long polling', () => {
 });
 
 describe('bundle server: bearer tokens', () => {
+  it('reads the Authorization header as the rule /^\\s*bearer\\s+(\\S+)\\s*$/i and a whole-token match did (property)', () => {
+    const old = (header: string, tokens: readonly string[]): boolean => {
+      const match = /^\s*bearer\s+(\S+)\s*$/i.exec(header);
+      return match?.[1] !== undefined && tokens.includes(match[1]);
+    };
+    // Header values reach us as latin1 text; spaces of every kind \s knows, near misses of the scheme.
+    const piece = fc.constantFrom(
+      ' ',
+      '\t',
+      '\u00a0',
+      '\u2003',
+      '\ufeff',
+      'Bearer',
+      'bearer',
+      'BEARER',
+      'Bearer ',
+      'bEaReR\t',
+      'Basic ',
+      'bearerx',
+      'beare',
+      'tok',
+      'token',
+      'é',
+      'x',
+      '#',
+    );
+    const text = fc.array(piece, { maxLength: 8 }).map((parts) => parts.join(''));
+    const token = fc.constantFrom('tok', 'token', 'x', 'é', 'tokentoken', 'to');
+    fc.assert(
+      fc.property(text, fc.array(token, { minLength: 1, maxLength: 3 }), (header, tokens) => {
+        expect(bearerMatches(header, tokens), JSON.stringify(header)).to.equal(old(header, tokens));
+      }),
+      { numRuns: 5000 },
+    );
+    for (const tokens of [['tok'], ['token', 'x']]) {
+      for (const header of [
+        'Bearer tok',
+        ' bearer\ttok ',
+        'Bearer token',
+        'Bearer x',
+        'Bearer  tok',
+        'Bearer tokx',
+      ]) {
+        expect(bearerMatches(header, tokens), header).to.equal(old(header, tokens));
+      }
+    }
+  });
   let dir: string;
   beforeEach(() => {
     dir = mkdtempSync(path.join(tmpdir(), 'opa-sync-tokens-'));
