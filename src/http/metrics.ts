@@ -30,7 +30,7 @@ export class Metrics {
 
   readonly opaRestarts = new Counter({
     name: 'opa_sync_opa_restarts_detected_total',
-    help: 'Times OPA was found to have lost what opa-sync pushed (restart) or to be reachable again',
+    help: 'Times OPA was found to have lost what opa-sync pushed (it restarted), whether or not opa-sync saw it down meanwhile',
     registers: [this.registry],
   });
 

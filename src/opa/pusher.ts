@@ -221,11 +221,8 @@ export class OpaPusher implements Part {
       if (this.fullPushWanted) continue;
       try {
         const marker = await this.options.client.getData(MARKER_PATH, signal);
-        if (!this.reachable) {
-          this.requestFullPush('OPA is reachable again');
-        } else if (!marker.defined) {
-          this.requestFullPush('OPA lost what opa-sync pushed (restarted?)');
-        }
+        // The full push looks at the marker again and counts the restart (also when OPA was down here).
+        if (!marker.defined) this.requestFullPush('OPA lost what opa-sync pushed (restarted?)');
       } catch (err) {
         if (signal.aborted) return;
         if (this.reachable) this.log.warn({ err: messageOf(err) }, 'OPA is not reachable');
@@ -238,15 +235,26 @@ export class OpaPusher implements Part {
 
   private requestFullPush(reason: string): void {
     this.log.warn({ reason }, 'pushing everything into OPA again');
-    this.options.metrics?.opaRestarts.inc();
     this.fullPushWanted = true;
     this.wake.wake();
   }
 
-  /** Writes the marker, forgets what OPA held, and queues every origin. */
+  /**
+   * Writes the marker, forgets what OPA held, and queues every origin. Once a marker was written, a
+   * missing one is a restart of OPA: counted here, whether the checker saw the marker gone or saw OPA
+   * down (a restart longer than the check interval) or a call failed meanwhile.
+   */
   private async fullPush(signal: AbortSignal): Promise<void> {
     try {
+      if (this.markerWritten) {
+        const marker = await this.options.client.getData(MARKER_PATH, signal);
+        if (!marker.defined) {
+          this.log.warn('OPA restarted: it lost what opa-sync pushed');
+          this.options.metrics?.opaRestarts.inc();
+        }
+      }
       await this.options.client.putData(MARKER_PATH, this.markerValue, signal);
+      this.markerWritten = true;
     } catch (err) {
       if (signal.aborted) return;
       if (this.reachable || !this.fullPushWarned) {
@@ -276,6 +284,8 @@ export class OpaPusher implements Part {
   }
 
   private fullPushWarned = false;
+  /** True once the marker was written into this OPA: from then on its absence means OPA restarted. */
+  private markerWritten = false;
 
   private async syncCollection(key: string, signal: AbortSignal): Promise<void> {
     try {

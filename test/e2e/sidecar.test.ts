@@ -395,6 +395,32 @@ describe('sidecar: ConfigMaps into OPA (real OPA + kube-apiserver)', function ()
     expect(await statusOf(ns, 'policy-include')).to.equal(OK);
   });
 
+  it('counts an OPA restart in opa_sync_opa_restarts_detected_total, also when OPA was down at a check', async () => {
+    await baseline();
+    const restarts = (): Promise<number> => scrapeMetric(sync, 'opa_sync_opa_restarts_detected_total');
+    const allBack = async (): Promise<void> => {
+      await waitFor('the policies back in OPA', async () =>
+        (await policyIds()).includes(`${ns}/multi-ok/b.rego`) ? true : undefined,
+      );
+    };
+    const before = await restarts();
+    // OPA stays down until opa-sync's check has failed on it: the restart cannot fit between two checks.
+    const unreachable = (l: Record<string, unknown>): boolean => l.msg === 'OPA is not reachable';
+    const seenDown = countLog(sync, unreachable);
+    await opa.restart(() => waitLog(sync, 'opa-sync seeing OPA down', unreachable, { count: seenDown + 1 }));
+    await allBack();
+    await waitFor('the restart to be counted', async () =>
+      (await restarts()) === before + 1 ? true : undefined,
+    );
+    // A restart quicker than the check interval counts once too.
+    await opa.restart();
+    await allBack();
+    await waitFor('the second restart to be counted', async () =>
+      (await restarts()) === before + 2 ? true : undefined,
+    );
+    expect(await statusOf(ns, 'policy-include')).to.equal(OK);
+  });
+
   it('keeps watching after the API server restarts', async () => {
     const cp = await controlPlane();
     const watchErrors = (): Promise<number> => scrapeMetric(sync, 'opa_sync_watch_errors_total');
