@@ -73,6 +73,7 @@ export const ERROR_CODES = {
   invalid_json: { meaning: 'a data value is not valid JSON', retryable: false },
   invalid_yaml: { meaning: 'a data.yaml file of the policies folder is not valid YAML', retryable: false },
   invalid_data: { meaning: 'a data value is valid JSON but not an object', retryable: false },
+  data_too_deep: { meaning: 'a data value is nested deeper than 1,000 levels', retryable: false },
   binary_data_not_loaded: { meaning: 'binaryData keys are never loaded', retryable: false },
   data_at_root: {
     meaning: 'a data file at the root of the policies folder would replace all of OPA’s data',

@@ -254,6 +254,30 @@ describe('sidecar: ConfigMaps into OPA (real OPA + kube-apiserver)', function ()
       });
     });
 
+    it('data nested 6,000 deep ends in a clear error; nothing stops, and a new opa-sync gets ready with it', async () => {
+      await baseline();
+      const deep = `${'{"a":'.repeat(6000)}1${'}'.repeat(6000)}`;
+      // JSON.parse accepts it; OPA would too (its limit is 10,000 levels).
+      expect(() => JSON.parse(deep) as unknown).not.to.throw();
+      await put('deep', { 'deep.json': deep, 'fine.json': '{"fine": true}' }, DATA_LABEL);
+      expect(errorOf(await waitError(ns, 'deep'))).to.deep.equal({
+        code: 'data_too_deep',
+        message: 'key "deep.json" is nested deeper than 1000 levels: not loaded',
+      });
+      expect(await data(`${ns}/deep/fine.json`)).to.deep.equal({ fine: true });
+      // Everything else goes on: a new policy loads, no part was restarted, opa-sync is ready.
+      await put('after-deep', { 'a.rego': 'package e2e.afterdeep\n\nallow := true\n' });
+      await waitOk(ns, 'after-deep');
+      const health = JSON.parse((await httpRequest(`${sync.opsUrl}/health`)).body) as {
+        parts: Record<string, { restarts: number }>;
+      };
+      expect(health.parts['opa']?.restarts).to.equal(0);
+      expect((await httpRequest(`${sync.opsUrl}/ready`)).status).to.equal(200);
+      // Started while the ConfigMap exists, another opa-sync gets ready too.
+      const again = await startSync({ kubeconfig, opa, namespaces: ns });
+      await again.stop();
+    });
+
     it('an empty policy carries OPA’s error; a policy near the 1 MiB limit loads', async () => {
       await put('empty', { 'empty.rego': '' });
       const empty = errorOf(await waitError(ns, 'empty')) as StatusError;
