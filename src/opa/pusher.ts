@@ -16,6 +16,7 @@ import { Wake } from '../lifecycle/wake.js';
 import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
 import { PermanentError, RetryableError, isAbortError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { isPathPrefix } from '../util/paths.js';
 import { OpaHttpError, type OpaClient } from './client.js';
 import { CollectionSync } from './collection-sync.js';
 
@@ -401,6 +402,7 @@ export class OpaPusher implements Part {
         if (await this.call('data', errors, () => this.options.client.removeData(root, signal))) {
           applied.documents.clear();
           applied.dataRoot = undefined;
+          await this.pruneEmptyParents(root, signal);
           return false;
         }
         return true;
@@ -420,11 +422,56 @@ export class OpaPusher implements Part {
       if (wanted.has(pathKey)) continue;
       if (await this.call('data', errors, () => this.options.client.removeData(doc.path, signal))) {
         applied.documents.delete(pathKey);
+        await this.pruneEmptyParents(doc.path, signal);
       } else {
         pending = true;
       }
     }
     return pending;
+  }
+
+  /**
+   * After `removed` was removed from OPA: removes each parent of it that is left as an empty object
+   * (`data.<ns>: {}` after the last data ConfigMap of a namespace), up to the first segment, never the
+   * data root. A parent under which opa-sync still has or wants anything is kept without asking OPA; one
+   * that OPA shows with anything in it (another owner's data, or a policy's rules) is kept too.
+   */
+  private async pruneEmptyParents(removed: readonly string[], signal: AbortSignal): Promise<void> {
+    const ours = this.ownedDataPaths();
+    for (let parent = removed.slice(0, -1); parent.length > 0; parent = parent.slice(0, -1)) {
+      if (ours.some((p) => isPathPrefix(parent, p) || isPathPrefix(p, parent))) return;
+      const { defined, value } = await this.options.client.getData(parent, signal);
+      if (!defined) continue;
+      if (value === null || typeof value !== 'object' || Object.keys(value).length > 0) return;
+      try {
+        await this.options.client.removeData(parent, signal);
+      } catch (err) {
+        if (!(err instanceof PermanentError)) throw err;
+        // Someone else's to keep (a bundle root, say): not an error of any origin.
+        this.log.debug({ path: parent, err: messageOf(err) }, 'empty parent left in OPA');
+        return;
+      }
+      this.log.debug({ path: parent }, 'removed an empty parent');
+    }
+  }
+
+  /** The data paths opa-sync holds or wants in OPA: documents, origins' subtrees, collections, marker. */
+  private ownedDataPaths(): (readonly string[])[] {
+    const paths: (readonly string[])[] = [MARKER_PATH];
+    for (const applied of this.applied.values()) {
+      if (applied.dataRoot !== undefined) paths.push(applied.dataRoot);
+      for (const doc of applied.documents.values()) paths.push(doc.path);
+    }
+    for (const key of this.options.state.keys()) {
+      const desired = this.options.state.get(key);
+      if (desired?.dataRoot !== undefined) paths.push(desired.dataRoot);
+      for (const doc of desired?.documents ?? []) paths.push(doc.path);
+    }
+    for (const key of this.options.state.collectionKeys()) {
+      const collection = this.options.state.collection(key);
+      if (collection !== undefined) paths.push(collection.path);
+    }
+    return paths;
   }
 
   /**

@@ -468,6 +468,67 @@ describe('sidecar: ConfigMaps into OPA (real OPA + kube-apiserver)', function ()
   });
 });
 
+describe('sidecar: removals leave nothing behind, and nothing more is removed (real OPA + kube-apiserver)', function () {
+  this.timeout(120_000);
+  const suite = cleanupAfterAll();
+  const perTest = cleanupAfterEach();
+  let opa: OpaServer;
+
+  before(async () => {
+    opa = suite.add(await extraOpa());
+  });
+
+  /** opa-sync for a fresh namespace, as a ServiceAccount that may only touch ConfigMaps there. */
+  async function start(prefix: string, args: string[] = []): Promise<{ ns: string; sync: OpaSyncProcess }> {
+    const ns = await createNamespace(prefix);
+    const kubeconfig = await serviceAccountKubeconfig(ns, 'opa-sync', [ns], CONFIGMAP_RULES);
+    const sync = perTest.add(
+      await startSync({ kubeconfig, opa, namespaces: ns, args: ['--opa-resync-interval=1s', ...args] }),
+    );
+    return { ns, sync };
+  }
+
+  const deleteCm = async (ns: string, name: string): Promise<void> => {
+    await (await adminCore()).deleteNamespacedConfigMap({ name, namespace: ns });
+  };
+
+  it("removes data.<ns> once the namespace's last data ConfigMap is deleted, but not another owner's data", async () => {
+    const { ns } = await start('prune');
+    await putConfigMap(ns, 'd1', { 'a.json': '{"a": 1}' }, { labels: DATA_LABEL });
+    await putConfigMap(ns, 'd2', { 'b.json': '{"b": 2}' }, { labels: DATA_LABEL });
+    await waitOk(ns, 'd1');
+    await waitOk(ns, 'd2');
+
+    await deleteCm(ns, 'd1');
+    await waitFor('d1 gone from OPA', async () =>
+      (await opaData(opa, `${ns}/d1`)) === undefined ? true : undefined,
+    );
+    expect(await opaData(opa, ns)).to.deep.equal({ d2: { 'b.json': { b: 2 } } });
+
+    await deleteCm(ns, 'd2');
+    await waitFor(`data.${ns} gone from OPA`, async () =>
+      (await opaData(opa, ns)) === undefined ? true : undefined,
+    );
+    // The rest of OPA's data is untouched: opa-sync's marker is still there.
+    expect(await opaData(opa, 'opa_sync/marker')).to.not.equal(undefined);
+
+    // Another owner's document in the same namespace's subtree stays, and so does the subtree.
+    const put = await opa.request(`/v1/data/${ns}/foreign`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: '{"mine": true}',
+    });
+    expect(put.status).to.equal(204);
+    await putConfigMap(ns, 'd3', { 'c.json': '{"c": 3}' }, { labels: DATA_LABEL });
+    await waitOk(ns, 'd3');
+    await deleteCm(ns, 'd3');
+    await waitFor('d3 gone from OPA', async () =>
+      (await opaData(opa, `${ns}/d3`)) === undefined ? true : undefined,
+    );
+    expect(await opaData(opa, ns)).to.deep.equal({ foreign: { mine: true } });
+  });
+});
+
 describe('sidecar: flags that change what is loaded (real OPA + kube-apiserver)', function () {
   this.timeout(120_000);
   const suite = cleanupAfterAll();
