@@ -11,6 +11,7 @@ import {
   DATA_LABEL,
   OK,
   POLICY_LABEL,
+  STATUS,
   adminCore,
   annotationsOf,
   cleanupAfterAll,
@@ -526,6 +527,57 @@ describe('sidecar: removals leave nothing behind, and nothing more is removed (r
       (await opaData(opa, `${ns}/d3`)) === undefined ? true : undefined,
     );
     expect(await opaData(opa, ns)).to.deep.equal({ foreign: { mine: true } });
+  });
+});
+
+describe('sidecar: status writes, one per outcome (real OPA + kube-apiserver)', function () {
+  this.timeout(120_000);
+  const suite = cleanupAfterAll();
+  let opa: OpaServer;
+  let ns: string;
+  let sync: OpaSyncProcess;
+
+  before(async () => {
+    opa = suite.add(await extraOpa());
+    ns = await createNamespace('writes');
+    const kubeconfig = await serviceAccountKubeconfig(ns, 'opa-sync', [ns], CONFIGMAP_RULES);
+    sync = suite.add(await startSync({ kubeconfig, opa, namespaces: ns, args: ['--log-level=debug'] }));
+  });
+
+  const writes = (): Promise<number> => scrapeMetric(sync, 'opa_sync_status_writes_total', { result: 'ok' });
+  const failedLoads = (name: string) => (l: Record<string, unknown>) =>
+    l.msg === 'loaded with errors' && l.origin === `configmap ${ns}/${name}`;
+
+  it('retries a failing policy with backoff without patching its unchanged annotation again', async () => {
+    const before = await writes();
+    await putConfigMap(ns, 'failing', {
+      'f.rego': 'package e2e.failing\n\nimport data.e2e.nowhere\n\nallow if nowhere.f(1)\n',
+    });
+    const status = await waitError(ns, 'failing');
+    // The first load and two retries (after ~1 s and ~2 s), each with the same error.
+    await waitLog(sync, 'three failed loads', failedLoads('failing'), { count: 3 });
+    expect(await statusOf(ns, 'failing')).to.equal(status);
+    expect((await writes()) - before, 'one PATCH for the three equal outcomes').to.equal(1);
+  });
+
+  it('still writes the status of a ConfigMap created again, and restores one changed by someone else', async () => {
+    const text = { 'r.rego': 'package e2e.recreated\n\nallow := true\n' };
+    await putConfigMap(ns, 'recreated', text);
+    await waitOk(ns, 'recreated');
+    await (await adminCore()).deleteNamespacedConfigMap({ name: 'recreated', namespace: ns });
+    await putConfigMap(ns, 'recreated', text);
+    expect(await waitOk(ns, 'recreated')).to.equal(OK);
+
+    await (
+      await adminCore()
+    ).patchNamespacedConfigMap({
+      name: 'recreated',
+      namespace: ns,
+      body: [
+        { op: 'replace', path: `/metadata/annotations/${STATUS.replace('/', '~1')}`, value: 'hand-made' },
+      ],
+    });
+    expect(await waitOk(ns, 'recreated')).to.equal(OK);
   });
 });
 

@@ -10,7 +10,7 @@ import type { ConfigMapOrigin } from '../../src/model/origin.js';
 import { Backoff } from '../../src/util/backoff.js';
 import { RetryableError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
-import { FakePatcher, until } from './kube-fakes.js';
+import { FakePatcher, until, type PatchCall } from './kube-fakes.js';
 
 const ANNOTATION = 'openpolicyagent.org/policy-status';
 const origin = (name: string): ConfigMapOrigin => ({
@@ -52,8 +52,11 @@ describe('StatusWriter', () => {
   let controller: AbortController;
   let metrics: Metrics;
 
-  function writer(annotations: readonly string[] = [ANNOTATION]): StatusWriter {
-    return new StatusWriter({ patcher, annotations, logger: silentLogger(), metrics, backoff });
+  function writer(
+    annotations: readonly string[] = [ANNOTATION],
+    more: { restoreIntervalMs?: number } = {},
+  ): StatusWriter {
+    return new StatusWriter({ patcher, annotations, logger: silentLogger(), metrics, backoff, ...more });
   }
 
   const values = (): (string | null | undefined)[] => patcher.calls.map((c) => c.annotations[ANNOTATION]);
@@ -213,5 +216,74 @@ describe('StatusWriter', () => {
     await until('the write of the next run', () => patcher.calls.length === 2);
     again.abort();
     await run2;
+  });
+
+  describe('one PATCH per outcome, none when the annotation already holds it', () => {
+    const ref = { namespace: 'opa', name: 'p' };
+    const OK = '{"status":"ok"}';
+    const ERR = '{"status":"error","error":{"code":"rego_type_error","message":"rego_type_error happened"}}';
+    /** Waits until the writer has nothing left to do: a marker ConfigMap reported last is written. */
+    let markers = 0;
+    async function settled(w: StatusWriter): Promise<void> {
+      const name = `marker-${++markers}`;
+      w.report(ok(name));
+      await until(`the write of ${name}`, () => patcher.calls.some((c) => c.ref.name === name));
+    }
+    const writesOf = (name: string): PatchCall[] => patcher.calls.filter((c) => c.ref.name === name);
+
+    it('does not write the same outcome again (a policy failing on every retry)', async () => {
+      const w = writer();
+      const run = w.run(controller.signal);
+      for (let i = 0; i < 5; i += 1) {
+        w.report(failed('p', 'rego_type_error'));
+        await settled(w);
+      }
+      expect(writesOf('p').map((c) => c.annotations[ANNOTATION])).to.deep.equal([ERR]);
+      w.report(ok('p'));
+      w.report(ok('p'));
+      await settled(w);
+      expect(writesOf('p').map((c) => c.annotations[ANNOTATION])).to.deep.equal([ERR, OK]);
+      controller.abort();
+      await run;
+    });
+
+    it('skips a ConfigMap seen holding the value already (a restarted opa-sync writes nothing)', async () => {
+      const w = writer();
+      w.observe(ref, { [ANNOTATION]: OK, other: 'x' });
+      w.report(ok('p'));
+      const run = w.run(controller.signal);
+      await settled(w);
+      expect(writesOf('p')).to.deep.equal([]);
+      controller.abort();
+      await run;
+    });
+
+    it('writes again to a ConfigMap seen without it (created again) or changed by someone else, restoring at most once per interval', async () => {
+      const w = writer([ANNOTATION], { restoreIntervalMs: 200 });
+      const run = w.run(controller.signal);
+      w.report(ok('p'));
+      await until('the first write', () => writesOf('p').length === 1);
+      // Our own write coming back through the watch: nothing to do.
+      w.observe(ref, { [ANNOTATION]: OK });
+      await settled(w);
+      expect(writesOf('p')).to.have.length(1);
+      // Deleted and created again: the source sees it without annotations, the same outcome follows.
+      w.observe(ref, undefined);
+      w.observe(ref, {});
+      w.report(ok('p'));
+      await until('the write to the new ConfigMap', () => writesOf('p').length === 2);
+      // Someone else overwrites it: restored at once.
+      w.observe(ref, { [ANNOTATION]: 'edited by hand' });
+      await until('the restore', () => writesOf('p').length === 3);
+      // Another replica that keeps writing another value is answered only once per interval.
+      const before = Date.now();
+      w.observe(ref, { [ANNOTATION]: 'the other replica' });
+      w.observe(ref, { [ANNOTATION]: 'the other replica' });
+      await until('the second restore', () => writesOf('p').length === 4, 2000);
+      expect(Date.now() - before).to.be.at.least(150);
+      expect(writesOf('p').map((c) => c.annotations[ANNOTATION])).to.deep.equal([OK, OK, OK, OK]);
+      controller.abort();
+      await run;
+    });
   });
 });
