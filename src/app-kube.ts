@@ -52,6 +52,7 @@ export function kubeParts(
     annotations: config.statusAnnotations,
     logger: logger.child({ component: 'status' }),
     metrics,
+    state,
   });
   sources.push(
     new ConfigMapSource({

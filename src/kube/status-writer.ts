@@ -3,9 +3,11 @@
 // none when its annotation already holds that value. It knows what each ConfigMap holds from what it
 // wrote and from what the ConfigMap source saw (`observe`): so a ConfigMap created again, or whose
 // annotation someone else changed, still gets its status, and a restarted opa-sync does not write the
-// annotations its predecessor left as they are. Writes are queued per ConfigMap and render the latest
+// annotations its predecessor left as they are. A ConfigMap that stops being a policy or data ConfigMap
+// (label removed) has the annotation removed. Writes are queued per ConfigMap and render the latest
 // outcome when they are made; a failed write is retried with backoff, in memory. It is a Part: what is
 // queued survives a restart.
+import type { DesiredState } from '../model/desired-state.js';
 import type { LoadError, Outcome } from '../model/outcome.js';
 import { originKey, type ConfigMapOrigin, type OriginRole } from '../model/origin.js';
 import type { Metrics } from '../http/metrics.js';
@@ -26,6 +28,11 @@ export interface StatusWriterOptions {
   /** Delays between retries of failed writes; by default 0.5 s doubling up to 30 s. */
   backoff?: Backoff;
   /**
+   * The desired state, to tell which ConfigMaps are still policies or data: the annotation of one that
+   * is no longer either is removed. Without it every ConfigMap reported on is taken as still wanted.
+   */
+  state?: DesiredState | undefined;
+  /**
    * The least time between two writes of one ConfigMap made only because its annotation was seen
    * changed by someone else (another replica with another outcome would otherwise fight us at the API
    * server's speed). By default one minute; writes for a new outcome are never held back.
@@ -39,8 +46,8 @@ interface Latest {
   bySink: Map<string, readonly LoadError[]>;
 }
 
-/** Annotation values to write. */
-type Values = Record<string, string>;
+/** Annotation values to write; null removes the key. */
+type Values = Record<string, string | null>;
 
 interface Known {
   ref: ConfigMapRef;
@@ -64,6 +71,8 @@ export class StatusWriter implements Part {
   private readonly latest = new Map<string, Latest>();
   /** Every ConfigMap this writer has an outcome for or has seen with one of its annotations. */
   private readonly known = new Map<string, Known>();
+  /** Origin key → ConfigMap key, for the origins of the known ConfigMaps. */
+  private readonly cmOf = new Map<string, string>();
   private readonly restoredAt = new Map<string, number>();
   private readonly restoreTimers = new Map<string, NodeJS.Timeout>();
   private readonly backoff: Backoff;
@@ -124,6 +133,24 @@ export class StatusWriter implements Part {
    * (not one of our errors: a bug), with that write still queued for the next run.
    */
   async run(signal: AbortSignal): Promise<void> {
+    // An origin gone from the desired state (label removed) has its annotation removed.
+    const unsubscribe = this.options.state?.subscribe((change) => {
+      if (change.kind !== 'origin') return;
+      const cm = this.cmOf.get(change.key);
+      const known = cm === undefined ? undefined : this.known.get(cm);
+      if (known !== undefined && this.options.state?.get(change.key) === undefined) this.enqueue(known.ref);
+    });
+    // Whatever changed while this part was not running is looked at again (writes that change nothing
+    // are skipped).
+    for (const known of this.known.values()) this.pending.add(cmKey(known.ref));
+    try {
+      await this.loop(signal);
+    } finally {
+      unsubscribe?.();
+    }
+  }
+
+  private async loop(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       const [key] = this.pending;
       if (key === undefined) {
@@ -158,13 +185,14 @@ export class StatusWriter implements Part {
     this.wake.wake();
   }
 
-  /** The ConfigMap's record, created when it is new. */
+  /** The ConfigMap's record, created (with its origins' keys) when it is new. */
   private know(ref: ConfigMapRef): Known {
     const key = cmKey(ref);
     let known = this.known.get(key);
     if (known === undefined) {
       known = { ref: { namespace: ref.namespace, name: ref.name }, holds: undefined };
       this.known.set(key, known);
+      for (const origin of this.originsOf(known.ref)) this.cmOf.set(originKey(origin), key);
     }
     return known;
   }
@@ -180,16 +208,28 @@ export class StatusWriter implements Part {
     this.restoredAt.delete(key);
     clearTimeout(this.restoreTimers.get(key));
     this.restoreTimers.delete(key);
-    for (const origin of this.originsOf(ref)) this.latest.delete(originKey(origin));
+    for (const origin of this.originsOf(ref)) {
+      this.latest.delete(originKey(origin));
+      this.cmOf.delete(originKey(origin));
+    }
   }
 
   /**
-   * What the ConfigMap's annotations should hold: the merged outcome of its origins, or undefined when
-   * there is nothing to write yet (no outcome).
+   * What the ConfigMap's annotations should hold: the merged outcome of its origins that are still
+   * wanted, null for each key when none is (the annotation is removed), or undefined when there is
+   * nothing to write yet (no outcome).
    */
   private target(known: Known): Values | undefined {
     const origins = this.originsOf(known.ref).map(originKey);
-    const outcomes = origins.map((k) => this.latest.get(k)).filter((l) => l !== undefined);
+    const wanted = origins.filter((k) =>
+      this.options.state === undefined ? this.latest.has(k) : this.options.state.get(k) !== undefined,
+    );
+    if (wanted.length === 0) {
+      if (!origins.some((k) => this.latest.has(k)) && known.holds === undefined) return undefined;
+      for (const k of origins) this.latest.delete(k);
+      return Object.fromEntries(this.keys.map((k) => [k, null]));
+    }
+    const outcomes = wanted.map((k) => this.latest.get(k)).filter((l) => l !== undefined);
     if (outcomes.length === 0) return undefined;
     const errors = outcomes.flatMap(({ bySink }) =>
       [...bySink.keys()].sort().flatMap((sink) => bySink.get(sink) ?? []),
@@ -198,11 +238,11 @@ export class StatusWriter implements Part {
     return Object.fromEntries(this.keys.map((k) => [k, status]));
   }
 
-  /** Whether the ConfigMap is known to hold these values already. */
+  /** Whether the ConfigMap is known to hold these values already (null: the key is absent). */
   private holdsAlready(known: Known, target: Values): boolean {
     const holds = known.holds;
     if (holds === undefined) return false;
-    return Object.entries(target).every(([k, v]) => holds[k] === v);
+    return Object.entries(target).every(([k, v]) => (holds[k] ?? null) === v);
   }
 
   /** A write caused only by what was seen on the ConfigMap: at once, then at most once per interval. */
@@ -243,8 +283,14 @@ export class StatusWriter implements Part {
       this.options.logger.debug({ configmap: key }, 'ConfigMap gone: status not written');
       return;
     }
-    known.holds = { ...target };
+    const holds: Record<string, string> = {};
+    for (const [k, v] of Object.entries(target)) if (v !== null) holds[k] = v;
+    known.holds = holds;
     this.options.metrics?.statusWrites.inc({ result: 'ok' });
-    this.options.logger.debug({ configmap: key, status: target[this.keys[0] ?? ''] }, 'status written');
+    const removed = Object.values(target).every((v) => v === null);
+    this.options.logger.debug(
+      { configmap: key, ...(removed ? { removed: true } : { status: target[this.keys[0] ?? ''] }) },
+      removed ? 'status annotation removed' : 'status written',
+    );
   }
 }

@@ -493,6 +493,25 @@ describe('sidecar: removals leave nothing behind, and nothing more is removed (r
     await (await adminCore()).deleteNamespacedConfigMap({ name, namespace: ns });
   };
 
+  it('removes the status annotation(s) when a ConfigMap stops being a policy, and writes them when it is one again', async () => {
+    const kubeMgmt = 'openpolicyagent.org/kube-mgmt-status';
+    const { ns } = await start('unlabel', [`--status-annotation=${STATUS},${kubeMgmt}`]);
+    const text = { 't.rego': 'package e2e.unlabel\n\nallow := true\n' };
+    await putConfigMap(ns, 'toggle', text);
+    await waitOk(ns, 'toggle');
+    expect(await annotationsOf(ns, 'toggle')).to.deep.equal({ [STATUS]: OK, [kubeMgmt]: OK });
+
+    await putConfigMap(ns, 'toggle', text, { labels: {} });
+    await waitPolicy(opa, `${ns}/toggle/t.rego`, false);
+    await waitFor('the annotations removed', async () =>
+      Object.keys(await annotationsOf(ns, 'toggle')).length === 0 ? true : undefined,
+    );
+
+    await putConfigMap(ns, 'toggle', text);
+    await waitOk(ns, 'toggle');
+    expect(await annotationsOf(ns, 'toggle')).to.deep.equal({ [STATUS]: OK, [kubeMgmt]: OK });
+  });
+
   it("removes data.<ns> once the namespace's last data ConfigMap is deleted, but not another owner's data", async () => {
     const { ns } = await start('prune');
     await putConfigMap(ns, 'd1', { 'a.json': '{"a": 1}' }, { labels: DATA_LABEL });

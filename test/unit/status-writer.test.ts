@@ -4,6 +4,7 @@
 import { expect } from 'chai';
 import { Metrics } from '../../src/http/metrics.js';
 import { StatusWriter } from '../../src/kube/status-writer.js';
+import { DesiredState } from '../../src/model/desired-state.js';
 import { KubeApiError } from '../../src/kube/errors.js';
 import type { Outcome } from '../../src/model/outcome.js';
 import type { ConfigMapOrigin } from '../../src/model/origin.js';
@@ -54,7 +55,7 @@ describe('StatusWriter', () => {
 
   function writer(
     annotations: readonly string[] = [ANNOTATION],
-    more: { restoreIntervalMs?: number } = {},
+    more: { state?: DesiredState; restoreIntervalMs?: number } = {},
   ): StatusWriter {
     return new StatusWriter({ patcher, annotations, logger: silentLogger(), metrics, backoff, ...more });
   }
@@ -282,6 +283,41 @@ describe('StatusWriter', () => {
       await until('the second restore', () => writesOf('p').length === 4, 2000);
       expect(Date.now() - before).to.be.at.least(150);
       expect(writesOf('p').map((c) => c.annotations[ANNOTATION])).to.deep.equal([OK, OK, OK, OK]);
+      controller.abort();
+      await run;
+    });
+
+    it('removes the annotation of a ConfigMap that is no longer a policy, once, and never of a deleted one', async () => {
+      const state = new DesiredState();
+      const policy = {
+        origin: origin('p'),
+        modules: [{ id: 'opa/p/p.rego', text: 'package p' }],
+        documents: [],
+        problems: [],
+      };
+      state.set(policy);
+      const w = writer([ANNOTATION], { state });
+      const run = w.run(controller.signal);
+      w.report(ok('p'));
+      await until('the status', () => writesOf('p').length === 1);
+      // The label removed: the source sees the ConfigMap (with our annotation) and drops the origin.
+      w.observe(ref, { [ANNOTATION]: OK });
+      state.delete(origin('p'));
+      await until('the removal', () => writesOf('p').length === 2);
+      expect(writesOf('p')[1]?.annotations).to.deep.equal({ [ANNOTATION]: null });
+      // A late outcome of the old origin does not bring it back; seen without it, nothing to do.
+      w.report(ok('p'));
+      w.observe(ref, {});
+      await settled(w);
+      expect(writesOf('p')).to.have.length(2);
+      // Labelled again, then deleted: nothing is written to a deleted ConfigMap.
+      state.set(policy);
+      w.report(ok('p'));
+      await until('the status again', () => writesOf('p').length === 3);
+      w.observe(ref, undefined);
+      state.delete(origin('p'));
+      await settled(w);
+      expect(writesOf('p')).to.have.length(3);
       controller.abort();
       await run;
     });
