@@ -17,7 +17,7 @@ import { Backoff, sleep } from '../util/backoff.js';
 import { OpaSyncError, isAbortError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import type { ConfigMapRef, StatusPatcher } from './ports.js';
-import { renderStatus } from './status-annotation.js';
+import { KUBE_MGMT_RETRIES, KUBE_MGMT_STATUS, renderStatus } from './status-annotation.js';
 
 export interface StatusWriterOptions {
   patcher: StatusPatcher;
@@ -77,12 +77,14 @@ export class StatusWriter implements Part {
   private readonly restoreTimers = new Map<string, NodeJS.Timeout>();
   private readonly backoff: Backoff;
   private readonly wake = new Wake();
-  /** The annotation keys written. */
+  /** The annotation keys written: the status keys, and kube-mgmt's retries beside its status key. */
   private readonly keys: readonly string[];
 
   constructor(private readonly options: StatusWriterOptions) {
     this.backoff = options.backoff ?? new Backoff({ minMs: 500, maxMs: 30_000 });
-    this.keys = [...options.annotations];
+    const companion =
+      options.annotations.includes(KUBE_MGMT_STATUS) && !options.annotations.includes(KUBE_MGMT_RETRIES);
+    this.keys = companion ? [...options.annotations, KUBE_MGMT_RETRIES] : [...options.annotations];
   }
 
   /** Nothing to list first: ready from the start. */
@@ -235,7 +237,9 @@ export class StatusWriter implements Part {
       [...bySink.keys()].sort().flatMap((sink) => bySink.get(sink) ?? []),
     );
     const status = renderStatus(errors);
-    return Object.fromEntries(this.keys.map((k) => [k, status]));
+    // kube-mgmt's retries count down its immediate re-loads and settle at "0", for ok and error alike;
+    // opa-sync retries with backoff in memory, so it writes the settled value.
+    return Object.fromEntries(this.keys.map((k) => [k, k === KUBE_MGMT_RETRIES ? '0' : status]));
   }
 
   /** Whether the ConfigMap is known to hold these values already (null: the key is absent). */

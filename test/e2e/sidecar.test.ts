@@ -495,11 +495,12 @@ describe('sidecar: removals leave nothing behind, and nothing more is removed (r
 
   it('removes the status annotation(s) when a ConfigMap stops being a policy, and writes them when it is one again', async () => {
     const kubeMgmt = 'openpolicyagent.org/kube-mgmt-status';
+    const retries = 'openpolicyagent.org/kube-mgmt-retries';
     const { ns } = await start('unlabel', [`--status-annotation=${STATUS},${kubeMgmt}`]);
     const text = { 't.rego': 'package e2e.unlabel\n\nallow := true\n' };
     await putConfigMap(ns, 'toggle', text);
     await waitOk(ns, 'toggle');
-    expect(await annotationsOf(ns, 'toggle')).to.deep.equal({ [STATUS]: OK, [kubeMgmt]: OK });
+    expect(await annotationsOf(ns, 'toggle')).to.deep.equal({ [STATUS]: OK, [kubeMgmt]: OK, [retries]: '0' });
 
     await putConfigMap(ns, 'toggle', text, { labels: {} });
     await waitPolicy(opa, `${ns}/toggle/t.rego`, false);
@@ -509,7 +510,7 @@ describe('sidecar: removals leave nothing behind, and nothing more is removed (r
 
     await putConfigMap(ns, 'toggle', text);
     await waitOk(ns, 'toggle');
-    expect(await annotationsOf(ns, 'toggle')).to.deep.equal({ [STATUS]: OK, [kubeMgmt]: OK });
+    expect(await annotationsOf(ns, 'toggle')).to.deep.equal({ [STATUS]: OK, [kubeMgmt]: OK, [retries]: '0' });
   });
 
   it("removes data.<ns> once the namespace's last data ConfigMap is deleted, but not another owner's data", async () => {
@@ -665,7 +666,15 @@ describe('sidecar: flags that change what is loaded (real OPA + kube-apiserver)'
         ? a
         : undefined;
     });
-    expect(got).to.deep.equal({ 'openpolicyagent.org/kube-mgmt-status': OK, 'example.com/status': OK });
+    // kube-mgmt's retries key goes with kube-mgmt's status key: "0", for ok and error alike.
+    expect(got).to.deep.equal({
+      'openpolicyagent.org/kube-mgmt-status': OK,
+      'openpolicyagent.org/kube-mgmt-retries': '0',
+      'example.com/status': OK,
+    });
+    await putConfigMap(ns, 'p', { 'p.rego': 'package annot.p\n\nallow if {' });
+    await waitError(ns, 'p', 'openpolicyagent.org/kube-mgmt-status');
+    expect((await annotations(ns, 'p'))['openpolicyagent.org/kube-mgmt-retries']).to.equal('0');
   });
 
   it('seed-era --policies: every ConfigMap of the namespace is a policy, but kube-root-ca.crt and non-.rego keys are skipped', async () => {

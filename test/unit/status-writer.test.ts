@@ -321,5 +321,27 @@ describe('StatusWriter', () => {
       controller.abort();
       await run;
     });
+
+    it("writes kube-mgmt's retries ('0') beside kube-mgmt's status key, and removes both", async () => {
+      const state = new DesiredState();
+      state.set({ origin: origin('p'), modules: [], documents: [], problems: [] });
+      const key = 'openpolicyagent.org/kube-mgmt-status';
+      const retries = 'openpolicyagent.org/kube-mgmt-retries';
+      const w = writer([key], { state });
+      const run = w.run(controller.signal);
+      w.report(failed('p', 'rego_type_error'));
+      await until('the status', () => writesOf('p').length === 1);
+      w.report(ok('p'));
+      await until('ok', () => writesOf('p').length === 2);
+      state.delete(origin('p'));
+      await until('the removal', () => writesOf('p').length === 3);
+      expect(writesOf('p').map((c) => c.annotations)).to.deep.equal([
+        { [key]: ERR, [retries]: '0' },
+        { [key]: OK, [retries]: '0' },
+        { [key]: null, [retries]: null },
+      ]);
+      controller.abort();
+      await run;
+    });
   });
 });
