@@ -48,6 +48,15 @@ interface Applied {
   dataRoot: readonly string[] | undefined;
 }
 
+/** Why a module OPA held is not loaded: a module it needs was removed (from `origin`). */
+interface UnloadedFor {
+  needs: string;
+  origin: Origin;
+}
+
+/** Rounds of "unload what OPA names, try the delete again" before a deletion is given up for now. */
+const MAX_UNLOAD_ROUNDS = 20;
+
 interface Retry {
   backoff: Backoff;
   timer: NodeJS.Timeout | undefined;
@@ -74,6 +83,8 @@ export class OpaPusher implements Part {
   private readonly collectionQueue = new Set<string>();
   private readonly applied = new Map<string, Applied>();
   private readonly retries = new Map<string, Retry>();
+  /** Modules unloaded because a module they need was removed, by module id. */
+  private readonly unloadedFor = new Map<string, UnloadedFor>();
   private readonly log: Logger;
   private readonly markerValue = { instance: randomUUID() };
   private readonly wake = new Wake();
@@ -365,26 +376,131 @@ export class OpaPusher implements Part {
   ): Promise<boolean> {
     let pending = false;
     const wanted = new Map((desired?.modules ?? []).map((m) => [m.id, m.text]));
-    for (const id of [...wanted.keys()].sort()) {
-      const text = wanted.get(id) as string;
-      if (applied.modules.get(id) === text) continue;
-      const ok = await this.call('policy', errors, () => this.options.client.putPolicy(id, text, signal));
-      // After a failed load OPA keeps the previous text, if any: which one is not known for sure.
-      applied.modules.set(id, ok ? text : undefined);
-      if (ok) this.loadsSucceeded += 1;
-      else pending = true;
-    }
+    const load = async (ids: readonly string[]): Promise<void> => {
+      for (const id of ids) {
+        const text = wanted.get(id) as string;
+        if (applied.modules.get(id) === text) continue;
+        const failure = await this.attempt('policy', errors, () =>
+          this.options.client.putPolicy(id, text, signal),
+        );
+        // After a failed load OPA keeps the previous text, if any: which one is not known for sure.
+        applied.modules.set(id, failure === undefined ? text : undefined);
+        if (failure === undefined) {
+          this.loadsSucceeded += 1;
+          this.unloadedFor.delete(id);
+          // Those unloaded for want of this one now fail (if they do) for reasons of their own.
+          for (const [dependent, why] of this.unloadedFor)
+            if (why.needs === id) this.unloadedFor.delete(dependent);
+          continue;
+        }
+        pending = true;
+        const why = this.unloadedFor.get(id);
+        if (why !== undefined) errors.push(this.dependencyRemovedError(id, why, errors.pop()));
+      }
+    };
+    await load([...wanted.keys()].sort());
     for (const id of [...applied.modules.keys()].sort()) {
       if (wanted.has(id)) continue;
-      const ok = await this.call('policy', errors, () => this.options.client.deletePolicy(id, signal));
-      if (ok) {
-        applied.modules.delete(id);
+      this.unloadedFor.delete(id);
+      if (!(await this.removeModule(id, applied, errors, signal, new Set()))) pending = true;
+    }
+    // Modules of this origin unloaded because a removed one needs them: tried again at once, so that
+    // this outcome already says why they are not loaded.
+    const unloaded = [...wanted.keys()].filter((id) => !applied.modules.has(id)).sort();
+    if (unloaded.length > 0) await load(unloaded);
+    return pending;
+  }
+
+  /**
+   * Deletes a module from OPA. OPA refuses to delete one that other loaded modules still need (they
+   * would no longer compile, and its error names them): those of opa-sync's are unloaded first (each
+   * the same way), then the module is deleted. A dependent that is still wanted is marked as unloaded
+   * for want of it, its origin is synced again (its status then says why), and it loads again as soon as
+   * the module is back. Returns whether the module is gone.
+   */
+  private async removeModule(
+    id: string,
+    owner: Applied,
+    errors: LoadError[],
+    signal: AbortSignal,
+    visiting: Set<string>,
+  ): Promise<boolean> {
+    visiting.add(id);
+    // Each round unloads the dependents OPA named (it names at most its error limit at a time).
+    for (let round = 0; round < MAX_UNLOAD_ROUNDS; round += 1) {
+      const refusal: LoadError[] = [];
+      const failure = await this.attempt('policy', refusal, () =>
+        this.options.client.deletePolicy(id, signal),
+      );
+      if (failure === undefined) {
+        owner.modules.delete(id);
         this.loadsSucceeded += 1;
-      } else {
-        pending = true;
+        return true;
+      }
+      const dependents = failure instanceof OpaHttpError ? this.dependentsIn(failure, id, visiting) : [];
+      if (dependents.length === 0) {
+        errors.push(...refusal);
+        return false;
+      }
+      for (const dependent of dependents) {
+        const found = this.ownerOf(dependent);
+        if (
+          found === undefined ||
+          !(await this.removeModule(dependent, found.applied, errors, signal, visiting))
+        ) {
+          errors.push(...refusal);
+          return false;
+        }
+        const stillWanted = this.options.state.get(found.key)?.modules.some((m) => m.id === dependent);
+        if (stillWanted === true) {
+          this.unloadedFor.set(dependent, { needs: id, origin: owner.origin });
+          this.log.warn(
+            { module: dependent, needs: id, origin: describeOrigin(found.applied.origin) },
+            'unloaded a module: a module it needs is being removed',
+          );
+          if (found.applied !== owner) this.enqueue(found.key);
+        }
       }
     }
-    return pending;
+    errors.push({
+      code: 'opa_refused',
+      message: `module ${id} could not be deleted: too many modules need it`,
+    });
+    return false;
+  }
+
+  /** The modules of opa-sync's that OPA's refusal to delete `id` says no longer compile without it. */
+  private dependentsIn(refusal: OpaHttpError, id: string, visiting: ReadonlySet<string>): string[] {
+    const files = new Set<string>();
+    for (const e of refusal.body.errors ?? []) {
+      const file = (e as { location?: { file?: unknown } } | null)?.location?.file;
+      if (typeof file === 'string' && file !== id && !visiting.has(file)) files.add(file);
+    }
+    // One OPA does not manage opa-sync's: nothing of it is unloaded, the deletion stays refused.
+    const ours = [...files].filter((file) => this.ownerOf(file) !== undefined);
+    return ours.length === files.size ? [...ours].sort() : [];
+  }
+
+  /** The origin whose modules include `id`, as far as OPA holds them for us. */
+  private ownerOf(id: string): { key: string; applied: Applied } | undefined {
+    for (const [key, applied] of this.applied) if (applied.modules.has(id)) return { key, applied };
+    return undefined;
+  }
+
+  /** The status error of a module unloaded for want of another, with OPA's own error inside. */
+  private dependencyRemovedError(id: string, why: UnloadedFor, opaError: LoadError | undefined): LoadError {
+    const upstream = this.unloadedFor.get(why.needs);
+    const which =
+      upstream === undefined
+        ? 'which was removed'
+        : `which is unloaded too (it needs module ${upstream.needs}, which was removed)`;
+    const message =
+      `module ${id} was unloaded: it needs module ${why.needs} (of ${describeOrigin(why.origin)}), ` +
+      `${which}; it is loaded again once that is back`;
+    const inner = opaError?.errors ?? (opaError === undefined ? undefined : [opaError]);
+    return inner === undefined
+      ? { code: 'dependency_removed', message }
+      : { code: 'dependency_removed', message, errors: inner };
   }
 
   /** PUTs changed documents and removes exactly the paths that are gone. Returns true if any is pending. */
@@ -483,11 +599,20 @@ export class OpaPusher implements Part {
     errors: LoadError[],
     fn: () => Promise<void>,
   ): Promise<boolean> {
+    return (await this.attempt(kind, errors, fn)) === undefined;
+  }
+
+  /** `call`, resolving with the refusal (OPA's or ours) instead of false; undefined when it worked. */
+  private async attempt(
+    kind: 'policy' | 'data',
+    errors: LoadError[],
+    fn: () => Promise<void>,
+  ): Promise<PermanentError | undefined> {
     const timer = this.options.metrics?.loadDuration.startTimer({ kind });
     try {
       await fn();
       this.options.metrics?.loads.inc({ kind, result: 'ok' });
-      return true;
+      return undefined;
     } catch (err) {
       this.options.metrics?.loads.inc({ kind, result: 'error' });
       if (err instanceof OpaHttpError) {
@@ -498,13 +623,13 @@ export class OpaPusher implements Part {
             : { code: body.code, message: body.message, errors: body.errors },
         );
         this.options.metrics?.loadErrors.inc({ code: body.code });
-        return false;
+        return err;
       }
       if (err instanceof PermanentError) {
         // Refused before it was sent (e.g. an id OPA could not take): an error of this key only.
         errors.push({ code: err.code, message: err.message });
         this.options.metrics?.loadErrors.inc({ code: err.code });
-        return false;
+        return err;
       }
       throw err;
     } finally {

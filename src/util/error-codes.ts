@@ -75,6 +75,10 @@ export const ERROR_CODES = {
   invalid_data: { meaning: 'a data value is valid JSON but not an object', retryable: false },
   data_too_deep: { meaning: 'a data value is nested deeper than 1,000 levels', retryable: false },
   binary_data_not_loaded: { meaning: 'binaryData keys are never loaded', retryable: false },
+  dependency_removed: {
+    meaning: 'a module was unloaded because a module it needs was removed; it loads again once that is back',
+    retryable: true,
+  },
   data_at_root: {
     meaning: 'a data file at the root of the policies folder would replace all of OPA’s data',
     retryable: false,

@@ -513,6 +513,46 @@ describe('sidecar: removals leave nothing behind, and nothing more is removed (r
     expect(await annotationsOf(ns, 'toggle')).to.deep.equal({ [STATUS]: OK, [kubeMgmt]: OK, [retries]: '0' });
   });
 
+  it('deleting a ConfigMap whose package others use unloads them (their status names it), removes it, and they heal when it is back', async () => {
+    const { ns } = await start('depends');
+    const lib = { 'lib.rego': 'package e2e.dep.lib\n\ndouble(x) := 2 * x\n' };
+    await putConfigMap(ns, 'lib', lib);
+    await waitOk(ns, 'lib');
+    await putConfigMap(ns, 'app', {
+      'app.rego':
+        'package e2e.dep.app\n\nimport data.e2e.dep.lib\n\nfour := lib.double(2)\n\nquad(x) := lib.double(lib.double(x))\n',
+    });
+    // A module that needs the one that needs lib: unloaded too, in the right order.
+    await putConfigMap(ns, 'app2', {
+      'app2.rego': 'package e2e.dep.app2\n\nimport data.e2e.dep.app\n\neight := app.quad(2)\n',
+    });
+    // A module that has nothing to do with it stays.
+    await putConfigMap(ns, 'other', { 'o.rego': 'package e2e.dep.other\n\nallow := true\n' });
+    await Promise.all(['app', 'app2', 'other'].map((name) => waitOk(ns, name)));
+    expect(await evaluateIn(opa, 'e2e/dep/app/four')).to.equal(4);
+
+    await (await adminCore()).deleteNamespacedConfigMap({ name: 'lib', namespace: ns });
+    await waitPolicy(opa, `${ns}/lib/lib.rego`, false);
+    const ids = (await policyIdsOf(opa)).filter((id) => id.startsWith(`${ns}/`));
+    expect(ids, 'app and app2 unloaded, other kept').to.deep.equal([`${ns}/other/o.rego`]);
+    const status = JSON.parse(await waitError(ns, 'app')) as {
+      error: { code: string; message: string; errors?: { message: string }[] };
+    };
+    expect(status.error.code).to.equal('dependency_removed');
+    expect(status.error.message).to.include(`needs module ${ns}/lib/lib.rego (of configmap ${ns}/lib)`);
+    expect(status.error.errors?.[0]?.message).to.match(/undefined function data\.e2e\.dep\.lib\.double/);
+    // app2 needs app's function: unloaded before app, and it says so too.
+    const status2 = JSON.parse(await waitError(ns, 'app2')) as { error: { code: string; message: string } };
+    expect(status2.error.code).to.equal('dependency_removed');
+    expect(status2.error.message).to.include(`needs module ${ns}/app/app.rego (of configmap ${ns}/app)`);
+    expect(await statusOf(ns, 'other')).to.equal(OK);
+    expect(await evaluateIn(opa, 'e2e/dep/app/four')).to.equal(undefined);
+
+    await putConfigMap(ns, 'lib', lib);
+    await Promise.all(['lib', 'app', 'app2'].map((name) => waitOk(ns, name)));
+    expect(await evaluateIn(opa, 'e2e/dep/app2/eight')).to.equal(8);
+  });
+
   it("removes data.<ns> once the namespace's last data ConfigMap is deleted, but not another owner's data", async () => {
     const { ns } = await start('prune');
     await putConfigMap(ns, 'd1', { 'a.json': '{"a": 1}' }, { labels: DATA_LABEL });
