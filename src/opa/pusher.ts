@@ -9,12 +9,12 @@
 import { randomUUID } from 'node:crypto';
 import type { Change, DesiredState, OriginState } from '../model/desired-state.js';
 import type { LoadError, Outcome } from '../model/outcome.js';
-import { describeOrigin, type Origin } from '../model/origin.js';
+import { describeOrigin, originKey, type ConfigMapOrigin, type Origin } from '../model/origin.js';
 import type { Metrics } from '../http/metrics.js';
 import type { Part } from '../lifecycle/part.js';
 import { Wake } from '../lifecycle/wake.js';
 import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
-import { PermanentError, RetryableError, isAbortError, messageOf } from '../util/errors.js';
+import { OpaSyncError, PermanentError, RetryableError, isAbortError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { isPathPrefix } from '../util/paths.js';
 import { OpaHttpError, type OpaClient } from './client.js';
@@ -22,7 +22,7 @@ import { CollectionSync } from './collection-sync.js';
 
 export type OpaApi = Pick<
   OpaClient,
-  'putPolicy' | 'deletePolicy' | 'putData' | 'removeData' | 'getData' | 'patchData'
+  'putPolicy' | 'deletePolicy' | 'listPolicyIds' | 'putData' | 'removeData' | 'getData' | 'patchData'
 >;
 
 /** Where opa-sync keeps its marker in OPA's data: its absence means OPA lost what we pushed. */
@@ -36,6 +36,12 @@ export interface PusherOptions {
   resyncIntervalMs: number;
   metrics?: Metrics | undefined;
   retryBackoff?: BackoffOptions;
+  /**
+   * Policy id prefixes that belong to opa-sync alone (`<namespace>/` of each watched namespace): once the
+   * initial load is done, a module under one, shaped `<namespace>/<name>/<key>`, that no origin backs
+   * (left by an earlier opa-sync whose OPA did not restart) is removed. None: nothing is looked for.
+   */
+  ownedPolicyPrefixes?: readonly string[];
 }
 
 /** What OPA holds because of one origin, as far as we know. */
@@ -125,6 +131,11 @@ export class OpaPusher implements Part {
         const work = this.next();
         if (work === undefined) {
           if (this.options.state.sourcesSynced() && this.reachable && !this.initialLoadDone) {
+            // Once, before the initial load counts as done: what an earlier run left is removed too.
+            if (!this.orphansLookedFor) {
+              this.orphansLookedFor = true;
+              if (await this.queueOrphans(signal)) continue;
+            }
             this.initialLoadDone = true;
             this.log.info({ origins: this.options.state.size }, 'initial load into OPA done');
           }
@@ -215,6 +226,52 @@ export class OpaPusher implements Part {
     return key;
   }
 
+  /**
+   * Finds the modules OPA holds under opa-sync's own id prefixes that no origin backs, and queues their
+   * removal as modules of the ConfigMap they came from (a gone origin is removed like any other, and
+   * modules that still need one are unloaded as for any removal). Returns whether any was queued.
+   */
+  private async queueOrphans(signal: AbortSignal): Promise<boolean> {
+    const prefixes = this.options.ownedPolicyPrefixes ?? [];
+    if (prefixes.length === 0) return false;
+    let ids: string[];
+    try {
+      ids = await this.options.client.listPolicyIds(signal);
+    } catch (err) {
+      if (!(err instanceof OpaSyncError)) throw err;
+      // Not worth failing the start over: the modules stay, and are looked for at the next start.
+      this.log.warn({ err: messageOf(err) }, 'could not list the modules in OPA to remove those left behind');
+      return false;
+    }
+    const backed = new Set<string>();
+    for (const applied of this.applied.values()) for (const id of applied.modules.keys()) backed.add(id);
+    for (const key of this.options.state.keys()) {
+      for (const m of this.options.state.get(key)?.modules ?? []) backed.add(m.id);
+    }
+    let queued = 0;
+    for (const id of ids) {
+      const [namespace, name, key, ...more] = id.split('/');
+      // Only what a policy ConfigMap of a watched namespace would have made: never anyone else's.
+      if (namespace === undefined || name === undefined || key === undefined || more.length > 0) continue;
+      if (backed.has(id) || !prefixes.includes(`${namespace}/`) || name === '' || key === '') continue;
+      const origin: ConfigMapOrigin = { kind: 'configmap', role: 'policy', namespace, name };
+      const originId = originKey(origin);
+      const applied = this.applied.get(originId) ?? {
+        origin,
+        modules: new Map<string, string | undefined>(),
+        documents: new Map(),
+        dataRoot: undefined,
+      };
+      applied.modules.set(id, undefined);
+      this.applied.set(originId, applied);
+      this.queue.add(originId);
+      queued += 1;
+      this.log.info({ module: id }, 'a module no ConfigMap backs was left in OPA: removing it');
+    }
+    this.setQueueDepth();
+    return queued > 0;
+  }
+
   /** Origins that failed before another module loaded may compile now: try them at once. */
   private requeueUnblocked(): void {
     for (const [key, retry] of this.retries) {
@@ -296,6 +353,7 @@ export class OpaPusher implements Part {
   }
 
   private fullPushWarned = false;
+  private orphansLookedFor = false;
   /** True once the marker was written into this OPA: from then on its absence means OPA restarted. */
   private markerWritten = false;
 

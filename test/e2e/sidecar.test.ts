@@ -480,13 +480,16 @@ describe('sidecar: removals leave nothing behind, and nothing more is removed (r
   });
 
   /** opa-sync for a fresh namespace, as a ServiceAccount that may only touch ConfigMaps there. */
-  async function start(prefix: string, args: string[] = []): Promise<{ ns: string; sync: OpaSyncProcess }> {
+  async function start(
+    prefix: string,
+    args: string[] = [],
+  ): Promise<{ ns: string; sync: OpaSyncProcess; kubeconfig: string }> {
     const ns = await createNamespace(prefix);
     const kubeconfig = await serviceAccountKubeconfig(ns, 'opa-sync', [ns], CONFIGMAP_RULES);
     const sync = perTest.add(
       await startSync({ kubeconfig, opa, namespaces: ns, args: ['--opa-resync-interval=1s', ...args] }),
     );
-    return { ns, sync };
+    return { ns, sync, kubeconfig };
   }
 
   const deleteCm = async (ns: string, name: string): Promise<void> => {
@@ -551,6 +554,46 @@ describe('sidecar: removals leave nothing behind, and nothing more is removed (r
     await putConfigMap(ns, 'lib', lib);
     await Promise.all(['lib', 'app', 'app2'].map((name) => waitOk(ns, name)));
     expect(await evaluateIn(opa, 'e2e/dep/app2/eight')).to.equal(8);
+  });
+
+  it('at start, removes the modules of a watched namespace that no ConfigMap backs (left by an earlier run), and nothing else', async () => {
+    const { ns, sync, kubeconfig } = await start('orphans');
+    const lib = { 'lib.rego': 'package e2e.orphan.lib\n\nf(x) := x + 1\n' };
+    await putConfigMap(ns, 'keep', { 'k.rego': 'package e2e.orphan.keep\n\nallow := true\n' });
+    await putConfigMap(ns, 'gone', { 'g.rego': 'package e2e.orphan.gone\n\nallow := true\n' });
+    await putConfigMap(ns, 'lib', lib);
+    await putConfigMap(ns, 'app', {
+      'app.rego': 'package e2e.orphan.app\n\nimport data.e2e.orphan.lib\n\ntwo := lib.f(1)\n',
+    });
+    await Promise.all(['keep', 'gone', 'lib', 'app'].map((name) => waitOk(ns, name)));
+    // Modules that are not opa-sync's: another namespace's, and one under the prefix of another shape.
+    const foreign = [`${ns}-other/x/y.rego`, `${ns}/not-a-configmap`];
+    for (const id of foreign) {
+      const res = await opa.request(`/v1/policies/${id}`, {
+        method: 'PUT',
+        body: `package e2e.orphan.foreign${foreign.indexOf(id)}\n\nallow := true\n`,
+      });
+      expect(res.status, id).to.equal(200);
+    }
+    // opa-sync stops; meanwhile two ConfigMaps are deleted; OPA keeps running.
+    await sync.stop();
+    await (await adminCore()).deleteNamespacedConfigMap({ name: 'gone', namespace: ns });
+    await (await adminCore()).deleteNamespacedConfigMap({ name: 'lib', namespace: ns });
+
+    perTest.add(await startSync({ kubeconfig, opa, namespaces: ns }));
+    // Ready means done: no waiting.
+    const ids = await policyIdsOf(opa);
+    expect(ids.filter((id) => id.startsWith(`${ns}/`) || id.startsWith(`${ns}-other/`))).to.deep.equal([
+      `${ns}-other/x/y.rego`,
+      `${ns}/keep/k.rego`,
+      `${ns}/not-a-configmap`,
+    ]);
+    // app needed the module left behind: unloaded, and its status says why.
+    const status = JSON.parse(await waitError(ns, 'app')) as { error: { code: string; message: string } };
+    expect(status.error.code).to.equal('dependency_removed');
+    expect(status.error.message).to.include(`needs module ${ns}/lib/lib.rego`);
+    expect(await statusOf(ns, 'keep')).to.equal(OK);
+    for (const id of foreign) await opa.request(`/v1/policies/${id}`, { method: 'DELETE' });
   });
 
   it("removes data.<ns> once the namespace's last data ConfigMap is deleted, but not another owner's data", async () => {
