@@ -74,6 +74,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly replicationConflicts = new Gauge({
+    name: 'opa_sync_replication_conflicts',
+    help: 'Replicated objects left out of OPA because a loaded policy defines a rule at their path, by collection',
+    labelNames: ['collection'] as const,
+    registers: [this.registry],
+  });
+
   readonly replicationCollisions = new Counter({
     name: 'opa_sync_replication_name_collisions_total',
     help: 'Objects left out of a --replicate-cluster-by-name collection because another namespace has one of the same name',

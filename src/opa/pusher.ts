@@ -17,8 +17,9 @@ import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
 import { OpaSyncError, PermanentError, RetryableError, isAbortError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { isPathPrefix } from '../util/paths.js';
-import { OpaHttpError, type OpaClient } from './client.js';
+import { OpaHttpError, type OpaClient, type OpaErrorBody } from './client.js';
 import { CollectionSync } from './collection-sync.js';
+import { ReplicationConflicts, parseConflicts, type Exclusion } from './replication-conflicts.js';
 
 export type OpaApi = Pick<
   OpaClient,
@@ -102,10 +103,20 @@ export class OpaPusher implements Part {
   private collectionTurn = false;
 
   private readonly collectionSync: CollectionSync;
+  /** Replicated objects left out because a loaded policy defines a rule at their path. */
+  private readonly conflicts: ReplicationConflicts;
+  /** Backoff of collections OPA refuses for another reason, by collection key. */
+  private readonly collectionRetries = new Map<string, Retry>();
 
   constructor(private readonly options: PusherOptions) {
     this.log = options.logger;
-    this.collectionSync = new CollectionSync(options.state, options.client, options.logger, options.metrics);
+    this.conflicts = new ReplicationConflicts(options.state);
+    this.collectionSync = new CollectionSync(
+      this.conflicts.view,
+      options.client,
+      options.logger,
+      options.metrics,
+    );
   }
 
   /** True once OPA is reachable and everything the sources held at their initial sync was tried. */
@@ -152,6 +163,8 @@ export class OpaPusher implements Part {
       signal.removeEventListener('abort', stopChecking);
       checking.abort();
       for (const retry of this.retries.values()) clearTimeout(retry.timer);
+      for (const retry of this.collectionRetries.values()) clearTimeout(retry.timer);
+      this.collectionRetries.clear();
       await checker;
     }
   }
@@ -345,6 +358,8 @@ export class OpaPusher implements Part {
     // OPA may have lost anything (restart) or nothing (a network hiccup): load everything wanted again,
     // and still remove what is no longer wanted.
     for (const applied of this.applied.values()) forget(applied);
+    // Conflicts with modules that are not opa-sync's are found again if those are still there.
+    this.conflicts.releaseForeign((id) => this.ownerOf(id) !== undefined);
     this.collectionSync.forgetAll();
     for (const key of this.options.state.collectionKeys()) this.collectionQueue.add(key);
     for (const key of this.options.state.keys()) this.queue.add(key);
@@ -360,10 +375,114 @@ export class OpaPusher implements Part {
   private async syncCollection(key: string, signal: AbortSignal): Promise<void> {
     try {
       if (await this.collectionSync.sync(key, signal)) this.enqueueCollection(key);
+      const retry = this.collectionRetries.get(key);
+      if (retry !== undefined && retry.timer === undefined) this.collectionRetries.delete(key);
     } catch (err) {
-      if (!(err instanceof RetryableError)) throw err;
-      this.lostOpa(err, `collection ${key}`);
+      if (err instanceof RetryableError) {
+        this.lostOpa(err, `collection ${key}`);
+        return;
+      }
+      if (!(err instanceof PermanentError)) throw err;
+      // A policy defines a rule where objects of it go: those are left out, the rest is loaded now.
+      if (err instanceof OpaHttpError && this.excludeConflicts(err.body)) {
+        this.enqueueCollection(key);
+        return;
+      }
+      // Refused for a reason of OPA's own: logged and counted, tried again with backoff, and nothing
+      // else waits for it (the other collections and every origin go on).
+      this.options.metrics?.loadErrors.inc({
+        code: err instanceof OpaHttpError ? err.body.code : err.code,
+      });
+      const retry = this.collectionRetries.get(key) ?? {
+        backoff: new Backoff(this.options.retryBackoff ?? DEFAULT_RETRY),
+        timer: undefined,
+        seenLoads: 0,
+      };
+      this.collectionRetries.set(key, retry);
+      clearTimeout(retry.timer);
+      const delay = retry.backoff.next();
+      this.log.warn(
+        { collection: key, err: err.message, retryInMs: delay },
+        'OPA refused a replicated collection',
+      );
+      retry.timer = setTimeout(() => {
+        retry.timer = undefined;
+        if (!signal.aborted) this.enqueueCollection(key);
+      }, delay);
+      retry.timer.unref();
+    } finally {
+      this.updateConflictGauge(key);
     }
+  }
+
+  /**
+   * Leaves out of their collection the objects at the data paths where OPA's refusal says a rule is
+   * defined, and has the policy's origin report it. Returns whether anything new was left out.
+   */
+  private excludeConflicts(body: OpaErrorBody, only?: { moduleId: string; text: string }): boolean {
+    let added = false;
+    for (const conflict of parseConflicts(body)) {
+      if (only !== undefined && conflict.moduleId !== only.moduleId) continue;
+      const where = this.conflicts.locate(conflict.path);
+      if (where === undefined) continue;
+      const owner = this.ownerOf(conflict.moduleId);
+      const exclusion: Exclusion = {
+        ...where,
+        moduleId: conflict.moduleId,
+        text: only?.text ?? owner?.applied.modules.get(conflict.moduleId),
+      };
+      if (!this.conflicts.add(exclusion)) continue;
+      added = true;
+      const ids = this.conflicts.idsUnder(where.collection, where.relPath);
+      // Objects OPA holds there are removed by the next patch of the collection.
+      for (const id of ids) this.collectionSync.markDirty(where.collection, id);
+      this.enqueueCollection(where.collection);
+      this.updateConflictGauge(where.collection);
+      this.log.warn(
+        {
+          module: conflict.moduleId,
+          path: conflict.path.join('/'),
+          collection: where.collection,
+          objects: ids.length,
+        },
+        'a policy defines a rule where replicated objects go: those objects are left out while it does',
+      );
+      if (owner !== undefined && only === undefined) this.enqueue(owner.key);
+    }
+    return added;
+  }
+
+  /** The objects a module kept out are replicated again (it was removed, or changed). */
+  private releaseConflicts(released: readonly Exclusion[]): void {
+    for (const x of released) {
+      for (const id of this.conflicts.idsUnder(x.collection, x.relPath))
+        this.collectionSync.markDirty(x.collection, id);
+      this.enqueueCollection(x.collection);
+      this.updateConflictGauge(x.collection);
+    }
+  }
+
+  private updateConflictGauge(collection: string): void {
+    this.options.metrics?.replicationConflicts.set({ collection }, this.conflicts.excludedCount(collection));
+  }
+
+  /** A collection synced at once (e.g. to take objects out of OPA's way before a policy loads). */
+  private async syncCollectionNow(key: string, signal: AbortSignal): Promise<void> {
+    for (let round = 0; round < 3; round += 1) {
+      if (!(await this.collectionSync.sync(key, signal))) return;
+    }
+  }
+
+  /** The status error of a module that keeps replicated objects out. */
+  private conflictError(x: Exclusion): LoadError {
+    const path = [...(this.options.state.collection(x.collection)?.path ?? []), ...x.relPath];
+    const count = this.conflicts.idsUnder(x.collection, x.relPath).length;
+    return {
+      code: 'replicated_data_conflict',
+      message:
+        `module ${x.moduleId} defines a rule at data.${path.join('.')}, where the replicated ${x.collection} ` +
+        `objects go: they are left out of OPA's data while it does (${count} now)`,
+    };
   }
 
   /** OPA went away mid-way: the checker brings everything back once it answers. */
@@ -398,6 +517,12 @@ export class OpaPusher implements Part {
       }
       pending = (await this.syncModules(applied, desired, errors, signal)) || pending;
       pending = (await this.syncData(applied, desired, errors, signal)) || pending;
+      for (const m of desired?.modules ?? []) {
+        for (const x of this.conflicts.ofModule(m.id)) {
+          errors.push(this.conflictError(x));
+          this.options.metrics?.loadErrors.inc({ code: 'replicated_data_conflict' });
+        }
+      }
     } catch (err) {
       if (!(err instanceof RetryableError)) throw err;
       // OPA went away mid-way: report it, and let the checker bring everything back when it answers.
@@ -438,14 +563,27 @@ export class OpaPusher implements Part {
       for (const id of ids) {
         const text = wanted.get(id) as string;
         if (applied.modules.get(id) === text) continue;
-        const failure = await this.attempt('policy', errors, () =>
+        let failure = await this.attempt('policy', errors, () =>
           this.options.client.putPolicy(id, text, signal),
         );
+        // Replicated objects where the module defines a rule: taken out of its way, and it is loaded.
+        if (failure instanceof OpaHttpError && this.excludeConflicts(failure.body, { moduleId: id, text })) {
+          errors.pop();
+          for (const key of this.options.state.collectionKeys()) {
+            if (this.conflicts.ofModule(id).some((x) => x.collection === key))
+              await this.syncCollectionNow(key, signal);
+          }
+          failure = await this.attempt('policy', errors, () =>
+            this.options.client.putPolicy(id, text, signal),
+          );
+        }
         // After a failed load OPA keeps the previous text, if any: which one is not known for sure.
         applied.modules.set(id, failure === undefined ? text : undefined);
         if (failure === undefined) {
           this.loadsSucceeded += 1;
           this.unloadedFor.delete(id);
+          // Another text may no longer define the rules that kept objects out.
+          this.releaseConflicts(this.conflicts.release(id, text));
           // Those unloaded for want of this one now fail (if they do) for reasons of their own.
           for (const [dependent, why] of this.unloadedFor)
             if (why.needs === id) this.unloadedFor.delete(dependent);
@@ -493,6 +631,7 @@ export class OpaPusher implements Part {
       if (failure === undefined) {
         owner.modules.delete(id);
         this.loadsSucceeded += 1;
+        this.releaseConflicts(this.conflicts.release(id));
         return true;
       }
       const dependents = failure instanceof OpaHttpError ? this.dependentsIn(failure, id, visiting) : [];

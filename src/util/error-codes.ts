@@ -75,6 +75,10 @@ export const ERROR_CODES = {
   invalid_data: { meaning: 'a data value is valid JSON but not an object', retryable: false },
   data_too_deep: { meaning: 'a data value is nested deeper than 1,000 levels', retryable: false },
   binary_data_not_loaded: { meaning: 'binaryData keys are never loaded', retryable: false },
+  replicated_data_conflict: {
+    meaning: 'a policy defines a rule where replicated objects go: those objects are left out of OPA',
+    retryable: false,
+  },
   dependency_removed: {
     meaning: 'a module was unloaded because a module it needs was removed; it loads again once that is back',
     retryable: true,

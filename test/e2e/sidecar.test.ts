@@ -1,8 +1,9 @@
 // The sidecar against the real kube-apiserver and a real OPA: kube-mgmt's own e2e scenarios, dependency
 // order across keys and ConfigMaps, precise removals, bad input isolated to its ConfigMap, OPA restarts,
 // and opa-sync running as a ServiceAccount that may only touch ConfigMaps in the watched namespace.
+import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { KubeConfig, CoreV1Api } from '@kubernetes/client-node';
+import { KubeConfig, CoreV1Api, NetworkingV1Api, type V1NetworkPolicy } from '@kubernetes/client-node';
 import { controlPlane, createNamespace, extraOpa, waitFor, type OpaServer } from '../harness/index.js';
 import type { OpaSyncProcess } from '../harness/opa-sync.js';
 import { CONFIGMAP_RULES, serviceAccountKubeconfig } from '../harness/rbac.js';
@@ -681,6 +682,113 @@ describe('sidecar: status writes, one per outcome (real OPA + kube-apiserver)', 
       ],
     });
     expect(await waitOk(ns, 'recreated')).to.equal(OK);
+  });
+});
+
+describe('sidecar + replication: a policy whose rule sits where replicated objects go (real OPA + kube-apiserver)', function () {
+  this.timeout(180_000);
+  const suite = cleanupAfterAll();
+  const COLLECTION = 'networking.k8s.io/v1/networkpolicies';
+  let opa: OpaServer;
+  let ns: string;
+  let sync: OpaSyncProcess;
+  let net: NetworkingV1Api;
+
+  before(async () => {
+    opa = suite.add(await extraOpa());
+    ns = await createNamespace('collide');
+    net = (await controlPlane()).kubeConfig().makeApiClient(NetworkingV1Api);
+    sync = suite.add(
+      await startSync({
+        opa,
+        namespaces: ns,
+        args: [`--replicate-cluster=${COLLECTION}`, '--opa-resync-interval=1s'],
+      }),
+    );
+  });
+
+  /** A namespace whose name is also a Rego rule name (no dash). */
+  async function ruleNamedNamespace(): Promise<string> {
+    const name = `clash${randomBytes(4).toString('hex')}`;
+    await (
+      await adminCore()
+    ).createNamespace({ body: { metadata: { name, labels: { 'opa-sync-test': 'true' } } } });
+    return name;
+  }
+  const np = (name: string): V1NetworkPolicy => ({ metadata: { name }, spec: { podSelector: {} } });
+  const conflicts = (): Promise<number> =>
+    scrapeMetric(sync, 'opa_sync_replication_conflicts', { collection: COLLECTION });
+  const ready = async (): Promise<void> => {
+    await waitFor('opa-sync /ready', async () =>
+      (await httpRequest(`${sync.opsUrl}/ready`)).status === 200 ? true : undefined,
+    );
+  };
+  const conflictOf = async (name: string): Promise<{ code: string; message: string }> =>
+    (JSON.parse(await waitError(ns, name)) as { error: { code: string; message: string } }).error;
+
+  it('policy first, then the object: the policy stays, the object is left out (status, metric), and nothing is wedged, also after an OPA restart', async () => {
+    const clash = await ruleNamedNamespace();
+    const other = await createNamespace('np-other');
+    await putConfigMap(ns, 'np-policy', {
+      'p.rego': `package kubernetes.networkpolicies\n\n${clash} := "a rule"\n`,
+    });
+    await putConfigMap(ns, 'bystander', { 'b.rego': 'package e2e.bystander\n\nallow := true\n' });
+    await waitOk(ns, 'np-policy');
+    await waitOk(ns, 'bystander');
+
+    await net.createNamespacedNetworkPolicy({ namespace: clash, body: np('shadowed') });
+    await net.createNamespacedNetworkPolicy({ namespace: other, body: np('kept') });
+    const error = await conflictOf('np-policy');
+    expect(error.code).to.equal('replicated_data_conflict');
+    expect(error.message).to.include(`data.kubernetes.networkpolicies.${clash}`);
+    expect(error.message).to.include(COLLECTION);
+    // The rest of replication goes on; the policy's rule is what OPA answers there.
+    await waitFor('the other NetworkPolicy in OPA', async () =>
+      (await opaData(opa, `kubernetes/networkpolicies/${other}/kept`)) === undefined ? undefined : true,
+    );
+    expect(await evaluateIn(opa, `kubernetes/networkpolicies/${clash}`)).to.equal('a rule');
+    expect(await conflicts()).to.equal(1);
+    await ready();
+    const health = JSON.parse((await httpRequest(`${sync.opsUrl}/health`)).body) as {
+      parts: Record<string, { restarts: number }>;
+    };
+    expect(health.parts['opa']?.restarts, 'the OPA push never failed').to.equal(0);
+
+    // OPA restarts: everything comes back the same way, and opa-sync is ready again.
+    await opa.restart();
+    await waitFor('replication back after the restart', async () =>
+      (await opaData(opa, `kubernetes/networkpolicies/${other}/kept`)) === undefined ? undefined : true,
+    );
+    await waitPolicy(opa, `${ns}/np-policy/p.rego`);
+    await ready();
+    expect(await evaluateIn(opa, `kubernetes/networkpolicies/${clash}`)).to.equal('a rule');
+    // Every other origin goes on.
+    await putConfigMap(ns, 'after', { 'a.rego': 'package e2e.afterclash\n\nallow := true\n' });
+    await waitOk(ns, 'after');
+
+    // The policy is deleted: the object is replicated from then on.
+    await (await adminCore()).deleteNamespacedConfigMap({ name: 'np-policy', namespace: ns });
+    await waitFor('the shadowed NetworkPolicy in OPA', async () =>
+      (await opaData(opa, `kubernetes/networkpolicies/${clash}/shadowed`)) === undefined ? undefined : true,
+    );
+    await waitPolicy(opa, `${ns}/np-policy/p.rego`, false);
+    expect(await conflicts()).to.equal(0);
+  });
+
+  it('object first, then the policy: the object makes way, the policy loads, and its status says so', async () => {
+    const clash = await ruleNamedNamespace();
+    await net.createNamespacedNetworkPolicy({ namespace: clash, body: np('first') });
+    await waitFor('the NetworkPolicy in OPA', async () =>
+      (await opaData(opa, `kubernetes/networkpolicies/${clash}/first`)) === undefined ? undefined : true,
+    );
+    await putConfigMap(ns, 'late-policy', {
+      'p.rego': `package kubernetes.networkpolicies\n\n${clash} := "the rule"\n`,
+    });
+    const error = await conflictOf('late-policy');
+    expect(error.code).to.equal('replicated_data_conflict');
+    expect(error.message).to.include('(1 now)');
+    expect(await evaluateIn(opa, `kubernetes/networkpolicies/${clash}`)).to.equal('the rule');
+    await ready();
   });
 });
 
