@@ -47,6 +47,13 @@ export function kubeParts(
     );
   }
   if (!config.configmaps) return { sources, statusWriter: undefined };
+  const statusWriter = new StatusWriter({
+    patcher,
+    annotations: config.statusAnnotations,
+    logger: logger.child({ component: 'status' }),
+    metrics,
+    state,
+  });
   sources.push(
     new ConfigMapSource({
       watcher,
@@ -56,13 +63,8 @@ export function kubeParts(
       policies: config.policies,
       data: config.data,
       metrics,
+      onAnnotations: (ref, annotations) => statusWriter.observe(ref, annotations),
     }),
   );
-  const statusWriter = new StatusWriter({
-    patcher,
-    annotations: config.statusAnnotations,
-    logger: logger.child({ component: 'status' }),
-    metrics,
-  });
   return { sources, statusWriter };
 }

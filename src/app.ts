@@ -97,6 +97,11 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
         resyncIntervalMs: config.opa.resyncIntervalMs,
         target: config.opa.url,
         metrics,
+        // Policy ids under a watched namespace are opa-sync's: what no ConfigMap backs is removed at start.
+        ownedPolicyPrefixes:
+          config.configmaps && config.policies.enabled && !config.namespaces.all
+            ? config.namespaces.names.map((ns) => `${ns}/`)
+            : [],
       }),
     );
   } else if (replicating) {

@@ -257,6 +257,31 @@ export const FLAGS = {
 
 export type FlagName = keyof typeof FLAGS;
 
+const USE_REPLICATE =
+  'name the resources to replicate with --replicate (namespaced) and --replicate-cluster (cluster scope) ' +
+  'instead, e.g. --replicate-cluster=networking.k8s.io/v1/networkpolicies (opa-kube-mgmt chart: ' +
+  'mgmt.replicate.namespace / mgmt.replicate.cluster, with mgmt.replicate.auto off)';
+
+/**
+ * kube-mgmt flags that opa-sync refuses (exit 2) instead of accepting them as unknown: what they ask
+ * for is not implemented, and ignoring them would start a sidecar that silently does less than asked.
+ * Each takes a value as a string flag does; an empty value means "not set", as in kube-mgmt.
+ */
+export const REFUSED_FLAGS: Readonly<Record<string, string>> = {
+  'opa-config':
+    "--opa-config is kube-mgmt's automatic replication (kube-mgmt 9.2+ analyses the policies of the " +
+    'bundles in that OPA configuration for the data.kubernetes.<resource> references they use, and ' +
+    `replicates those): opa-sync does not implement it. Remove the flag and ${USE_REPLICATE}`,
+  'analysis-entrypoint':
+    "--analysis-entrypoint only serves kube-mgmt's automatic replication (--opa-config), which " +
+    `opa-sync does not implement. Remove the flag and ${USE_REPLICATE}`,
+};
+
+/** The refusal text of a kube-mgmt flag opa-sync refuses, or undefined (never an inherited property). */
+export function refusedFlag(name: string): string | undefined {
+  return Object.hasOwn(REFUSED_FLAGS, name) ? REFUSED_FLAGS[name] : undefined;
+}
+
 /** The raw value a flag of a given spec holds after parsing (durations are still text). */
 export type FlagValue<S extends FlagSpec> = S extends BoolFlagSpec
   ? boolean

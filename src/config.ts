@@ -6,6 +6,7 @@ import {
   flagEntries,
   flagSpec,
   mapLegacyFlags,
+  refusedFlag,
   suggestFlags,
   type FlagName,
   type FlagSpec,
@@ -243,8 +244,20 @@ class ArgScanner {
       return;
     }
     const spec = flagSpec(name);
-    if (spec === undefined) this.unknownFlag(`--${name}`, inline !== undefined, suggestFlags(name));
+    const refusal = refusedFlag(name);
+    if (refusal !== undefined) this.refused(`--${name}`, inline, refusal);
+    else if (spec === undefined) this.unknownFlag(`--${name}`, inline !== undefined, suggestFlags(name));
     else this.known(name as FlagName, spec, `--${name}`, inline);
+  }
+
+  /** A kube-mgmt flag that opa-sync refuses: takes its value as a string flag does; empty = not set. */
+  private refused(shown: string, inline: string | undefined, refusal: string): void {
+    if (inline === undefined && this.next >= this.argv.length) {
+      this.scan.problems.push(`flag needs an argument: ${shown}`);
+      return;
+    }
+    const value = inline ?? this.take();
+    if (value !== '' && !this.scan.problems.includes(refusal)) this.scan.problems.push(refusal);
   }
 
   /** `-h`, `-v`, `-hv`, `-v=false`: every short flag is a bool, as in pflag's shorthand groups. */

@@ -7,7 +7,8 @@ const SUMMARY =
 
 const SYNTAX = `Values: --flag=value or --flag value; booleans --flag or --flag=false; lists take comma-separated
 values and may be repeated; durations like 500ms, 5s, 1m30s, or a number of seconds.
-Unknown flags are ignored with a warning.`;
+Unknown flags are ignored with a warning; kube-mgmt's --opa-config and --analysis-entrypoint
+(automatic replication, not implemented) are refused.`;
 
 /** What no source flag means, from the table's `source` and `localDefault` entries. */
 function localDefault(): string {

@@ -4,6 +4,7 @@
 // UseNumber). The builder writes data.json and .manifest in this form, so their bytes are what OPA
 // hashes and the signer can digest them as they are.
 import { InvalidInputError } from '../util/errors.js';
+import { MAX_JSON_DEPTH } from '../util/json-depth.js';
 import { compareUtf8 } from '../util/utf8.js';
 
 /** A value for a structured bundle file (data.json, .manifest) that JSON cannot hold (NaN, a cycle…). */
@@ -13,7 +14,8 @@ export class InvalidJsonError extends InvalidInputError {
   }
 }
 
-const MAX_DEPTH = 1000;
+// The sources refuse data nested deeper than this (util/json-depth.ts); this check stays for other callers.
+const MAX_DEPTH = MAX_JSON_DEPTH;
 
 // Go decodes a lone surrogate (raw or \u-escaped) as U+FFFD; doing the same before sorting and encoding
 // keeps key order and bytes identical to what OPA computes.

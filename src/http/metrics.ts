@@ -30,7 +30,7 @@ export class Metrics {
 
   readonly opaRestarts = new Counter({
     name: 'opa_sync_opa_restarts_detected_total',
-    help: 'Times OPA was found to have lost what opa-sync pushed (restart) or to be reachable again',
+    help: 'Times OPA was found to have lost what opa-sync pushed (it restarted), whether or not opa-sync saw it down meanwhile',
     registers: [this.registry],
   });
 
@@ -70,6 +70,13 @@ export class Metrics {
   readonly replicatedObjects = new Gauge({
     name: 'opa_sync_replicated_objects',
     help: 'Objects of each replicated collection that OPA holds',
+    labelNames: ['collection'] as const,
+    registers: [this.registry],
+  });
+
+  readonly replicationConflicts = new Gauge({
+    name: 'opa_sync_replication_conflicts',
+    help: 'Replicated objects left out of OPA because a loaded policy defines a rule at their path, by collection',
     labelNames: ['collection'] as const,
     registers: [this.registry],
   });

@@ -4,6 +4,9 @@
 import type { LoadError } from '../model/outcome.js';
 
 export const DEFAULT_STATUS_ANNOTATION = 'openpolicyagent.org/policy-status';
+/** kube-mgmt 7.0.3+'s status key; with it, opa-sync also writes kube-mgmt's retries key beside it. */
+export const KUBE_MGMT_STATUS = 'openpolicyagent.org/kube-mgmt-status';
+export const KUBE_MGMT_RETRIES = 'openpolicyagent.org/kube-mgmt-retries';
 
 function ordered(error: LoadError): LoadError {
   return error.errors === undefined

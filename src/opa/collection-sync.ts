@@ -9,6 +9,9 @@ import { OpaHttpError, jsonPointer, type JsonPatchOp, type OpaClient } from './c
 
 export type CollectionApi = Pick<OpaClient, 'putData' | 'patchData'>;
 
+/** What this module reads of the desired state (the pusher may hand it a view that leaves objects out). */
+export type CollectionReader = Pick<DesiredState, 'collection' | 'collectionKeys'>;
+
 interface Applied {
   /** False until a full PUT succeeded, and again after OPA lost the collection or a patch failed. */
   loaded: boolean;
@@ -45,7 +48,7 @@ export class CollectionSync {
   private readonly dirty = new Map<string, Set<string>>();
 
   constructor(
-    private readonly state: DesiredState,
+    private readonly state: CollectionReader,
     private readonly client: CollectionApi,
     private readonly logger: Logger,
     private readonly metrics?: Metrics,

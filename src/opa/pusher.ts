@@ -9,20 +9,22 @@
 import { randomUUID } from 'node:crypto';
 import type { Change, DesiredState, OriginState } from '../model/desired-state.js';
 import type { LoadError, Outcome } from '../model/outcome.js';
-import { describeOrigin, type Origin } from '../model/origin.js';
+import { describeOrigin, originKey, type ConfigMapOrigin, type Origin } from '../model/origin.js';
 import type { Metrics } from '../http/metrics.js';
 import type { Part } from '../lifecycle/part.js';
 import { Wake } from '../lifecycle/wake.js';
 import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
-import { PermanentError, RetryableError, isAbortError, messageOf } from '../util/errors.js';
+import { OpaSyncError, PermanentError, RetryableError, isAbortError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { isPathPrefix } from '../util/paths.js';
 import { StillWaiting } from '../util/still-waiting.js';
-import { OpaHttpError, type OpaClient } from './client.js';
+import { OpaHttpError, type OpaClient, type OpaErrorBody } from './client.js';
 import { CollectionSync } from './collection-sync.js';
+import { ReplicationConflicts, parseConflicts, type Exclusion } from './replication-conflicts.js';
 
 export type OpaApi = Pick<
   OpaClient,
-  'putPolicy' | 'deletePolicy' | 'putData' | 'removeData' | 'getData' | 'patchData'
+  'putPolicy' | 'deletePolicy' | 'listPolicyIds' | 'putData' | 'removeData' | 'getData' | 'patchData'
 >;
 
 /** Where opa-sync keeps its marker in OPA's data: its absence means OPA lost what we pushed. */
@@ -39,6 +41,12 @@ export interface PusherOptions {
   stillWaitingEveryMs?: number | undefined;
   metrics?: Metrics | undefined;
   retryBackoff?: BackoffOptions;
+  /**
+   * Policy id prefixes that belong to opa-sync alone (`<namespace>/` of each watched namespace): once the
+   * initial load is done, a module under one, shaped `<namespace>/<name>/<key>`, that no origin backs
+   * (left by an earlier opa-sync whose OPA did not restart) is removed. None: nothing is looked for.
+   */
+  ownedPolicyPrefixes?: readonly string[];
 }
 
 /** What OPA holds because of one origin, as far as we know. */
@@ -50,6 +58,15 @@ interface Applied {
   documents: Map<string, { path: readonly string[]; json: string | undefined }>;
   dataRoot: readonly string[] | undefined;
 }
+
+/** Why a module OPA held is not loaded: a module it needs was removed (from `origin`). */
+interface UnloadedFor {
+  needs: string;
+  origin: Origin;
+}
+
+/** Rounds of "unload what OPA names, try the delete again" before a deletion is given up for now. */
+const MAX_UNLOAD_ROUNDS = 20;
 
 interface Retry {
   backoff: Backoff;
@@ -77,6 +94,8 @@ export class OpaPusher implements Part {
   private readonly collectionQueue = new Set<string>();
   private readonly applied = new Map<string, Applied>();
   private readonly retries = new Map<string, Retry>();
+  /** Modules unloaded because a module they need was removed, by module id. */
+  private readonly unloadedFor = new Map<string, UnloadedFor>();
   private readonly log: Logger;
   private readonly markerValue = { instance: randomUUID() };
   private readonly wake = new Wake();
@@ -88,10 +107,20 @@ export class OpaPusher implements Part {
   private collectionTurn = false;
 
   private readonly collectionSync: CollectionSync;
+  /** Replicated objects left out because a loaded policy defines a rule at their path. */
+  private readonly conflicts: ReplicationConflicts;
+  /** Backoff of collections OPA refuses for another reason, by collection key. */
+  private readonly collectionRetries = new Map<string, Retry>();
 
   constructor(private readonly options: PusherOptions) {
     this.log = options.logger;
-    this.collectionSync = new CollectionSync(options.state, options.client, options.logger, options.metrics);
+    this.conflicts = new ReplicationConflicts(options.state);
+    this.collectionSync = new CollectionSync(
+      this.conflicts.view,
+      options.client,
+      options.logger,
+      options.metrics,
+    );
     this.stillWaiting = new StillWaiting(
       options.logger,
       'OPA',
@@ -125,6 +154,11 @@ export class OpaPusher implements Part {
         const work = this.next();
         if (work === undefined) {
           if (this.options.state.sourcesSynced() && this.reachable && !this.initialLoadDone) {
+            // Once, before the initial load counts as done: what an earlier run left is removed too.
+            if (!this.orphansLookedFor) {
+              this.orphansLookedFor = true;
+              if (await this.queueOrphans(signal)) continue;
+            }
             this.initialLoadDone = true;
             this.log.info({ origins: this.options.state.size }, 'initial load into OPA done');
           }
@@ -141,6 +175,8 @@ export class OpaPusher implements Part {
       signal.removeEventListener('abort', stopChecking);
       checking.abort();
       for (const retry of this.retries.values()) clearTimeout(retry.timer);
+      for (const retry of this.collectionRetries.values()) clearTimeout(retry.timer);
+      this.collectionRetries.clear();
       await checker;
     }
   }
@@ -215,6 +251,52 @@ export class OpaPusher implements Part {
     return key;
   }
 
+  /**
+   * Finds the modules OPA holds under opa-sync's own id prefixes that no origin backs, and queues their
+   * removal as modules of the ConfigMap they came from (a gone origin is removed like any other, and
+   * modules that still need one are unloaded as for any removal). Returns whether any was queued.
+   */
+  private async queueOrphans(signal: AbortSignal): Promise<boolean> {
+    const prefixes = this.options.ownedPolicyPrefixes ?? [];
+    if (prefixes.length === 0) return false;
+    let ids: string[];
+    try {
+      ids = await this.options.client.listPolicyIds(signal);
+    } catch (err) {
+      if (!(err instanceof OpaSyncError)) throw err;
+      // Not worth failing the start over: the modules stay, and are looked for at the next start.
+      this.log.warn({ err: messageOf(err) }, 'could not list the modules in OPA to remove those left behind');
+      return false;
+    }
+    const backed = new Set<string>();
+    for (const applied of this.applied.values()) for (const id of applied.modules.keys()) backed.add(id);
+    for (const key of this.options.state.keys()) {
+      for (const m of this.options.state.get(key)?.modules ?? []) backed.add(m.id);
+    }
+    let queued = 0;
+    for (const id of ids) {
+      const [namespace, name, key, ...more] = id.split('/');
+      // Only what a policy ConfigMap of a watched namespace would have made: never anyone else's.
+      if (namespace === undefined || name === undefined || key === undefined || more.length > 0) continue;
+      if (backed.has(id) || !prefixes.includes(`${namespace}/`) || name === '' || key === '') continue;
+      const origin: ConfigMapOrigin = { kind: 'configmap', role: 'policy', namespace, name };
+      const originId = originKey(origin);
+      const applied = this.applied.get(originId) ?? {
+        origin,
+        modules: new Map<string, string | undefined>(),
+        documents: new Map(),
+        dataRoot: undefined,
+      };
+      applied.modules.set(id, undefined);
+      this.applied.set(originId, applied);
+      this.queue.add(originId);
+      queued += 1;
+      this.log.info({ module: id }, 'a module no ConfigMap backs was left in OPA: removing it');
+    }
+    this.setQueueDepth();
+    return queued > 0;
+  }
+
   /** Origins that failed before another module loaded may compile now: try them at once. */
   private requeueUnblocked(): void {
     for (const [key, retry] of this.retries) {
@@ -233,11 +315,8 @@ export class OpaPusher implements Part {
       if (this.fullPushWanted) continue;
       try {
         const marker = await this.options.client.getData(MARKER_PATH, signal);
-        if (!this.reachable) {
-          this.requestFullPush('OPA is reachable again');
-        } else if (!marker.defined) {
-          this.requestFullPush('OPA lost what opa-sync pushed (restarted?)');
-        }
+        // The full push looks at the marker again and counts the restart (also when OPA was down here).
+        if (!marker.defined) this.requestFullPush('OPA lost what opa-sync pushed (restarted?)');
       } catch (err) {
         if (signal.aborted) return;
         if (this.reachable) this.log.warn({ err: messageOf(err) }, 'OPA is not reachable');
@@ -250,15 +329,26 @@ export class OpaPusher implements Part {
 
   private requestFullPush(reason: string): void {
     this.log.warn({ reason }, 'pushing everything into OPA again');
-    this.options.metrics?.opaRestarts.inc();
     this.fullPushWanted = true;
     this.wake.wake();
   }
 
-  /** Writes the marker, forgets what OPA held, and queues every origin. */
+  /**
+   * Writes the marker, forgets what OPA held, and queues every origin. Once a marker was written, a
+   * missing one is a restart of OPA: counted here, whether the checker saw the marker gone or saw OPA
+   * down (a restart longer than the check interval) or a call failed meanwhile.
+   */
   private async fullPush(signal: AbortSignal): Promise<void> {
     try {
+      if (this.markerWritten) {
+        const marker = await this.options.client.getData(MARKER_PATH, signal);
+        if (!marker.defined) {
+          this.log.warn('OPA restarted: it lost what opa-sync pushed');
+          this.options.metrics?.opaRestarts.inc();
+        }
+      }
       await this.options.client.putData(MARKER_PATH, this.markerValue, signal);
+      this.markerWritten = true;
     } catch (err) {
       if (signal.aborted) return;
       if (this.reachable || !this.fullPushWarned) {
@@ -282,6 +372,8 @@ export class OpaPusher implements Part {
     // OPA may have lost anything (restart) or nothing (a network hiccup): load everything wanted again,
     // and still remove what is no longer wanted.
     for (const applied of this.applied.values()) forget(applied);
+    // Conflicts with modules that are not opa-sync's are found again if those are still there.
+    this.conflicts.releaseForeign((id) => this.ownerOf(id) !== undefined);
     this.collectionSync.forgetAll();
     for (const key of this.options.state.collectionKeys()) this.collectionQueue.add(key);
     for (const key of this.options.state.keys()) this.queue.add(key);
@@ -291,14 +383,121 @@ export class OpaPusher implements Part {
 
   private fullPushWarned = false;
   private readonly stillWaiting: StillWaiting;
+  private orphansLookedFor = false;
+  /** True once the marker was written into this OPA: from then on its absence means OPA restarted. */
+  private markerWritten = false;
 
   private async syncCollection(key: string, signal: AbortSignal): Promise<void> {
     try {
       if (await this.collectionSync.sync(key, signal)) this.enqueueCollection(key);
+      const retry = this.collectionRetries.get(key);
+      if (retry !== undefined && retry.timer === undefined) this.collectionRetries.delete(key);
     } catch (err) {
-      if (!(err instanceof RetryableError)) throw err;
-      this.lostOpa(err, `collection ${key}`);
+      if (err instanceof RetryableError) {
+        this.lostOpa(err, `collection ${key}`);
+        return;
+      }
+      if (!(err instanceof PermanentError)) throw err;
+      // A policy defines a rule where objects of it go: those are left out, the rest is loaded now.
+      if (err instanceof OpaHttpError && this.excludeConflicts(err.body)) {
+        this.enqueueCollection(key);
+        return;
+      }
+      // Refused for a reason of OPA's own: logged and counted, tried again with backoff, and nothing
+      // else waits for it (the other collections and every origin go on).
+      this.options.metrics?.loadErrors.inc({
+        code: err instanceof OpaHttpError ? err.body.code : err.code,
+      });
+      const retry = this.collectionRetries.get(key) ?? {
+        backoff: new Backoff(this.options.retryBackoff ?? DEFAULT_RETRY),
+        timer: undefined,
+        seenLoads: 0,
+      };
+      this.collectionRetries.set(key, retry);
+      clearTimeout(retry.timer);
+      const delay = retry.backoff.next();
+      this.log.warn(
+        { collection: key, err: err.message, retryInMs: delay },
+        'OPA refused a replicated collection',
+      );
+      retry.timer = setTimeout(() => {
+        retry.timer = undefined;
+        if (!signal.aborted) this.enqueueCollection(key);
+      }, delay);
+      retry.timer.unref();
+    } finally {
+      this.updateConflictGauge(key);
     }
+  }
+
+  /**
+   * Leaves out of their collection the objects at the data paths where OPA's refusal says a rule is
+   * defined, and has the policy's origin report it. Returns whether anything new was left out.
+   */
+  private excludeConflicts(body: OpaErrorBody, only?: { moduleId: string; text: string }): boolean {
+    let added = false;
+    for (const conflict of parseConflicts(body)) {
+      if (only !== undefined && conflict.moduleId !== only.moduleId) continue;
+      const where = this.conflicts.locate(conflict.path);
+      if (where === undefined) continue;
+      const owner = this.ownerOf(conflict.moduleId);
+      const exclusion: Exclusion = {
+        ...where,
+        moduleId: conflict.moduleId,
+        text: only?.text ?? owner?.applied.modules.get(conflict.moduleId),
+      };
+      if (!this.conflicts.add(exclusion)) continue;
+      added = true;
+      const ids = this.conflicts.idsUnder(where.collection, where.relPath);
+      // Objects OPA holds there are removed by the next patch of the collection.
+      for (const id of ids) this.collectionSync.markDirty(where.collection, id);
+      this.enqueueCollection(where.collection);
+      this.updateConflictGauge(where.collection);
+      this.log.warn(
+        {
+          module: conflict.moduleId,
+          path: conflict.path.join('/'),
+          collection: where.collection,
+          objects: ids.length,
+        },
+        'a policy defines a rule where replicated objects go: those objects are left out while it does',
+      );
+      if (owner !== undefined && only === undefined) this.enqueue(owner.key);
+    }
+    return added;
+  }
+
+  /** The objects a module kept out are replicated again (it was removed, or changed). */
+  private releaseConflicts(released: readonly Exclusion[]): void {
+    for (const x of released) {
+      for (const id of this.conflicts.idsUnder(x.collection, x.relPath))
+        this.collectionSync.markDirty(x.collection, id);
+      this.enqueueCollection(x.collection);
+      this.updateConflictGauge(x.collection);
+    }
+  }
+
+  private updateConflictGauge(collection: string): void {
+    this.options.metrics?.replicationConflicts.set({ collection }, this.conflicts.excludedCount(collection));
+  }
+
+  /** A collection synced at once (e.g. to take objects out of OPA's way before a policy loads). */
+  private async syncCollectionNow(key: string, signal: AbortSignal): Promise<void> {
+    for (let round = 0; round < 3; round += 1) {
+      if (!(await this.collectionSync.sync(key, signal))) return;
+    }
+  }
+
+  /** The status error of a module that keeps replicated objects out. */
+  private conflictError(x: Exclusion): LoadError {
+    const path = [...(this.options.state.collection(x.collection)?.path ?? []), ...x.relPath];
+    const count = this.conflicts.idsUnder(x.collection, x.relPath).length;
+    return {
+      code: 'replicated_data_conflict',
+      message:
+        `module ${x.moduleId} defines a rule at data.${path.join('.')}, where the replicated ${x.collection} ` +
+        `objects go: they are left out of OPA's data while it does (${count} now)`,
+    };
   }
 
   /** OPA went away mid-way: the checker brings everything back once it answers. */
@@ -333,6 +532,12 @@ export class OpaPusher implements Part {
       }
       pending = (await this.syncModules(applied, desired, errors, signal)) || pending;
       pending = (await this.syncData(applied, desired, errors, signal)) || pending;
+      for (const m of desired?.modules ?? []) {
+        for (const x of this.conflicts.ofModule(m.id)) {
+          errors.push(this.conflictError(x));
+          this.options.metrics?.loadErrors.inc({ code: 'replicated_data_conflict' });
+        }
+      }
     } catch (err) {
       if (!(err instanceof RetryableError)) throw err;
       // OPA went away mid-way: report it, and let the checker bring everything back when it answers.
@@ -369,26 +574,145 @@ export class OpaPusher implements Part {
   ): Promise<boolean> {
     let pending = false;
     const wanted = new Map((desired?.modules ?? []).map((m) => [m.id, m.text]));
-    for (const id of [...wanted.keys()].sort()) {
-      const text = wanted.get(id) as string;
-      if (applied.modules.get(id) === text) continue;
-      const ok = await this.call('policy', errors, () => this.options.client.putPolicy(id, text, signal));
-      // After a failed load OPA keeps the previous text, if any: which one is not known for sure.
-      applied.modules.set(id, ok ? text : undefined);
-      if (ok) this.loadsSucceeded += 1;
-      else pending = true;
-    }
+    const load = async (ids: readonly string[]): Promise<void> => {
+      for (const id of ids) {
+        const text = wanted.get(id) as string;
+        if (applied.modules.get(id) === text) continue;
+        let failure = await this.attempt('policy', errors, () =>
+          this.options.client.putPolicy(id, text, signal),
+        );
+        // Replicated objects where the module defines a rule: taken out of its way, and it is loaded.
+        if (failure instanceof OpaHttpError && this.excludeConflicts(failure.body, { moduleId: id, text })) {
+          errors.pop();
+          for (const key of this.options.state.collectionKeys()) {
+            if (this.conflicts.ofModule(id).some((x) => x.collection === key))
+              await this.syncCollectionNow(key, signal);
+          }
+          failure = await this.attempt('policy', errors, () =>
+            this.options.client.putPolicy(id, text, signal),
+          );
+        }
+        // After a failed load OPA keeps the previous text, if any: which one is not known for sure.
+        applied.modules.set(id, failure === undefined ? text : undefined);
+        if (failure === undefined) {
+          this.loadsSucceeded += 1;
+          this.unloadedFor.delete(id);
+          // Another text may no longer define the rules that kept objects out.
+          this.releaseConflicts(this.conflicts.release(id, text));
+          // Those unloaded for want of this one now fail (if they do) for reasons of their own.
+          for (const [dependent, why] of this.unloadedFor)
+            if (why.needs === id) this.unloadedFor.delete(dependent);
+          continue;
+        }
+        pending = true;
+        const why = this.unloadedFor.get(id);
+        if (why !== undefined) errors.push(this.dependencyRemovedError(id, why, errors.pop()));
+      }
+    };
+    await load([...wanted.keys()].sort());
     for (const id of [...applied.modules.keys()].sort()) {
       if (wanted.has(id)) continue;
-      const ok = await this.call('policy', errors, () => this.options.client.deletePolicy(id, signal));
-      if (ok) {
-        applied.modules.delete(id);
+      this.unloadedFor.delete(id);
+      if (!(await this.removeModule(id, applied, errors, signal, new Set()))) pending = true;
+    }
+    // Modules of this origin unloaded because a removed one needs them: tried again at once, so that
+    // this outcome already says why they are not loaded.
+    const unloaded = [...wanted.keys()].filter((id) => !applied.modules.has(id)).sort();
+    if (unloaded.length > 0) await load(unloaded);
+    return pending;
+  }
+
+  /**
+   * Deletes a module from OPA. OPA refuses to delete one that other loaded modules still need (they
+   * would no longer compile, and its error names them): those of opa-sync's are unloaded first (each
+   * the same way), then the module is deleted. A dependent that is still wanted is marked as unloaded
+   * for want of it, its origin is synced again (its status then says why), and it loads again as soon as
+   * the module is back. Returns whether the module is gone.
+   */
+  private async removeModule(
+    id: string,
+    owner: Applied,
+    errors: LoadError[],
+    signal: AbortSignal,
+    visiting: Set<string>,
+  ): Promise<boolean> {
+    visiting.add(id);
+    // Each round unloads the dependents OPA named (it names at most its error limit at a time).
+    for (let round = 0; round < MAX_UNLOAD_ROUNDS; round += 1) {
+      const refusal: LoadError[] = [];
+      const failure = await this.attempt('policy', refusal, () =>
+        this.options.client.deletePolicy(id, signal),
+      );
+      if (failure === undefined) {
+        owner.modules.delete(id);
         this.loadsSucceeded += 1;
-      } else {
-        pending = true;
+        this.releaseConflicts(this.conflicts.release(id));
+        return true;
+      }
+      const dependents = failure instanceof OpaHttpError ? this.dependentsIn(failure, id, visiting) : [];
+      if (dependents.length === 0) {
+        errors.push(...refusal);
+        return false;
+      }
+      for (const dependent of dependents) {
+        const found = this.ownerOf(dependent);
+        if (
+          found === undefined ||
+          !(await this.removeModule(dependent, found.applied, errors, signal, visiting))
+        ) {
+          errors.push(...refusal);
+          return false;
+        }
+        const stillWanted = this.options.state.get(found.key)?.modules.some((m) => m.id === dependent);
+        if (stillWanted === true) {
+          this.unloadedFor.set(dependent, { needs: id, origin: owner.origin });
+          this.log.warn(
+            { module: dependent, needs: id, origin: describeOrigin(found.applied.origin) },
+            'unloaded a module: a module it needs is being removed',
+          );
+          if (found.applied !== owner) this.enqueue(found.key);
+        }
       }
     }
-    return pending;
+    errors.push({
+      code: 'opa_refused',
+      message: `module ${id} could not be deleted: too many modules need it`,
+    });
+    return false;
+  }
+
+  /** The modules of opa-sync's that OPA's refusal to delete `id` says no longer compile without it. */
+  private dependentsIn(refusal: OpaHttpError, id: string, visiting: ReadonlySet<string>): string[] {
+    const files = new Set<string>();
+    for (const e of refusal.body.errors ?? []) {
+      const file = (e as { location?: { file?: unknown } } | null)?.location?.file;
+      if (typeof file === 'string' && file !== id && !visiting.has(file)) files.add(file);
+    }
+    // One OPA does not manage opa-sync's: nothing of it is unloaded, the deletion stays refused.
+    const ours = [...files].filter((file) => this.ownerOf(file) !== undefined);
+    return ours.length === files.size ? [...ours].sort() : [];
+  }
+
+  /** The origin whose modules include `id`, as far as OPA holds them for us. */
+  private ownerOf(id: string): { key: string; applied: Applied } | undefined {
+    for (const [key, applied] of this.applied) if (applied.modules.has(id)) return { key, applied };
+    return undefined;
+  }
+
+  /** The status error of a module unloaded for want of another, with OPA's own error inside. */
+  private dependencyRemovedError(id: string, why: UnloadedFor, opaError: LoadError | undefined): LoadError {
+    const upstream = this.unloadedFor.get(why.needs);
+    const which =
+      upstream === undefined
+        ? 'which was removed'
+        : `which is unloaded too (it needs module ${upstream.needs}, which was removed)`;
+    const message =
+      `module ${id} was unloaded: it needs module ${why.needs} (of ${describeOrigin(why.origin)}), ` +
+      `${which}; it is loaded again once that is back`;
+    const inner = opaError?.errors ?? (opaError === undefined ? undefined : [opaError]);
+    return inner === undefined
+      ? { code: 'dependency_removed', message }
+      : { code: 'dependency_removed', message, errors: inner };
   }
 
   /** PUTs changed documents and removes exactly the paths that are gone. Returns true if any is pending. */
@@ -406,6 +730,7 @@ export class OpaPusher implements Part {
         if (await this.call('data', errors, () => this.options.client.removeData(root, signal))) {
           applied.documents.clear();
           applied.dataRoot = undefined;
+          await this.pruneEmptyParents(root, signal);
           return false;
         }
         return true;
@@ -425,11 +750,56 @@ export class OpaPusher implements Part {
       if (wanted.has(pathKey)) continue;
       if (await this.call('data', errors, () => this.options.client.removeData(doc.path, signal))) {
         applied.documents.delete(pathKey);
+        await this.pruneEmptyParents(doc.path, signal);
       } else {
         pending = true;
       }
     }
     return pending;
+  }
+
+  /**
+   * After `removed` was removed from OPA: removes each parent of it that is left as an empty object
+   * (`data.<ns>: {}` after the last data ConfigMap of a namespace), up to the first segment, never the
+   * data root. A parent under which opa-sync still has or wants anything is kept without asking OPA; one
+   * that OPA shows with anything in it (another owner's data, or a policy's rules) is kept too.
+   */
+  private async pruneEmptyParents(removed: readonly string[], signal: AbortSignal): Promise<void> {
+    const ours = this.ownedDataPaths();
+    for (let parent = removed.slice(0, -1); parent.length > 0; parent = parent.slice(0, -1)) {
+      if (ours.some((p) => isPathPrefix(parent, p) || isPathPrefix(p, parent))) return;
+      const { defined, value } = await this.options.client.getData(parent, signal);
+      if (!defined) continue;
+      if (value === null || typeof value !== 'object' || Object.keys(value).length > 0) return;
+      try {
+        await this.options.client.removeData(parent, signal);
+      } catch (err) {
+        if (!(err instanceof PermanentError)) throw err;
+        // Someone else's to keep (a bundle root, say): not an error of any origin.
+        this.log.debug({ path: parent, err: messageOf(err) }, 'empty parent left in OPA');
+        return;
+      }
+      this.log.debug({ path: parent }, 'removed an empty parent');
+    }
+  }
+
+  /** The data paths opa-sync holds or wants in OPA: documents, origins' subtrees, collections, marker. */
+  private ownedDataPaths(): (readonly string[])[] {
+    const paths: (readonly string[])[] = [MARKER_PATH];
+    for (const applied of this.applied.values()) {
+      if (applied.dataRoot !== undefined) paths.push(applied.dataRoot);
+      for (const doc of applied.documents.values()) paths.push(doc.path);
+    }
+    for (const key of this.options.state.keys()) {
+      const desired = this.options.state.get(key);
+      if (desired?.dataRoot !== undefined) paths.push(desired.dataRoot);
+      for (const doc of desired?.documents ?? []) paths.push(doc.path);
+    }
+    for (const key of this.options.state.collectionKeys()) {
+      const collection = this.options.state.collection(key);
+      if (collection !== undefined) paths.push(collection.path);
+    }
+    return paths;
   }
 
   /**
@@ -441,11 +811,20 @@ export class OpaPusher implements Part {
     errors: LoadError[],
     fn: () => Promise<void>,
   ): Promise<boolean> {
+    return (await this.attempt(kind, errors, fn)) === undefined;
+  }
+
+  /** `call`, resolving with the refusal (OPA's or ours) instead of false; undefined when it worked. */
+  private async attempt(
+    kind: 'policy' | 'data',
+    errors: LoadError[],
+    fn: () => Promise<void>,
+  ): Promise<PermanentError | undefined> {
     const timer = this.options.metrics?.loadDuration.startTimer({ kind });
     try {
       await fn();
       this.options.metrics?.loads.inc({ kind, result: 'ok' });
-      return true;
+      return undefined;
     } catch (err) {
       this.options.metrics?.loads.inc({ kind, result: 'error' });
       if (err instanceof OpaHttpError) {
@@ -456,13 +835,13 @@ export class OpaPusher implements Part {
             : { code: body.code, message: body.message, errors: body.errors },
         );
         this.options.metrics?.loadErrors.inc({ code: body.code });
-        return false;
+        return err;
       }
       if (err instanceof PermanentError) {
         // Refused before it was sent (e.g. an id OPA could not take): an error of this key only.
         errors.push({ code: err.code, message: err.message });
         this.options.metrics?.loadErrors.inc({ code: err.code });
-        return false;
+        return err;
       }
       throw err;
     } finally {

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import type { V1ConfigMap } from '@kubernetes/client-node';
 import type { DataDocument, OriginProblem, OriginState, PolicyModule } from '../model/desired-state.js';
 import type { ConfigMapOrigin, OriginRole } from '../model/origin.js';
+import { MAX_JSON_DEPTH, nestedDeeperThan } from '../util/json-depth.js';
 
 export interface ConfigMapRef {
   namespace: string;
@@ -84,6 +85,15 @@ export function dataState(cm: V1ConfigMap): OriginState {
         key,
         code: 'invalid_data',
         message: `key ${JSON.stringify(key)} must hold a JSON object, not ${kind}`,
+      });
+      continue;
+    }
+    // Refused here, before any sink: JSON.stringify and every recursive walk would overflow the stack.
+    if (nestedDeeperThan(value, MAX_JSON_DEPTH)) {
+      problems.push({
+        key,
+        code: 'data_too_deep',
+        message: `key ${JSON.stringify(key)} is nested deeper than ${MAX_JSON_DEPTH} levels: not loaded`,
       });
       continue;
     }

@@ -12,7 +12,7 @@ import type { DesiredState, OriginState } from '../model/desired-state.js';
 import { describeOrigin, originKey, type ConfigMapOrigin, type OriginRole } from '../model/origin.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
-import { dataState, fingerprint, policyState, refOf } from './configmap-content.js';
+import { dataState, fingerprint, policyState, refOf, type ConfigMapRef } from './configmap-content.js';
 
 /** Created by Kubernetes in every namespace; never a policy, even where every ConfigMap is one. */
 const KUBE_ROOT_CA = 'kube-root-ca.crt';
@@ -26,6 +26,11 @@ export interface ConfigMapSourceOptions {
   policies: { enabled: boolean; label: string; value: string; requireLabel: boolean };
   data: { enabled: boolean; label: string; value: string };
   metrics?: Metrics | undefined;
+  /**
+   * Told, on every event of a watched ConfigMap and before the desired state changes for it, what it
+   * holds: its annotations, or `undefined` when it is gone (the status writer's `observe`).
+   */
+  onAnnotations?: ((ref: ConfigMapRef, annotations: Record<string, string> | undefined) => void) | undefined;
 }
 
 interface Known {
@@ -134,6 +139,7 @@ export class ConfigMapSource implements Part {
     const log = this.log.child({ role, namespace: target.namespace });
     const upsert = (cm: V1ConfigMap): void => {
       unseen.delete(originKey(this.originOf(cm, role)));
+      this.options.onAnnotations?.(refOf(cm), cm.metadata?.annotations ?? {});
       this.upsert(cm, role);
     };
     return {
@@ -141,6 +147,10 @@ export class ConfigMapSource implements Part {
       update: upsert,
       delete: (cm) => {
         unseen.delete(originKey(this.originOf(cm, role)));
+        // A watch with a label selector also reports a ConfigMap whose label was removed as deleted,
+        // with its new labels: that one still exists (its status is to be removed), a deleted one is gone.
+        const gone = target.watch.labelSelector === undefined || this.stillSelected(cm, role);
+        this.options.onAnnotations?.(refOf(cm), gone ? undefined : (cm.metadata?.annotations ?? {}));
         this.remove(cm, role);
       },
       listed: () => {
@@ -160,6 +170,14 @@ export class ConfigMapSource implements Part {
 
   private hasLabel(cm: V1ConfigMap, label: string, value: string): boolean {
     return cm.metadata?.labels?.[label] === value;
+  }
+
+  /** Whether the ConfigMap still carries the label its watch of this role selects by. */
+  private stillSelected(cm: V1ConfigMap, role: OriginRole): boolean {
+    const { policies, data } = this.options;
+    return role === 'data'
+      ? this.hasLabel(cm, data.label, data.value)
+      : this.hasLabel(cm, policies.label, policies.value);
   }
 
   private upsert(cm: V1ConfigMap, role: OriginRole): void {

@@ -17,6 +17,7 @@ import { originKey, type FileOrigin } from '../model/origin.js';
 import type { Part } from '../lifecycle/part.js';
 import { sleep } from '../util/backoff.js';
 import { messageOf } from '../util/errors.js';
+import { MAX_JSON_DEPTH, nestedDeeperThan } from '../util/json-depth.js';
 import type { Logger } from '../util/logger.js';
 import { comparePaths, isInside, isPathPrefix, relativeInside } from '../util/paths.js';
 import { bundleEntryProblem, dataPathProblem } from '../util/safe-names.js';
@@ -89,22 +90,38 @@ export function parseDataFile(rel: string, text: string): Parsed {
   // Editors on Windows may start a file with a byte order mark; neither parser wants it.
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
   let value: unknown;
+  let tooDeep: boolean;
   try {
     if (yaml) {
       // YAML 1.2 core schema: no timestamps or other types JSON cannot hold; duplicate keys are errors.
       value = parseYaml(body, { schema: 'core', uniqueKeys: true });
+      // Looked at before JSON.stringify below, which would overflow the stack on it.
+      tooDeep = nestedDeeperThan(value, MAX_JSON_DEPTH);
       // .inf and .nan are valid YAML but not JSON: refuse them rather than turn them into null.
-      JSON.stringify(value, (_key, v: unknown) => {
-        if (typeof v === 'number' && !Number.isFinite(v)) {
-          throw new Error(`the number ${String(v)} cannot be represented in JSON`);
-        }
-        return v;
-      });
+      if (!tooDeep) {
+        JSON.stringify(value, (_key, v: unknown) => {
+          if (typeof v === 'number' && !Number.isFinite(v)) {
+            throw new Error(`the number ${String(v)} cannot be represented in JSON`);
+          }
+          return v;
+        });
+      }
     } else {
       value = JSON.parse(body);
+      tooDeep = nestedDeeperThan(value, MAX_JSON_DEPTH);
     }
   } catch (err) {
     const format = yaml ? 'YAML' : 'JSON';
+    // The YAML parser recurses: deep nesting overflows its stack before our own check can run.
+    if (err instanceof RangeError || /Maximum call stack size exceeded/.test(messageOf(err))) {
+      return {
+        problem: {
+          key: rel,
+          code: 'data_too_deep',
+          message: `file ${quoted} is nested too deeply to be read as ${format} (at most ${MAX_JSON_DEPTH} levels are loaded)`,
+        },
+      };
+    }
     return {
       problem: {
         key: rel,
@@ -120,6 +137,16 @@ export function parseDataFile(rel: string, text: string): Parsed {
         key: rel,
         code: 'invalid_data',
         message: `file ${quoted} must hold an object (the document of its folder), not ${kind}`,
+      },
+    };
+  }
+  // Refused here, before any sink: JSON.stringify and every recursive walk would overflow the stack.
+  if (tooDeep) {
+    return {
+      problem: {
+        key: rel,
+        code: 'data_too_deep',
+        message: `file ${quoted} is nested deeper than ${MAX_JSON_DEPTH} levels: not loaded`,
       },
     };
   }

@@ -73,7 +73,16 @@ export const ERROR_CODES = {
   invalid_json: { meaning: 'a data value is not valid JSON', retryable: false },
   invalid_yaml: { meaning: 'a data.yaml file of the policies folder is not valid YAML', retryable: false },
   invalid_data: { meaning: 'a data value is valid JSON but not an object', retryable: false },
+  data_too_deep: { meaning: 'a data value is nested deeper than 1,000 levels', retryable: false },
   binary_data_not_loaded: { meaning: 'binaryData keys are never loaded', retryable: false },
+  replicated_data_conflict: {
+    meaning: 'a policy defines a rule where replicated objects go: those objects are left out of OPA',
+    retryable: false,
+  },
+  dependency_removed: {
+    meaning: 'a module was unloaded because a module it needs was removed; it loads again once that is back',
+    retryable: true,
+  },
   data_at_root: {
     meaning: 'a data file at the root of the policies folder would replace all of OPA’s data',
     retryable: false,

@@ -1,8 +1,9 @@
 // The sidecar against the real kube-apiserver and a real OPA: kube-mgmt's own e2e scenarios, dependency
 // order across keys and ConfigMaps, precise removals, bad input isolated to its ConfigMap, OPA restarts,
 // and opa-sync running as a ServiceAccount that may only touch ConfigMaps in the watched namespace.
+import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { KubeConfig, CoreV1Api } from '@kubernetes/client-node';
+import { KubeConfig, CoreV1Api, NetworkingV1Api, type V1NetworkPolicy } from '@kubernetes/client-node';
 import { controlPlane, createNamespace, extraOpa, waitFor, type OpaServer } from '../harness/index.js';
 import type { OpaSyncProcess } from '../harness/opa-sync.js';
 import { CONFIGMAP_RULES, serviceAccountKubeconfig } from '../harness/rbac.js';
@@ -11,6 +12,7 @@ import {
   DATA_LABEL,
   OK,
   POLICY_LABEL,
+  STATUS,
   adminCore,
   annotationsOf,
   cleanupAfterAll,
@@ -254,6 +256,30 @@ describe('sidecar: ConfigMaps into OPA (real OPA + kube-apiserver)', function ()
       });
     });
 
+    it('data nested 6,000 deep ends in a clear error; nothing stops, and a new opa-sync gets ready with it', async () => {
+      await baseline();
+      const deep = `${'{"a":'.repeat(6000)}1${'}'.repeat(6000)}`;
+      // JSON.parse accepts it; OPA would too (its limit is 10,000 levels).
+      expect(() => JSON.parse(deep) as unknown).not.to.throw();
+      await put('deep', { 'deep.json': deep, 'fine.json': '{"fine": true}' }, DATA_LABEL);
+      expect(errorOf(await waitError(ns, 'deep'))).to.deep.equal({
+        code: 'data_too_deep',
+        message: 'key "deep.json" is nested deeper than 1000 levels: not loaded',
+      });
+      expect(await data(`${ns}/deep/fine.json`)).to.deep.equal({ fine: true });
+      // Everything else goes on: a new policy loads, no part was restarted, opa-sync is ready.
+      await put('after-deep', { 'a.rego': 'package e2e.afterdeep\n\nallow := true\n' });
+      await waitOk(ns, 'after-deep');
+      const health = JSON.parse((await httpRequest(`${sync.opsUrl}/health`)).body) as {
+        parts: Record<string, { restarts: number }>;
+      };
+      expect(health.parts['opa']?.restarts).to.equal(0);
+      expect((await httpRequest(`${sync.opsUrl}/ready`)).status).to.equal(200);
+      // Started while the ConfigMap exists, another opa-sync gets ready too.
+      const again = await startSync({ kubeconfig, opa, namespaces: ns });
+      await again.stop();
+    });
+
     it('an empty policy carries OPA’s error; a policy near the 1 MiB limit loads', async () => {
       await put('empty', { 'empty.rego': '' });
       const empty = errorOf(await waitError(ns, 'empty')) as StatusError;
@@ -395,6 +421,32 @@ describe('sidecar: ConfigMaps into OPA (real OPA + kube-apiserver)', function ()
     expect(await statusOf(ns, 'policy-include')).to.equal(OK);
   });
 
+  it('counts an OPA restart in opa_sync_opa_restarts_detected_total, also when OPA was down at a check', async () => {
+    await baseline();
+    const restarts = (): Promise<number> => scrapeMetric(sync, 'opa_sync_opa_restarts_detected_total');
+    const allBack = async (): Promise<void> => {
+      await waitFor('the policies back in OPA', async () =>
+        (await policyIds()).includes(`${ns}/multi-ok/b.rego`) ? true : undefined,
+      );
+    };
+    const before = await restarts();
+    // OPA stays down until opa-sync's check has failed on it: the restart cannot fit between two checks.
+    const unreachable = (l: Record<string, unknown>): boolean => l.msg === 'OPA is not reachable';
+    const seenDown = countLog(sync, unreachable);
+    await opa.restart(() => waitLog(sync, 'opa-sync seeing OPA down', unreachable, { count: seenDown + 1 }));
+    await allBack();
+    await waitFor('the restart to be counted', async () =>
+      (await restarts()) === before + 1 ? true : undefined,
+    );
+    // A restart quicker than the check interval counts once too.
+    await opa.restart();
+    await allBack();
+    await waitFor('the second restart to be counted', async () =>
+      (await restarts()) === before + 2 ? true : undefined,
+    );
+    expect(await statusOf(ns, 'policy-include')).to.equal(OK);
+  });
+
   it('keeps watching after the API server restarts', async () => {
     const cp = await controlPlane();
     const watchErrors = (): Promise<number> => scrapeMetric(sync, 'opa_sync_watch_errors_total');
@@ -415,6 +467,328 @@ describe('sidecar: ConfigMaps into OPA (real OPA + kube-apiserver)', function ()
     const extra = await startSync({ kubeconfig, opa, namespaces: ns });
     await extra.process.stop(10_000);
     expect(await extra.process.exited).to.equal('exit 0');
+  });
+});
+
+describe('sidecar: removals leave nothing behind, and nothing more is removed (real OPA + kube-apiserver)', function () {
+  this.timeout(120_000);
+  const suite = cleanupAfterAll();
+  const perTest = cleanupAfterEach();
+  let opa: OpaServer;
+
+  before(async () => {
+    opa = suite.add(await extraOpa());
+  });
+
+  /** opa-sync for a fresh namespace, as a ServiceAccount that may only touch ConfigMaps there. */
+  async function start(
+    prefix: string,
+    args: string[] = [],
+  ): Promise<{ ns: string; sync: OpaSyncProcess; kubeconfig: string }> {
+    const ns = await createNamespace(prefix);
+    const kubeconfig = await serviceAccountKubeconfig(ns, 'opa-sync', [ns], CONFIGMAP_RULES);
+    const sync = perTest.add(
+      await startSync({ kubeconfig, opa, namespaces: ns, args: ['--opa-resync-interval=1s', ...args] }),
+    );
+    return { ns, sync, kubeconfig };
+  }
+
+  const deleteCm = async (ns: string, name: string): Promise<void> => {
+    await (await adminCore()).deleteNamespacedConfigMap({ name, namespace: ns });
+  };
+
+  it('removes the status annotation(s) when a ConfigMap stops being a policy, and writes them when it is one again', async () => {
+    const kubeMgmt = 'openpolicyagent.org/kube-mgmt-status';
+    const retries = 'openpolicyagent.org/kube-mgmt-retries';
+    const { ns } = await start('unlabel', [`--status-annotation=${STATUS},${kubeMgmt}`]);
+    const text = { 't.rego': 'package e2e.unlabel\n\nallow := true\n' };
+    await putConfigMap(ns, 'toggle', text);
+    await waitOk(ns, 'toggle');
+    expect(await annotationsOf(ns, 'toggle')).to.deep.equal({ [STATUS]: OK, [kubeMgmt]: OK, [retries]: '0' });
+
+    await putConfigMap(ns, 'toggle', text, { labels: {} });
+    await waitPolicy(opa, `${ns}/toggle/t.rego`, false);
+    await waitFor('the annotations removed', async () =>
+      Object.keys(await annotationsOf(ns, 'toggle')).length === 0 ? true : undefined,
+    );
+
+    await putConfigMap(ns, 'toggle', text);
+    await waitOk(ns, 'toggle');
+    expect(await annotationsOf(ns, 'toggle')).to.deep.equal({ [STATUS]: OK, [kubeMgmt]: OK, [retries]: '0' });
+  });
+
+  it('deleting a ConfigMap whose package others use unloads them (their status names it), removes it, and they heal when it is back', async () => {
+    const { ns } = await start('depends');
+    const lib = { 'lib.rego': 'package e2e.dep.lib\n\ndouble(x) := 2 * x\n' };
+    await putConfigMap(ns, 'lib', lib);
+    await waitOk(ns, 'lib');
+    await putConfigMap(ns, 'app', {
+      'app.rego':
+        'package e2e.dep.app\n\nimport data.e2e.dep.lib\n\nfour := lib.double(2)\n\nquad(x) := lib.double(lib.double(x))\n',
+    });
+    // A module that needs the one that needs lib: unloaded too, in the right order.
+    await putConfigMap(ns, 'app2', {
+      'app2.rego': 'package e2e.dep.app2\n\nimport data.e2e.dep.app\n\neight := app.quad(2)\n',
+    });
+    // A module that has nothing to do with it stays.
+    await putConfigMap(ns, 'other', { 'o.rego': 'package e2e.dep.other\n\nallow := true\n' });
+    await Promise.all(['app', 'app2', 'other'].map((name) => waitOk(ns, name)));
+    expect(await evaluateIn(opa, 'e2e/dep/app/four')).to.equal(4);
+
+    await (await adminCore()).deleteNamespacedConfigMap({ name: 'lib', namespace: ns });
+    await waitPolicy(opa, `${ns}/lib/lib.rego`, false);
+    const ids = (await policyIdsOf(opa)).filter((id) => id.startsWith(`${ns}/`));
+    expect(ids, 'app and app2 unloaded, other kept').to.deep.equal([`${ns}/other/o.rego`]);
+    const status = JSON.parse(await waitError(ns, 'app')) as {
+      error: { code: string; message: string; errors?: { message: string }[] };
+    };
+    expect(status.error.code).to.equal('dependency_removed');
+    expect(status.error.message).to.include(`needs module ${ns}/lib/lib.rego (of configmap ${ns}/lib)`);
+    expect(status.error.errors?.[0]?.message).to.match(/undefined function data\.e2e\.dep\.lib\.double/);
+    // app2 needs app's function: unloaded before app, and it says so too.
+    const status2 = JSON.parse(await waitError(ns, 'app2')) as { error: { code: string; message: string } };
+    expect(status2.error.code).to.equal('dependency_removed');
+    expect(status2.error.message).to.include(`needs module ${ns}/app/app.rego (of configmap ${ns}/app)`);
+    expect(await statusOf(ns, 'other')).to.equal(OK);
+    expect(await evaluateIn(opa, 'e2e/dep/app/four')).to.equal(undefined);
+
+    await putConfigMap(ns, 'lib', lib);
+    await Promise.all(['lib', 'app', 'app2'].map((name) => waitOk(ns, name)));
+    expect(await evaluateIn(opa, 'e2e/dep/app2/eight')).to.equal(8);
+  });
+
+  it('at start, removes the modules of a watched namespace that no ConfigMap backs (left by an earlier run), and nothing else', async () => {
+    const { ns, sync, kubeconfig } = await start('orphans');
+    const lib = { 'lib.rego': 'package e2e.orphan.lib\n\nf(x) := x + 1\n' };
+    await putConfigMap(ns, 'keep', { 'k.rego': 'package e2e.orphan.keep\n\nallow := true\n' });
+    await putConfigMap(ns, 'gone', { 'g.rego': 'package e2e.orphan.gone\n\nallow := true\n' });
+    await putConfigMap(ns, 'lib', lib);
+    await putConfigMap(ns, 'app', {
+      'app.rego': 'package e2e.orphan.app\n\nimport data.e2e.orphan.lib\n\ntwo := lib.f(1)\n',
+    });
+    await Promise.all(['keep', 'gone', 'lib', 'app'].map((name) => waitOk(ns, name)));
+    // Modules that are not opa-sync's: another namespace's, and one under the prefix of another shape.
+    const foreign = [`${ns}-other/x/y.rego`, `${ns}/not-a-configmap`];
+    for (const id of foreign) {
+      const res = await opa.request(`/v1/policies/${id}`, {
+        method: 'PUT',
+        body: `package e2e.orphan.foreign${foreign.indexOf(id)}\n\nallow := true\n`,
+      });
+      expect(res.status, id).to.equal(200);
+    }
+    // opa-sync stops; meanwhile two ConfigMaps are deleted; OPA keeps running.
+    await sync.stop();
+    await (await adminCore()).deleteNamespacedConfigMap({ name: 'gone', namespace: ns });
+    await (await adminCore()).deleteNamespacedConfigMap({ name: 'lib', namespace: ns });
+
+    perTest.add(await startSync({ kubeconfig, opa, namespaces: ns }));
+    // Ready means done: no waiting.
+    const ids = await policyIdsOf(opa);
+    expect(ids.filter((id) => id.startsWith(`${ns}/`) || id.startsWith(`${ns}-other/`))).to.deep.equal([
+      `${ns}-other/x/y.rego`,
+      `${ns}/keep/k.rego`,
+      `${ns}/not-a-configmap`,
+    ]);
+    // app needed the module left behind: unloaded, and its status says why.
+    const status = JSON.parse(await waitError(ns, 'app')) as { error: { code: string; message: string } };
+    expect(status.error.code).to.equal('dependency_removed');
+    expect(status.error.message).to.include(`needs module ${ns}/lib/lib.rego`);
+    expect(await statusOf(ns, 'keep')).to.equal(OK);
+    for (const id of foreign) await opa.request(`/v1/policies/${id}`, { method: 'DELETE' });
+  });
+
+  it("removes data.<ns> once the namespace's last data ConfigMap is deleted, but not another owner's data", async () => {
+    const { ns } = await start('prune');
+    await putConfigMap(ns, 'd1', { 'a.json': '{"a": 1}' }, { labels: DATA_LABEL });
+    await putConfigMap(ns, 'd2', { 'b.json': '{"b": 2}' }, { labels: DATA_LABEL });
+    await waitOk(ns, 'd1');
+    await waitOk(ns, 'd2');
+
+    await deleteCm(ns, 'd1');
+    await waitFor('d1 gone from OPA', async () =>
+      (await opaData(opa, `${ns}/d1`)) === undefined ? true : undefined,
+    );
+    expect(await opaData(opa, ns)).to.deep.equal({ d2: { 'b.json': { b: 2 } } });
+
+    await deleteCm(ns, 'd2');
+    await waitFor(`data.${ns} gone from OPA`, async () =>
+      (await opaData(opa, ns)) === undefined ? true : undefined,
+    );
+    // The rest of OPA's data is untouched: opa-sync's marker is still there.
+    expect(await opaData(opa, 'opa_sync/marker')).to.not.equal(undefined);
+
+    // Another owner's document in the same namespace's subtree stays, and so does the subtree.
+    const put = await opa.request(`/v1/data/${ns}/foreign`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: '{"mine": true}',
+    });
+    expect(put.status).to.equal(204);
+    await putConfigMap(ns, 'd3', { 'c.json': '{"c": 3}' }, { labels: DATA_LABEL });
+    await waitOk(ns, 'd3');
+    await deleteCm(ns, 'd3');
+    await waitFor('d3 gone from OPA', async () =>
+      (await opaData(opa, `${ns}/d3`)) === undefined ? true : undefined,
+    );
+    expect(await opaData(opa, ns)).to.deep.equal({ foreign: { mine: true } });
+  });
+});
+
+describe('sidecar: status writes, one per outcome (real OPA + kube-apiserver)', function () {
+  this.timeout(120_000);
+  const suite = cleanupAfterAll();
+  let opa: OpaServer;
+  let ns: string;
+  let sync: OpaSyncProcess;
+
+  before(async () => {
+    opa = suite.add(await extraOpa());
+    ns = await createNamespace('writes');
+    const kubeconfig = await serviceAccountKubeconfig(ns, 'opa-sync', [ns], CONFIGMAP_RULES);
+    sync = suite.add(await startSync({ kubeconfig, opa, namespaces: ns, args: ['--log-level=debug'] }));
+  });
+
+  const writes = (): Promise<number> => scrapeMetric(sync, 'opa_sync_status_writes_total', { result: 'ok' });
+  const failedLoads = (name: string) => (l: Record<string, unknown>) =>
+    l.msg === 'loaded with errors' && l.origin === `configmap ${ns}/${name}`;
+
+  it('retries a failing policy with backoff without patching its unchanged annotation again', async () => {
+    const before = await writes();
+    await putConfigMap(ns, 'failing', {
+      'f.rego': 'package e2e.failing\n\nimport data.e2e.nowhere\n\nallow if nowhere.f(1)\n',
+    });
+    const status = await waitError(ns, 'failing');
+    // The first load and two retries (after ~1 s and ~2 s), each with the same error.
+    await waitLog(sync, 'three failed loads', failedLoads('failing'), { count: 3 });
+    expect(await statusOf(ns, 'failing')).to.equal(status);
+    expect((await writes()) - before, 'one PATCH for the three equal outcomes').to.equal(1);
+  });
+
+  it('still writes the status of a ConfigMap created again, and restores one changed by someone else', async () => {
+    const text = { 'r.rego': 'package e2e.recreated\n\nallow := true\n' };
+    await putConfigMap(ns, 'recreated', text);
+    await waitOk(ns, 'recreated');
+    await (await adminCore()).deleteNamespacedConfigMap({ name: 'recreated', namespace: ns });
+    await putConfigMap(ns, 'recreated', text);
+    expect(await waitOk(ns, 'recreated')).to.equal(OK);
+
+    await (
+      await adminCore()
+    ).patchNamespacedConfigMap({
+      name: 'recreated',
+      namespace: ns,
+      body: [
+        { op: 'replace', path: `/metadata/annotations/${STATUS.replace('/', '~1')}`, value: 'hand-made' },
+      ],
+    });
+    expect(await waitOk(ns, 'recreated')).to.equal(OK);
+  });
+});
+
+describe('sidecar + replication: a policy whose rule sits where replicated objects go (real OPA + kube-apiserver)', function () {
+  this.timeout(180_000);
+  const suite = cleanupAfterAll();
+  const COLLECTION = 'networking.k8s.io/v1/networkpolicies';
+  let opa: OpaServer;
+  let ns: string;
+  let sync: OpaSyncProcess;
+  let net: NetworkingV1Api;
+
+  before(async () => {
+    opa = suite.add(await extraOpa());
+    ns = await createNamespace('collide');
+    net = (await controlPlane()).kubeConfig().makeApiClient(NetworkingV1Api);
+    sync = suite.add(
+      await startSync({
+        opa,
+        namespaces: ns,
+        args: [`--replicate-cluster=${COLLECTION}`, '--opa-resync-interval=1s'],
+      }),
+    );
+  });
+
+  /** A namespace whose name is also a Rego rule name (no dash). */
+  async function ruleNamedNamespace(): Promise<string> {
+    const name = `clash${randomBytes(4).toString('hex')}`;
+    await (
+      await adminCore()
+    ).createNamespace({ body: { metadata: { name, labels: { 'opa-sync-test': 'true' } } } });
+    return name;
+  }
+  const np = (name: string): V1NetworkPolicy => ({ metadata: { name }, spec: { podSelector: {} } });
+  const conflicts = (): Promise<number> =>
+    scrapeMetric(sync, 'opa_sync_replication_conflicts', { collection: COLLECTION });
+  const ready = async (): Promise<void> => {
+    await waitFor('opa-sync /ready', async () =>
+      (await httpRequest(`${sync.opsUrl}/ready`)).status === 200 ? true : undefined,
+    );
+  };
+  const conflictOf = async (name: string): Promise<{ code: string; message: string }> =>
+    (JSON.parse(await waitError(ns, name)) as { error: { code: string; message: string } }).error;
+
+  it('policy first, then the object: the policy stays, the object is left out (status, metric), and nothing is wedged, also after an OPA restart', async () => {
+    const clash = await ruleNamedNamespace();
+    const other = await createNamespace('np-other');
+    await putConfigMap(ns, 'np-policy', {
+      'p.rego': `package kubernetes.networkpolicies\n\n${clash} := "a rule"\n`,
+    });
+    await putConfigMap(ns, 'bystander', { 'b.rego': 'package e2e.bystander\n\nallow := true\n' });
+    await waitOk(ns, 'np-policy');
+    await waitOk(ns, 'bystander');
+
+    await net.createNamespacedNetworkPolicy({ namespace: clash, body: np('shadowed') });
+    await net.createNamespacedNetworkPolicy({ namespace: other, body: np('kept') });
+    const error = await conflictOf('np-policy');
+    expect(error.code).to.equal('replicated_data_conflict');
+    expect(error.message).to.include(`data.kubernetes.networkpolicies.${clash}`);
+    expect(error.message).to.include(COLLECTION);
+    // The rest of replication goes on; the policy's rule is what OPA answers there.
+    await waitFor('the other NetworkPolicy in OPA', async () =>
+      (await opaData(opa, `kubernetes/networkpolicies/${other}/kept`)) === undefined ? undefined : true,
+    );
+    expect(await evaluateIn(opa, `kubernetes/networkpolicies/${clash}`)).to.equal('a rule');
+    expect(await conflicts()).to.equal(1);
+    await ready();
+    const health = JSON.parse((await httpRequest(`${sync.opsUrl}/health`)).body) as {
+      parts: Record<string, { restarts: number }>;
+    };
+    expect(health.parts['opa']?.restarts, 'the OPA push never failed').to.equal(0);
+
+    // OPA restarts: everything comes back the same way, and opa-sync is ready again.
+    await opa.restart();
+    await waitFor('replication back after the restart', async () =>
+      (await opaData(opa, `kubernetes/networkpolicies/${other}/kept`)) === undefined ? undefined : true,
+    );
+    await waitPolicy(opa, `${ns}/np-policy/p.rego`);
+    await ready();
+    expect(await evaluateIn(opa, `kubernetes/networkpolicies/${clash}`)).to.equal('a rule');
+    // Every other origin goes on.
+    await putConfigMap(ns, 'after', { 'a.rego': 'package e2e.afterclash\n\nallow := true\n' });
+    await waitOk(ns, 'after');
+
+    // The policy is deleted: the object is replicated from then on.
+    await (await adminCore()).deleteNamespacedConfigMap({ name: 'np-policy', namespace: ns });
+    await waitFor('the shadowed NetworkPolicy in OPA', async () =>
+      (await opaData(opa, `kubernetes/networkpolicies/${clash}/shadowed`)) === undefined ? undefined : true,
+    );
+    await waitPolicy(opa, `${ns}/np-policy/p.rego`, false);
+    expect(await conflicts()).to.equal(0);
+  });
+
+  it('object first, then the policy: the object makes way, the policy loads, and its status says so', async () => {
+    const clash = await ruleNamedNamespace();
+    await net.createNamespacedNetworkPolicy({ namespace: clash, body: np('first') });
+    await waitFor('the NetworkPolicy in OPA', async () =>
+      (await opaData(opa, `kubernetes/networkpolicies/${clash}/first`)) === undefined ? undefined : true,
+    );
+    await putConfigMap(ns, 'late-policy', {
+      'p.rego': `package kubernetes.networkpolicies\n\n${clash} := "the rule"\n`,
+    });
+    const error = await conflictOf('late-policy');
+    expect(error.code).to.equal('replicated_data_conflict');
+    expect(error.message).to.include('(1 now)');
+    expect(await evaluateIn(opa, `kubernetes/networkpolicies/${clash}`)).to.equal('the rule');
+    await ready();
   });
 });
 
@@ -483,7 +857,15 @@ describe('sidecar: flags that change what is loaded (real OPA + kube-apiserver)'
         ? a
         : undefined;
     });
-    expect(got).to.deep.equal({ 'openpolicyagent.org/kube-mgmt-status': OK, 'example.com/status': OK });
+    // kube-mgmt's retries key goes with kube-mgmt's status key: "0", for ok and error alike.
+    expect(got).to.deep.equal({
+      'openpolicyagent.org/kube-mgmt-status': OK,
+      'openpolicyagent.org/kube-mgmt-retries': '0',
+      'example.com/status': OK,
+    });
+    await putConfigMap(ns, 'p', { 'p.rego': 'package annot.p\n\nallow if {' });
+    await waitError(ns, 'p', 'openpolicyagent.org/kube-mgmt-status');
+    expect((await annotations(ns, 'p'))['openpolicyagent.org/kube-mgmt-retries']).to.equal('0');
   });
 
   it('seed-era --policies: every ConfigMap of the namespace is a policy, but kube-root-ca.crt and non-.rego keys are skipped', async () => {

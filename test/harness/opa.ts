@@ -36,8 +36,11 @@ export interface OpaServer {
   readonly token: string | undefined;
   /** An HTTP call to this OPA with its CA and token already applied. */
   request(pathAndQuery: string, options?: HttpOptions): Promise<HttpResponse>;
-  /** Kills OPA with SIGKILL and starts it again, empty, on the same address; resolves once it answers. */
-  restart(): Promise<void>;
+  /**
+   * Kills OPA with SIGKILL and starts it again, empty, on the same address; resolves once it answers.
+   * `whileDown`, if given, is awaited while OPA is down (e.g. until a client has seen it gone).
+   */
+  restart(whileDown?: () => Promise<void>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -127,10 +130,11 @@ export async function startOpa(runFolder: string, options: OpaOptions = {}): Pro
     ca,
     token,
     request,
-    async restart() {
+    async restart(whileDown) {
       // kill -9: OPA gets no chance to do anything, and comes back empty on the same port.
       process.kill(current.pid, 'SIGKILL');
       await current.exited;
+      await whileDown?.();
       current = await launch();
     },
     stop: () => current.stop(),

@@ -125,6 +125,15 @@ describe('opa-sync command line', () => {
     expect(out.stdout + out.stderr).to.include('npm run tools');
   });
 
+  it("refuses kube-mgmt's --opa-config with exit 2 and says what to use instead (no warning and a silent no-op)", async () => {
+    const out = await opaSync('--kubeconfig=/nonexistent', '--opa-config=/config/config.yaml');
+    expect(out.code).to.equal(2);
+    expect(out.stderr).to.include('--opa-config');
+    expect(out.stderr).to.include('opa-sync does not implement it');
+    expect(out.stderr).to.include('--replicate-cluster');
+    expect(out.stderr).not.to.include('unknown flag');
+  });
+
   it('reports every configuration problem at once and exits non-zero', async () => {
     const out = await opaSync('--log-level=loud', '--opa-url=', 'stray');
     expect(out.code).to.equal(2);

@@ -964,6 +964,28 @@ describe('configuration (parseArgs)', () => {
     });
   });
 
+  describe("kube-mgmt's automatic replication flags: refused, not ignored", () => {
+    it('refuses --opa-config (as the opa-kube-mgmt chart passes it with replicate.auto), naming what to use', () => {
+      const problems = problemsOf('--opa-config=/config/config.yaml', '--health-endpoint=0.0.0.0:8000');
+      expect(problems).to.have.length(1);
+      expect(problems[0]).to.match(/^--opa-config is kube-mgmt's automatic replication/);
+      expect(problems[0]).to.include('does not implement it');
+      expect(problems[0]).to.include('--replicate');
+      expect(problems[0]).to.include('--replicate-cluster');
+    });
+
+    it('refuses --analysis-entrypoint, with or without --opa-config, and takes a separate value', () => {
+      const alone = problemsOf('--analysis-entrypoint', 'main/main');
+      expect(alone).to.have.length(1);
+      expect(alone[0]).to.match(/^--analysis-entrypoint only serves kube-mgmt's automatic replication/);
+      expect(problemsOf('--opa-config', '/c.yaml', '--analysis-entrypoint=main/main')).to.have.length(2);
+    });
+
+    it('takes an empty value as "not set", as kube-mgmt does', () => {
+      expect(run('--opa-config=', '--analysis-entrypoint=').warnings).to.deep.equal([]);
+    });
+  });
+
   describe('unknown flags', () => {
     const cases: Array<{ argv: string[]; warnings: string[]; check?: (c: Config) => void }> = [
       { argv: ['--foo'], warnings: ['unknown flag --foo ignored'] },

@@ -62,6 +62,24 @@ describe('ConfigMap content', () => {
     expect(state.problems[3]?.message).to.equal('key "num.json" must hold a JSON object, not a number');
   });
 
+  it('refuses data nested deeper than 1,000 levels with a problem naming the key, and loads 1,000', () => {
+    const nested = (depth: number): string => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
+    const state = dataState(cm({ 'deep.json': nested(6000), 'edge.json': nested(1000), 'ok.json': '{}' }));
+    expect(state.documents.map((d) => d.path[2])).to.deep.equal(['edge.json', 'ok.json']);
+    expect(state.problems).to.deep.equal([
+      {
+        key: 'deep.json',
+        code: 'data_too_deep',
+        message: 'key "deep.json" is nested deeper than 1000 levels: not loaded',
+      },
+    ]);
+    // What is loaded can be serialised, as the sinks do.
+    expect(() => JSON.stringify(state.documents)).not.to.throw();
+    expect(dataState(cm({ 'x.json': nested(1001) })).problems.map((p) => p.code)).to.deep.equal([
+      'data_too_deep',
+    ]);
+  });
+
   it('fingerprints labels and data, not annotations or resourceVersion', () => {
     fc.assert(
       fc.property(

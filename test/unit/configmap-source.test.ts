@@ -285,4 +285,33 @@ describe('ConfigMapSource', () => {
     controller.abort();
     await source().run(controller.signal);
   });
+
+  it('tells what it saw of each ConfigMap before changing the state: its annotations, or that it is gone', async () => {
+    const seen: [string, Record<string, string> | undefined, boolean][] = [];
+    const s = source({
+      onAnnotations: (ref, annotations) =>
+        seen.push([
+          `${ref.namespace}/${ref.name}`,
+          annotations,
+          state.get(policyKey(ref.name)) !== undefined,
+        ]),
+    });
+    const run = s.run(controller.signal);
+    const policies = await watcher.session(NS_PATH, POLICY_SELECTOR);
+    const status = { 'openpolicyagent.org/policy-status': '{"status":"ok"}' };
+    policies.list([cm('p', { 'p.rego': 'package p' }, { [POLICY]: 'rego' }, { annotations: status })]);
+    // The label removed: the watch reports it deleted, with its new labels; it still exists.
+    policies.delete(cm('p', { 'p.rego': 'package p' }, {}, { annotations: status, resourceVersion: '2' }));
+    policies.add(cm('q', { 'q.rego': 'package q' }, { [POLICY]: 'rego' }));
+    // Really deleted: it still carries the label.
+    policies.delete(cm('q', { 'q.rego': 'package q' }, { [POLICY]: 'rego' }, { resourceVersion: '3' }));
+    expect(seen).to.deep.equal([
+      ['opa/p', status, false],
+      ['opa/p', status, true],
+      ['opa/q', {}, false],
+      ['opa/q', undefined, true],
+    ]);
+    controller.abort();
+    await run;
+  });
 });

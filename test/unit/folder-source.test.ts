@@ -464,5 +464,16 @@ describe('FolderSource', function () {
       const bom = parseDataFile('a/data.json', '\uFEFF{"a": 1}');
       expect('value' in bom && bom.value).to.deep.equal({ a: 1 });
     });
+
+    it('refuses data nested deeper than 1,000 levels (JSON and YAML) with a problem, not a crash', () => {
+      const json = parseDataFile('a/data.json', `${'{"a":'.repeat(6000)}1${'}'.repeat(6000)}`);
+      expect('problem' in json && json.problem).to.deep.equal({
+        key: 'a/data.json',
+        code: 'data_too_deep',
+        message: 'file "a/data.json" is nested deeper than 1000 levels: not loaded',
+      });
+      const yaml = parseDataFile('a/data.yaml', `${'{"a": '.repeat(1500)}1${'}'.repeat(1500)}`);
+      expect('problem' in yaml && yaml.problem.code).to.equal('data_too_deep');
+    });
   });
 });

@@ -41,6 +41,7 @@ function opaThatThrows(on: 'putPolicy' | 'putData', err: Error): OpaApi & { call
       return on === 'putPolicy' ? Promise.reject(err) : Promise.resolve();
     },
     deletePolicy: () => Promise.resolve(),
+    listPolicyIds: () => Promise.resolve([]),
     putData: (p, value) => {
       calls.push(`putData ${p.join('/')}`);
       // The marker write is what every full push starts with: let it through.

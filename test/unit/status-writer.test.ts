@@ -4,13 +4,14 @@
 import { expect } from 'chai';
 import { Metrics } from '../../src/http/metrics.js';
 import { StatusWriter } from '../../src/kube/status-writer.js';
+import { DesiredState } from '../../src/model/desired-state.js';
 import { KubeApiError } from '../../src/kube/errors.js';
 import type { Outcome } from '../../src/model/outcome.js';
 import type { ConfigMapOrigin } from '../../src/model/origin.js';
 import { Backoff } from '../../src/util/backoff.js';
 import { RetryableError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
-import { FakePatcher, until } from './kube-fakes.js';
+import { FakePatcher, until, type PatchCall } from './kube-fakes.js';
 
 const ANNOTATION = 'openpolicyagent.org/policy-status';
 const origin = (name: string): ConfigMapOrigin => ({
@@ -52,8 +53,11 @@ describe('StatusWriter', () => {
   let controller: AbortController;
   let metrics: Metrics;
 
-  function writer(annotations: readonly string[] = [ANNOTATION]): StatusWriter {
-    return new StatusWriter({ patcher, annotations, logger: silentLogger(), metrics, backoff });
+  function writer(
+    annotations: readonly string[] = [ANNOTATION],
+    more: { state?: DesiredState; restoreIntervalMs?: number } = {},
+  ): StatusWriter {
+    return new StatusWriter({ patcher, annotations, logger: silentLogger(), metrics, backoff, ...more });
   }
 
   const values = (): (string | null | undefined)[] => patcher.calls.map((c) => c.annotations[ANNOTATION]);
@@ -213,5 +217,131 @@ describe('StatusWriter', () => {
     await until('the write of the next run', () => patcher.calls.length === 2);
     again.abort();
     await run2;
+  });
+
+  describe('one PATCH per outcome, none when the annotation already holds it', () => {
+    const ref = { namespace: 'opa', name: 'p' };
+    const OK = '{"status":"ok"}';
+    const ERR = '{"status":"error","error":{"code":"rego_type_error","message":"rego_type_error happened"}}';
+    /** Waits until the writer has nothing left to do: a marker ConfigMap reported last is written. */
+    let markers = 0;
+    async function settled(w: StatusWriter): Promise<void> {
+      const name = `marker-${++markers}`;
+      w.report(ok(name));
+      await until(`the write of ${name}`, () => patcher.calls.some((c) => c.ref.name === name));
+    }
+    const writesOf = (name: string): PatchCall[] => patcher.calls.filter((c) => c.ref.name === name);
+
+    it('does not write the same outcome again (a policy failing on every retry)', async () => {
+      const w = writer();
+      const run = w.run(controller.signal);
+      for (let i = 0; i < 5; i += 1) {
+        w.report(failed('p', 'rego_type_error'));
+        await settled(w);
+      }
+      expect(writesOf('p').map((c) => c.annotations[ANNOTATION])).to.deep.equal([ERR]);
+      w.report(ok('p'));
+      w.report(ok('p'));
+      await settled(w);
+      expect(writesOf('p').map((c) => c.annotations[ANNOTATION])).to.deep.equal([ERR, OK]);
+      controller.abort();
+      await run;
+    });
+
+    it('skips a ConfigMap seen holding the value already (a restarted opa-sync writes nothing)', async () => {
+      const w = writer();
+      w.observe(ref, { [ANNOTATION]: OK, other: 'x' });
+      w.report(ok('p'));
+      const run = w.run(controller.signal);
+      await settled(w);
+      expect(writesOf('p')).to.deep.equal([]);
+      controller.abort();
+      await run;
+    });
+
+    it('writes again to a ConfigMap seen without it (created again) or changed by someone else, restoring at most once per interval', async () => {
+      const w = writer([ANNOTATION], { restoreIntervalMs: 200 });
+      const run = w.run(controller.signal);
+      w.report(ok('p'));
+      await until('the first write', () => writesOf('p').length === 1);
+      // Our own write coming back through the watch: nothing to do.
+      w.observe(ref, { [ANNOTATION]: OK });
+      await settled(w);
+      expect(writesOf('p')).to.have.length(1);
+      // Deleted and created again: the source sees it without annotations, the same outcome follows.
+      w.observe(ref, undefined);
+      w.observe(ref, {});
+      w.report(ok('p'));
+      await until('the write to the new ConfigMap', () => writesOf('p').length === 2);
+      // Someone else overwrites it: restored at once.
+      w.observe(ref, { [ANNOTATION]: 'edited by hand' });
+      await until('the restore', () => writesOf('p').length === 3);
+      // Another replica that keeps writing another value is answered only once per interval.
+      const before = Date.now();
+      w.observe(ref, { [ANNOTATION]: 'the other replica' });
+      w.observe(ref, { [ANNOTATION]: 'the other replica' });
+      await until('the second restore', () => writesOf('p').length === 4, 2000);
+      expect(Date.now() - before).to.be.at.least(150);
+      expect(writesOf('p').map((c) => c.annotations[ANNOTATION])).to.deep.equal([OK, OK, OK, OK]);
+      controller.abort();
+      await run;
+    });
+
+    it('removes the annotation of a ConfigMap that is no longer a policy, once, and never of a deleted one', async () => {
+      const state = new DesiredState();
+      const policy = {
+        origin: origin('p'),
+        modules: [{ id: 'opa/p/p.rego', text: 'package p' }],
+        documents: [],
+        problems: [],
+      };
+      state.set(policy);
+      const w = writer([ANNOTATION], { state });
+      const run = w.run(controller.signal);
+      w.report(ok('p'));
+      await until('the status', () => writesOf('p').length === 1);
+      // The label removed: the source sees the ConfigMap (with our annotation) and drops the origin.
+      w.observe(ref, { [ANNOTATION]: OK });
+      state.delete(origin('p'));
+      await until('the removal', () => writesOf('p').length === 2);
+      expect(writesOf('p')[1]?.annotations).to.deep.equal({ [ANNOTATION]: null });
+      // A late outcome of the old origin does not bring it back; seen without it, nothing to do.
+      w.report(ok('p'));
+      w.observe(ref, {});
+      await settled(w);
+      expect(writesOf('p')).to.have.length(2);
+      // Labelled again, then deleted: nothing is written to a deleted ConfigMap.
+      state.set(policy);
+      w.report(ok('p'));
+      await until('the status again', () => writesOf('p').length === 3);
+      w.observe(ref, undefined);
+      state.delete(origin('p'));
+      await settled(w);
+      expect(writesOf('p')).to.have.length(3);
+      controller.abort();
+      await run;
+    });
+
+    it("writes kube-mgmt's retries ('0') beside kube-mgmt's status key, and removes both", async () => {
+      const state = new DesiredState();
+      state.set({ origin: origin('p'), modules: [], documents: [], problems: [] });
+      const key = 'openpolicyagent.org/kube-mgmt-status';
+      const retries = 'openpolicyagent.org/kube-mgmt-retries';
+      const w = writer([key], { state });
+      const run = w.run(controller.signal);
+      w.report(failed('p', 'rego_type_error'));
+      await until('the status', () => writesOf('p').length === 1);
+      w.report(ok('p'));
+      await until('ok', () => writesOf('p').length === 2);
+      state.delete(origin('p'));
+      await until('the removal', () => writesOf('p').length === 3);
+      expect(writesOf('p').map((c) => c.annotations)).to.deep.equal([
+        { [key]: ERR, [retries]: '0' },
+        { [key]: OK, [retries]: '0' },
+        { [key]: null, [retries]: null },
+      ]);
+      controller.abort();
+      await run;
+    });
   });
 });

@@ -76,6 +76,7 @@ describe('still waiting for OPA', () => {
     const opa: OpaApi = {
       putPolicy: answer,
       deletePolicy: answer,
+      listPolicyIds: () => (up ? Promise.resolve([]) : Promise.reject(refused())),
       putData: answer,
       removeData: answer,
       patchData: answer,
