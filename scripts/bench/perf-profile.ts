@@ -46,10 +46,32 @@ function cpu(file: string, top: number, untilMs: number): void {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
   let t = 0;
+  // Per 100 ms of the profile: busy time by package, to see the phases (start-up, list, PUT).
+  const buckets: Map<string, number>[] = [];
   p.samples.forEach((id, i) => {
-    t += p.timeDeltas[i] ?? 0;
-    if (t / 1000 <= untilMs) self.set(id, (self.get(id) ?? 0) + (p.timeDeltas[i] ?? 0));
+    const dt = p.timeDeltas[i] ?? 0;
+    t += dt;
+    if (t / 1000 > untilMs) return;
+    self.set(id, (self.get(id) ?? 0) + dt);
+    const f = byId.get(id)?.callFrame;
+    if (f === undefined || f.functionName === '(idle)') return;
+    const b = (buckets[Math.floor(t / 100_000)] ??= new Map());
+    const pkg = f.url === '' ? `(${f.functionName})` : packageOf(f.url);
+    b.set(pkg, (b.get(pkg) ?? 0) + dt);
   });
+  if (untilMs !== Infinity) {
+    console.log('-- busy ms per 100 ms (top packages)');
+    buckets.forEach((b, i) => {
+      if (b === undefined) return;
+      const busy = [...b.values()].reduce((x, y) => x + y, 0) / 1000;
+      const top = [...b]
+        .sort((x, y) => y[1] - x[1])
+        .slice(0, 4)
+        .map(([k, v]) => `${k} ${(v / 1000).toFixed(0)}`)
+        .join(', ');
+      console.log(`${String(i * 100).padStart(6)} ms: ${busy.toFixed(0).padStart(3)} busy: ${top}`);
+    });
+  }
   const total = [...self.values()].reduce((a, b) => a + b, 0);
   const byFrame = new Map<string, number>();
   const byPackage = new Map<string, number>();

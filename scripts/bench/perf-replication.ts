@@ -32,7 +32,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 interface Args {
   builds: { name: string; dir: string }[];
-  plan: { scenario: 'p1' | 'p3'; n: number }[];
+  plan: { scenario: 'p1' | 'p3' | 'floor'; n: number }[];
   runs: number;
   duration: number;
   churnSize: number;
@@ -66,7 +66,8 @@ function parseArgs(argv: string[]): Args {
     } else if (a === '--plan') {
       for (const item of value().split(',')) {
         const [scenario, n] = item.split(':');
-        if ((scenario !== 'p1' && scenario !== 'p3') || !n) throw new Error(`bad plan item ${item}`);
+        if ((scenario !== 'p1' && scenario !== 'p3' && scenario !== 'floor') || !n)
+          throw new Error(`bad plan item ${item}`);
         args.plan.push({ scenario, n: Number(n) });
       }
     } else if (a === '--runs') args.runs = Number(value());
@@ -377,6 +378,9 @@ interface P1Result {
   logReplicating: number;
   logListed: number;
   logLoaded: number;
+  /** From the replication source's start to the list's end, and from there to the PUT's end (ms). */
+  listPhase: number;
+  putPhase: number;
 }
 
 /** When (ms after spawn) the tool first logged each of these messages. */
@@ -417,6 +421,8 @@ async function p1Run(args: Args, build: string, cp: ControlPlane, n: number, tag
         logReplicating: t.logReplicating ?? NaN,
         logListed: t.logListed ?? NaN,
         logLoaded: t.logLoaded ?? NaN,
+        listPhase: (t.logListed ?? NaN) - (t.logReplicating ?? NaN),
+        putPhase: (t.logLoaded ?? NaN) - (t.logListed ?? NaN),
       };
     } finally {
       await tool.proc.stop();
@@ -628,6 +634,52 @@ async function p3Run(
   }
 }
 
+/**
+ * The replication floor: one LIST of the objects (whole, and in pages of several sizes) on a warm
+ * connection, and one PUT of the same objects (managedFields dropped, [namespace][name]) into a fresh OPA.
+ */
+async function floorRun(kube: Http): Promise<Record<string, number>> {
+  const path = '/apis/networking.k8s.io/v1/networkpolicies';
+  const result: Record<string, number> = {};
+  await kube.request('GET', `${path}?limit=1`);
+  let body = '';
+  for (const limit of [0, 500, 1000, 2000, 5000]) {
+    const started = performance.now();
+    let next: string | undefined;
+    do {
+      const q = new URLSearchParams();
+      if (limit > 0) q.set('limit', String(limit));
+      if (next !== undefined) q.set('continue', next);
+      const res = await kube.request('GET', `${path}?${q.toString()}`);
+      if (limit === 0) body = res.body;
+      next = (JSON.parse(res.body) as { metadata?: { continue?: string } }).metadata?.continue || undefined;
+    } while (next !== undefined);
+    result[limit === 0 ? 'listMs' : `list${limit}Ms`] = performance.now() - started;
+  }
+  const items = (JSON.parse(body) as { items: { metadata: Record<string, unknown> }[] }).items;
+  const tree: Record<string, Record<string, unknown>> = {};
+  for (const o of items) {
+    delete o.metadata.managedFields;
+    const ns = o.metadata.namespace as string;
+    (tree[ns] ??= {})[o.metadata.name as string] = o;
+  }
+  const opaServer = await startOpa(runDir(), { extraArgs: ['--log-level=error'] });
+  const opa = new Http(opaServer.url, {}, undefined, 4);
+  try {
+    const text = JSON.stringify(tree);
+    const started = performance.now();
+    const res = await opa.request('PUT', '/v1/data/kubernetes/networkpolicies', JSON.parse(text));
+    result.putMs = performance.now() - started;
+    result.putMB = Buffer.byteLength(text) / 1048576;
+    result.listMB = Buffer.byteLength(body) / 1048576;
+    if (res.status !== 204) throw new Error(`PUT: ${res.status}`);
+  } finally {
+    opa.close();
+    await opaServer.stop();
+  }
+  return result;
+}
+
 // ---- main
 
 function log(line: string): void {
@@ -647,18 +699,20 @@ async function main(): Promise<void> {
   let failed = true;
   try {
     for (const item of args.plan) {
-      const size = item.scenario === 'p1' ? item.n : args.churnSize;
+      const size = item.scenario === 'p3' ? args.churnSize : item.n;
       if (size < have) throw new Error('the plan must grow: sizes only go up');
       await seed(kube, have, size);
       have = size;
       const byBuild = new Map<string, Record<string, number>[]>();
       for (let run = 0; run < args.runs; run++) {
-        for (const build of args.builds) {
+        for (const build of item.scenario === 'floor' ? [{ name: 'floor', dir: '' }] : args.builds) {
           const tag = `${item.scenario}-${item.n}-${build.name}`;
           const r =
-            item.scenario === 'p1'
-              ? await p1Run(args, build.dir, cp, item.n, tag)
-              : await p3Run(args, build.dir, cp, kube, item.n, tag, seqBase);
+            item.scenario === 'floor'
+              ? await floorRun(kube)
+              : item.scenario === 'p1'
+                ? await p1Run(args, build.dir, cp, item.n, tag)
+                : await p3Run(args, build.dir, cp, kube, item.n, tag, seqBase);
           seqBase += 1_000_000;
           log(
             `${tag} run ${run + 1}: ${JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 100) / 100 : v))}`,
