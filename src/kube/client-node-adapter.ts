@@ -4,7 +4,9 @@
 // list-watch informer (client-node's ListWatch and Watch are not used).
 // app.ts imports it dynamically, only when a Kubernetes source is configured: client-node costs about
 // 75 MB of memory and most of the start-up time, which folder mode does not pay.
-import { KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import type { KubernetesObject } from '@kubernetes/client-node';
+// The module of KubeConfig alone, not the package's index (every API and model besides).
+import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
 import { StreamingListWatch } from './list-watch.js';
 import type { KubeAdapters, WatchTarget } from './ports.js';
 import { KubeRawClient } from './raw-client.js';
