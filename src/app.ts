@@ -1,14 +1,9 @@
 // The application: builds, from one parsed Config, every part the configuration asks for, and runs
 // them under one supervisor. Importing it starts nothing; src/cli.ts is the command line around it.
 // This is only wiring: what each part does lives in its own module, what happens when one fails in
-// lifecycle/supervisor.ts. Kubernetes modules are loaded only when a Kubernetes source is configured.
+// lifecycle/supervisor.ts. Kubernetes modules (app-kube.ts) are loaded only when a Kubernetes source is
+// configured, and the bundle and folder modules (app-bundles.ts) only when bundles or a folder are.
 import type { Config } from './config.js';
-import { BundlePublisher } from './bundles/publisher.js';
-import { BundleRegistry } from './bundles/registry.js';
-import { createBundleApp, listenBundleServer } from './bundles/server.js';
-import { Fleet } from './bundles/fleet.js';
-import { TokenFile } from './bundles/tokens.js';
-import { loadSigningKey } from './bundles/signing-key.js';
 import { Metrics } from './http/metrics.js';
 import { createOpsApp, listen } from './http/ops-server.js';
 import { ServerPart } from './http/server-part.js';
@@ -19,9 +14,6 @@ import { describeOrigin } from './model/origin.js';
 import type { Outcome } from './model/outcome.js';
 import { OpaClient } from './opa/client.js';
 import { OpaPusher } from './opa/pusher.js';
-import { FolderSource } from './sources/folder.js';
-import { OpaSyncError } from './util/errors.js';
-import { findOnPath } from './util/find-binary.js';
 import type { Logger } from './util/logger.js';
 
 export interface AppEnvironment {
@@ -99,76 +91,13 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
     logger.warn('replicated resources go to a pushed OPA only: add --opa-url');
   }
 
-  const b = config.bundles;
-  if (b.addr !== undefined || b.dir !== undefined) {
-    const opaBin = b.opaBin ?? findOnPath('opa', env.searchPath);
-    if (opaBin === undefined) {
-      throw new OpaSyncError(
-        'opa_binary_missing',
-        'bundles are validated with the opa binary, which is not on PATH: pass --opa-bin=FILE, or run `npm run tools` (it builds opa into ~/.cache/opa-sync/tools/)',
-      );
-    }
-    const registry = new BundleRegistry();
-    const fleet = new Fleet(metrics, (name) => registry.get(name)?.revision);
-    sinks.push(
-      new BundlePublisher({
-        state,
-        registry,
-        logger: logger.child({ component: 'bundles' }),
-        opaBin,
-        defaultBundle: b.defaultName,
-        regoVersion: b.regoVersion,
-        signing:
-          b.signingKeyFile === undefined
-            ? undefined
-            : loadSigningKey(b.signingKeyFile, b.signingAlg, b.signingKeyId),
-        dir: b.dir,
-        onOutcome: report('bundle'),
-        metrics,
-        onPublished: () => fleet.updateGauges(),
-      }),
-    );
-    const addr = b.addr;
-    if (addr !== undefined) {
-      const tokens =
-        b.tokenFile === undefined
-          ? undefined
-          : new TokenFile(b.tokenFile, logger.child({ component: 'bundle-tokens' }));
-      if (tokens !== undefined) closers.push(() => tokens.close());
-      const bundleLogger = logger.child({ component: 'bundle-server' });
-      const tls =
-        b.tlsCertFile !== undefined && b.tlsKeyFile !== undefined
-          ? { certFile: b.tlsCertFile, keyFile: b.tlsKeyFile }
-          : undefined;
-      servers.push(
-        new ServerPart({
-          name: 'bundle-server',
-          flag: '--bundle-addr',
-          host: addr.host,
-          port: addr.port,
-          listen: () =>
-            listenBundleServer(
-              createBundleApp({ registry, fleet, tokens, metrics, logger: bundleLogger }),
-              addr.host,
-              addr.port,
-              tls,
-            ),
-          onListening: (port) => {
-            bundleLogger.info(
-              { host: addr.host, port, tls: tls !== undefined },
-              'serving bundles at /bundles/<name>',
-            );
-            if (config.folder !== undefined) printOpaSnippet(env.stdout, addr.host, port, b.defaultName);
-          },
-        }),
-      );
-    }
-  }
-
-  if (config.folder !== undefined) {
-    sources.push(
-      new FolderSource({ dir: config.folder, state, logger: logger.child({ component: 'folder' }) }),
-    );
+  // Bundles and the folder source: from a module loaded only when one of them is asked for.
+  if (config.bundles.addr !== undefined || config.bundles.dir !== undefined || config.folder !== undefined) {
+    const local = (await import('./app-bundles.js')).bundleParts(config, { ...env, state, metrics, report });
+    closers.push(...local.closers);
+    servers.push(...local.servers);
+    sinks.push(...local.sinks);
+    sources.push(...local.sources);
   }
   if (kube !== undefined) sources.push(...kube.sources);
 
@@ -210,30 +139,4 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
       }
     },
   };
-}
-
-/** Prints, for people, how to point an OPA at the bundle server (local mode's first minute). */
-function printOpaSnippet(out: NodeJS.WritableStream, host: string, port: number, bundle: string): void {
-  const shown = host === '0.0.0.0' ? '127.0.0.1' : host;
-  out.write(
-    [
-      '',
-      `opa-sync serves the bundle "${bundle}" at http://${shown}:${port}/bundles/${bundle}`,
-      'Point an OPA at it with this configuration (opa run --server --config-file=opa-config.yaml):',
-      '',
-      'services:',
-      '  opa-sync:',
-      `    url: http://${shown}:${port}`,
-      'bundles:',
-      `  ${bundle}:`,
-      '    service: opa-sync',
-      `    resource: bundles/${bundle}`,
-      '    polling:',
-      '      long_polling_timeout_seconds: 60',
-      'status:',
-      '  service: opa-sync',
-      '',
-      '',
-    ].join('\n'),
-  );
 }
