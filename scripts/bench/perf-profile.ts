@@ -64,12 +64,12 @@ function cpu(file: string, top: number, untilMs: number): void {
     buckets.forEach((b, i) => {
       if (b === undefined) return;
       const busy = [...b.values()].reduce((x, y) => x + y, 0) / 1000;
-      const top = [...b]
+      const leaders = [...b]
         .sort((x, y) => y[1] - x[1])
         .slice(0, 4)
         .map(([k, v]) => `${k} ${(v / 1000).toFixed(0)}`)
         .join(', ');
-      console.log(`${String(i * 100).padStart(6)} ms: ${busy.toFixed(0).padStart(3)} busy: ${top}`);
+      console.log(`${String(i * 100).padStart(6)} ms: ${busy.toFixed(0).padStart(3)} busy: ${leaders}`);
     });
   }
   const total = [...self.values()].reduce((a, b) => a + b, 0);

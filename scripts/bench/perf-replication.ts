@@ -639,9 +639,9 @@ async function p3Run(
  * connection, and one PUT of the same objects (managedFields dropped, [namespace][name]) into a fresh OPA.
  */
 async function floorRun(kube: Http): Promise<Record<string, number>> {
-  const path = '/apis/networking.k8s.io/v1/networkpolicies';
+  const list = '/apis/networking.k8s.io/v1/networkpolicies';
   const result: Record<string, number> = {};
-  await kube.request('GET', `${path}?limit=1`);
+  await kube.request('GET', `${list}?limit=1`);
   let body = '';
   for (const limit of [0, 500, 1000, 2000, 5000]) {
     const started = performance.now();
@@ -650,7 +650,7 @@ async function floorRun(kube: Http): Promise<Record<string, number>> {
       const q = new URLSearchParams();
       if (limit > 0) q.set('limit', String(limit));
       if (next !== undefined) q.set('continue', next);
-      const res = await kube.request('GET', `${path}?${q.toString()}`);
+      const res = await kube.request('GET', `${list}?${q.toString()}`);
       if (limit === 0) body = res.body;
       next = (JSON.parse(res.body) as { metadata?: { continue?: string } }).metadata?.continue || undefined;
     } while (next !== undefined);
