@@ -20,7 +20,9 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/bundle.mjs ./scripts/bundle.mjs
 COPY src ./src
+# Type-checks, then bundles src/ and its dependencies into dist/ (scripts/bundle.mjs).
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 # --- opa: built from the Go module proxy, as scripts/tools.ts builds the test tools --------------------

@@ -11,8 +11,10 @@ export default tseslint.config(
       'bundles/',
       'tools/',
       'test/harness/summary-reporter.cjs',
-      // Module hooks run by node itself, outside the TypeScript project.
+      // Module hooks and build/bench scripts run by node itself, outside the TypeScript project.
       'test/fixtures/hooks/',
+      'scripts/bundle.mjs',
+      'scripts/bench/perf-eld.mjs',
       'eslint.config.mjs',
     ],
   },

@@ -1,15 +1,9 @@
 // The application: builds, from one parsed Config, every part the configuration asks for, and runs
 // them under one supervisor. Importing it starts nothing; src/cli.ts is the command line around it.
 // This is only wiring: what each part does lives in its own module, what happens when one fails in
-// lifecycle/supervisor.ts. Kubernetes modules are loaded only when a Kubernetes source is configured.
+// lifecycle/supervisor.ts. Kubernetes modules (app-kube.ts) are loaded only when a Kubernetes source is
+// configured, and the bundle and folder modules (app-bundles.ts) only when bundles or a folder are.
 import type { Config } from './config.js';
-import { BundlePublisher } from './bundles/publisher.js';
-import { BundleRegistry } from './bundles/registry.js';
-import { serverUrl, showOpaHowTo } from './bundles/opa-howto.js';
-import { createBundleApp, listenBundleServer } from './bundles/server.js';
-import { Fleet } from './bundles/fleet.js';
-import { TokenFile } from './bundles/tokens.js';
-import { loadSigningKey } from './bundles/signing-key.js';
 import { Metrics } from './http/metrics.js';
 import { createOpsApp, listen } from './http/ops-server.js';
 import { ServerPart } from './http/server-part.js';
@@ -20,9 +14,6 @@ import { describeOrigin } from './model/origin.js';
 import type { Outcome } from './model/outcome.js';
 import { OpaClient } from './opa/client.js';
 import { OpaPusher } from './opa/pusher.js';
-import { FolderSource } from './sources/folder.js';
-import { OpaSyncError } from './util/errors.js';
-import { findOnPath, isExecutable } from './util/find-binary.js';
 import type { Logger } from './util/logger.js';
 
 export interface AppEnvironment {
@@ -95,106 +86,20 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
         logger: logger.child({ component: 'opa-pusher' }),
         onOutcome: report('opa'),
         resyncIntervalMs: config.opa.resyncIntervalMs,
-        target: config.opa.url,
         metrics,
-        // Policy ids under a watched namespace are opa-sync's: what no ConfigMap backs is removed at start.
-        ownedPolicyPrefixes:
-          config.configmaps && config.policies.enabled && !config.namespaces.all
-            ? config.namespaces.names.map((ns) => `${ns}/`)
-            : [],
       }),
     );
   } else if (replicating) {
     logger.warn('replicated resources go to a pushed OPA only: add --opa-url');
   }
 
-  const b = config.bundles;
-  if (b.addr !== undefined || b.dir !== undefined) {
-    const opaBin =
-      b.opaBin ??
-      findOnPath('opa', env.searchPath) ??
-      (env.cachedOpa !== undefined && isExecutable(env.cachedOpa) ? env.cachedOpa : undefined);
-    if (opaBin === undefined) {
-      throw new OpaSyncError(
-        'opa_binary_missing',
-        `bundles are validated with the opa binary, which is not on PATH${env.cachedOpa === undefined ? '' : ` nor at ${env.cachedOpa}`}: pass --opa-bin=FILE, or run \`npm run tools\` (it builds opa into ~/.cache/opa-sync/tools/)`,
-      );
-    }
-    const registry = new BundleRegistry();
-    const fleet = new Fleet(metrics, (name) => registry.get(name)?.revision);
-    sinks.push(
-      new BundlePublisher({
-        state,
-        registry,
-        logger: logger.child({ component: 'bundles' }),
-        opaBin,
-        defaultBundle: b.defaultName,
-        regoVersion: b.regoVersion,
-        signing:
-          b.signingKeyFile === undefined
-            ? undefined
-            : loadSigningKey(b.signingKeyFile, b.signingAlg, b.signingKeyId),
-        dir: b.dir,
-        onOutcome: report('bundle'),
-        metrics,
-        onPublished: () => fleet.updateGauges(),
-      }),
-    );
-    const addr = b.addr;
-    if (addr !== undefined) {
-      const tokens =
-        b.tokenFile === undefined
-          ? undefined
-          : new TokenFile(b.tokenFile, logger.child({ component: 'bundle-tokens' }));
-      if (tokens !== undefined) closers.push(() => tokens.close());
-      const bundleLogger = logger.child({ component: 'bundle-server' });
-      const tls =
-        b.tlsCertFile !== undefined && b.tlsKeyFile !== undefined
-          ? { certFile: b.tlsCertFile, keyFile: b.tlsKeyFile }
-          : undefined;
-      servers.push(
-        new ServerPart({
-          name: 'bundle-server',
-          flag: '--bundle-addr',
-          host: addr.host,
-          port: addr.port,
-          listen: () =>
-            listenBundleServer(
-              createBundleApp({ registry, fleet, tokens, metrics, logger: bundleLogger }),
-              addr.host,
-              addr.port,
-              tls,
-            ),
-          onListening: (port) => {
-            bundleLogger.info(
-              { host: addr.host, port, tls: tls !== undefined },
-              'serving bundles at /bundles/<name>',
-            );
-            if (config.folder !== undefined) {
-              showOpaHowTo({
-                out: env.stdout,
-                logger: bundleLogger,
-                url: serverUrl(addr.host, port, tls !== undefined),
-                bundle: b.defaultName,
-                opaBin,
-                dir: b.dir,
-                folder: config.folder,
-                credentials:
-                  tokens === undefined || b.tokenFile === undefined
-                    ? undefined
-                    : { tokenFile: b.tokenFile, tokens: tokens.count() },
-              });
-            }
-          },
-        }),
-      );
-    }
-  }
-
-  if (config.folder !== undefined) {
-    sources.push(
-      new FolderSource({ dir: config.folder, state, logger: logger.child({ component: 'folder' }) }),
-    );
+  // Bundles and the folder source: from a module loaded only when one of them is asked for.
+  if (config.bundles.addr !== undefined || config.bundles.dir !== undefined || config.folder !== undefined) {
+    const local = (await import('./app-bundles.js')).bundleParts(config, { ...env, state, metrics, report });
+    closers.push(...local.closers);
+    servers.push(...local.servers);
+    sinks.push(...local.sinks);
+    sources.push(...local.sources);
   }
   if (kube !== undefined) sources.push(...kube.sources);
 

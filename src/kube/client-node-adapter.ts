@@ -1,14 +1,13 @@
 // The one module that loads @kubernetes/client-node at run time: it reads the kubeconfig (a file, or
-// the in-cluster service account) and builds the implementations of our Kubernetes seams (ports.ts).
+// the in-cluster service account) with client-node's KubeConfig, which also authenticates every request,
+// and builds the implementations of our Kubernetes seams (ports.ts) over our own raw client and
+// list-watch informer (client-node's ListWatch and Watch are not used).
 // app.ts imports it dynamically, only when a Kubernetes source is configured: client-node costs about
 // 75 MB of memory and most of the start-up time, which folder mode does not pay.
-import {
-  KubeConfig,
-  ListWatch,
-  Watch,
-  type KubernetesListObject,
-  type KubernetesObject,
-} from '@kubernetes/client-node';
+import type { KubernetesObject } from '@kubernetes/client-node';
+// The module of KubeConfig alone, not the package's index (every API and model besides).
+import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
+import { StreamingListWatch } from './list-watch.js';
 import type { KubeAdapters, WatchTarget } from './ports.js';
 import { KubeRawClient } from './raw-client.js';
 import { RestartingWatcher } from './watch-collection.js';
@@ -18,36 +17,14 @@ import type { BackoffOptions } from '../util/backoff.js';
 export type KubeConfigSource = { kind: 'file'; path: string } | { kind: 'in-cluster' };
 
 export interface KubeAdapterOptions {
-  /** Bound on each call opa-sync makes itself: discovery, lists, status patches. */
+  /** Bound on each call opa-sync makes itself: discovery, list pages, status patches, a watch's answer. */
   timeoutMs: number;
   /** Server-side bound on one watch request; the watch then reconnects from its last resourceVersion. */
   watchTimeoutSeconds?: number;
+  /** Objects per list page (`limit`); 500 by default. */
+  listPageSize?: number;
   /** Delays between restarts of a failed list or watch. */
   watchBackoff?: BackoffOptions;
-}
-
-/** A Watch that asks for bookmarks and a server-side timeout on every watch request. */
-class BoundedWatch extends Watch {
-  constructor(
-    config: KubeConfig,
-    private readonly timeoutSeconds: number,
-  ) {
-    super(config);
-  }
-
-  override watch(
-    path: string,
-    queryParams: Record<string, string | number | boolean | undefined>,
-    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
-    done: (err: unknown) => void,
-  ): Promise<AbortController> {
-    return super.watch(
-      path,
-      { ...queryParams, allowWatchBookmarks: true, timeoutSeconds: this.timeoutSeconds },
-      callback,
-      done,
-    );
-  }
 }
 
 function loadKubeConfig(from: KubeConfigSource): KubeConfig {
@@ -69,22 +46,12 @@ function loadKubeConfig(from: KubeConfigSource): KubeConfig {
 export function createKubeAdapters(from: KubeConfigSource, options: KubeAdapterOptions): KubeAdapters {
   const kubeConfig = loadKubeConfig(from);
   const raw = new KubeRawClient(kubeConfig, options.timeoutMs);
-  const watch = new BoundedWatch(kubeConfig, options.watchTimeoutSeconds ?? 300);
   const watcher = new RestartingWatcher({
-    informer: <T extends KubernetesObject>(target: WatchTarget, signal: AbortSignal) =>
-      new ListWatch<T>(
-        target.path,
-        watch,
-        // List items come as the API server sends them (no client-side model objects), like watch events.
-        () =>
-          raw.getJson<KubernetesListObject<T>>(target.path, {
-            query: { labelSelector: target.labelSelector, fieldSelector: target.fieldSelector },
-            signal,
-          }),
-        false,
-        target.labelSelector,
-        target.fieldSelector,
-      ),
+    informer: <T extends KubernetesObject>(target: WatchTarget) =>
+      new StreamingListWatch<T>(raw, target, {
+        ...(options.listPageSize === undefined ? {} : { pageSize: options.listPageSize }),
+        watchTimeoutSeconds: options.watchTimeoutSeconds ?? 300,
+      }),
     ...(options.watchBackoff === undefined ? {} : { backoff: options.watchBackoff }),
     stopGraceMs: options.timeoutMs,
   });

@@ -1,9 +1,9 @@
-// The CollectionWatcher over client-node's ListWatch (given as a factory, so this module never loads
-// client-node and its logic is tested against a fake informer). client-node 1.4's informer stops for
-// good on any error other than 410, fires its error callbacks even for its own aborts, and lets a
-// throwing handler vanish (into its watch-line parser's catch, or an unhandled rejection); this wrapper
-// restarts it with backoff, ignores aborts after stop, closes a watch opened after stop, and turns a
-// throwing handler into a rejection of watch().
+// The CollectionWatcher over an informer of client-node's Informer shape (given as a factory, so this
+// module never loads client-node and its logic is tested against a fake informer; in production it is
+// list-watch.ts). Such an informer stops for good on any error other than 410 (client-node 1.4's also
+// fires its error callbacks for its own aborts, and lets a throwing handler vanish into its watch-line
+// parser's catch); this wrapper restarts it with backoff, ignores aborts after stop, closes a watch
+// opened after stop, and turns a throwing handler into a rejection of watch().
 import type { Informer, KubernetesObject } from '@kubernetes/client-node';
 import { Wake } from '../lifecycle/wake.js';
 import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
@@ -11,8 +11,8 @@ import { isAbortError } from '../util/errors.js';
 import type { CollectionWatcher, WatchHandlers, WatchTarget } from './ports.js';
 
 /**
- * Makes the informer for one target (client-node's ListWatch in production). `signal` aborts when the
- * watch stops: the informer's list requests should end with it.
+ * Makes the informer for one target (StreamingListWatch in production). `signal` aborts when the watch
+ * stops: the informer's list requests should end with it.
  */
 export type InformerFactory = <T extends KubernetesObject>(
   target: WatchTarget,

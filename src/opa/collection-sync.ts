@@ -1,8 +1,12 @@
 // Makes OPA hold each replicated collection exactly: one PUT of the whole collection after the initial
 // list (and after OPA lost it), then the changed objects as JSON Patch batches on the collection. Changes
-// are coalesced per object between batches. A failed patch falls back to a full PUT.
+// are coalesced per object between batches, and over a short window: a collection is patched at most once
+// every `windowMs` (a change after a quiet spell goes at once), or at once when `windowOps` objects wait,
+// so churn makes one request of many ops instead of one request per op. A failed patch falls back to a
+// full PUT.
 import type { Metrics } from '../http/metrics.js';
 import type { Collection, CollectionEntry, DesiredState } from '../model/desired-state.js';
+import { sleep } from '../util/backoff.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { OpaHttpError, jsonPointer, type JsonPatchOp, type OpaClient } from './client.js';
@@ -21,6 +25,21 @@ interface Applied {
 }
 
 const DEFAULT_BATCH = 1000;
+
+/** How changes of a collection are gathered into one patch request. */
+export interface CoalesceWindow {
+  /** At most one patch request per collection in this many ms (0: no waiting). */
+  windowMs: number;
+  /** A patch goes at once, window or not, when this many objects wait. */
+  windowOps: number;
+}
+
+/**
+ * P3 (scripts/bench/perf-replication.ts, 10k objects, 200 updates/s, changes ~5 ms apart): 10 ms makes
+ * ~2.5 ops per request (2,400 requests for 6,000 updates) and about halves OPA's CPU; 5 ms and less
+ * hardly coalesce at that rate. It adds at most 10 ms to a change.
+ */
+export const DEFAULT_WINDOW: CoalesceWindow = { windowMs: 10, windowOps: 500 };
 
 function buildTree(entries: Iterable<CollectionEntry>): Record<string, unknown> {
   const root: Record<string, unknown> = {};
@@ -46,6 +65,8 @@ function parentCounts(entries: Iterable<CollectionEntry>): Map<string, number> {
 export class CollectionSync {
   private readonly applied = new Map<string, Applied>();
   private readonly dirty = new Map<string, Set<string>>();
+  /** performance.now() when each collection's last patch request was sent. */
+  private readonly lastPatchAt = new Map<string, number>();
 
   constructor(
     private readonly state: CollectionReader,
@@ -53,6 +74,7 @@ export class CollectionSync {
     private readonly logger: Logger,
     private readonly metrics?: Metrics,
     private readonly batchSize = DEFAULT_BATCH,
+    private readonly window: CoalesceWindow = DEFAULT_WINDOW,
   ) {}
 
   /** One object changed; the next sync of its collection patches it. */
@@ -83,9 +105,19 @@ export class CollectionSync {
       await this.putWhole(collection, applied, signal);
       return false;
     }
+    const waiting = this.dirty.get(key);
+    if (!waiting || waiting.size === 0) return false;
+    // Within the window of the last patch (a change after a quiet spell goes at once): wait for the
+    // rest of it, so that what else changes meanwhile goes in the same request.
+    const wait = (this.lastPatchAt.get(key) ?? -Infinity) + this.window.windowMs - performance.now();
+    if (wait > 0 && waiting.size < this.window.windowOps) await sleep(wait, signal);
     const ids = this.dirty.get(key);
     this.dirty.delete(key);
-    if (!ids || ids.size === 0) return false;
+    if (!ids || ids.size === 0 || !applied.loaded) {
+      if (ids) this.dirty.set(key, ids);
+      return !applied.loaded;
+    }
+    this.lastPatchAt.set(key, performance.now());
     try {
       await this.patch(collection, applied, [...ids].sort(), signal);
       return false;
@@ -143,12 +175,23 @@ export class CollectionSync {
       if (ops.length === 0) return;
       await this.measured(() => this.client.patchData(collection.path, ops, signal));
       for (const commit of commits) commit();
+      for (const [parent, by] of delta) {
+        const n = (applied.perParent.get(parent) ?? 0) + by;
+        if (n > 0) applied.perParent.set(parent, n);
+        else applied.perParent.delete(parent);
+      }
+      delta.clear();
       this.logger.debug({ collection: collection.key, ops: ops.length }, 'patched collection');
       ops = [];
       commits = [];
     };
-    // Parent counts as they will be once the ops so far are applied.
-    const counts = new Map(applied.perParent);
+    // How the ops so far change each parent's count (applied.perParent is the count before them).
+    const delta = new Map<string, number>();
+    const countOf = (parent: string): number =>
+      (applied.perParent.get(parent) ?? 0) + (delta.get(parent) ?? 0);
+    const change = (parent: string, by: number): void => {
+      delta.set(parent, (delta.get(parent) ?? 0) + by);
+    };
     for (const id of ids) {
       const desired = collection.entries.get(id);
       const have = applied.entries.get(id);
@@ -156,7 +199,7 @@ export class CollectionSync {
       const entryPath = (desired ?? have)?.entryPath;
       if (entryPath === undefined) continue;
       const parent = entryPath.length > 1 ? (entryPath[0] as string) : undefined;
-      const count = parent === undefined ? 0 : (counts.get(parent) ?? 0);
+      const count = parent === undefined ? 0 : countOf(parent);
       if (desired && !have) {
         if (parent !== undefined && count === 0) {
           ops.push({
@@ -167,7 +210,7 @@ export class CollectionSync {
         } else {
           ops.push({ op: 'add', path: jsonPointer(entryPath), value: desired.value });
         }
-        if (parent !== undefined) counts.set(parent, count + 1);
+        if (parent !== undefined) change(parent, 1);
         commits.push(() => applied.entries.set(id, desired));
       } else if (desired && have) {
         ops.push({ op: 'replace', path: jsonPointer(entryPath), value: desired.value });
@@ -176,13 +219,12 @@ export class CollectionSync {
         // The last object of a namespace takes the namespace's key with it: OPA equals the cluster.
         if (parent !== undefined && count <= 1) ops.push({ op: 'remove', path: jsonPointer([parent]) });
         else ops.push({ op: 'remove', path: jsonPointer(entryPath) });
-        if (parent !== undefined) counts.set(parent, count - 1);
+        if (parent !== undefined) change(parent, -1);
         commits.push(() => applied.entries.delete(id));
       }
       if (ops.length >= this.batchSize) await flush();
     }
     await flush();
-    applied.perParent = new Map([...counts].filter(([, n]) => n > 0));
     this.metrics?.replicatedObjects.set({ collection: collection.key }, applied.entries.size);
   }
 }

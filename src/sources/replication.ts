@@ -253,11 +253,12 @@ export class ReplicationSource implements Part {
       obj.apiVersion ??= apiVersion;
       obj.kind ??= discovered.kind;
       this.trim(obj);
-      const id = entryPathOf(obj).join('/');
+      const entryPath = entryPathOf(obj);
+      const id = entryPath.join('/');
       unseen.delete(id);
       replicated.objects.set(id, obj);
       if (replicated.layout) replicated.layout.upsert(obj);
-      else this.options.state.setEntry(key, entryPathOf(obj), obj);
+      else this.options.state.setEntry(key, entryPath, obj);
     };
     return {
       add: upsert,

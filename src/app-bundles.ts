@@ -1,0 +1,137 @@
+// The bundle half of the wiring (publisher, registry, bundle server) and the folder source, in a module
+// of their own so that app.ts loads them (tar, YAML, the file watcher, …) only when bundles or a folder
+// are configured: a sidecar that only pushes to OPA does not pay for them.
+import type { OutcomeReporter } from './app.js';
+import { BundlePublisher } from './bundles/publisher.js';
+import { BundleRegistry } from './bundles/registry.js';
+import { serverUrl, showOpaHowTo } from './bundles/opa-howto.js';
+import { createBundleApp, listenBundleServer } from './bundles/server.js';
+import { Fleet } from './bundles/fleet.js';
+import { TokenFile } from './bundles/tokens.js';
+import { loadSigningKey } from './bundles/signing-key.js';
+import type { Config } from './config.js';
+import type { Metrics } from './http/metrics.js';
+import { ServerPart } from './http/server-part.js';
+import type { Part } from './lifecycle/part.js';
+import type { DesiredState } from './model/desired-state.js';
+import { FolderSource } from './sources/folder.js';
+import { OpaSyncError } from './util/errors.js';
+import { findOnPath, isExecutable } from './util/find-binary.js';
+import type { Logger } from './util/logger.js';
+
+export interface BundleParts {
+  servers: Part[];
+  sinks: Part[];
+  sources: Part[];
+  closers: (() => void)[];
+}
+
+export interface BundleWiring {
+  state: DesiredState;
+  metrics: Metrics;
+  logger: Logger;
+  report: OutcomeReporter;
+  /** Where the OPA configuration snippet of local mode is printed. */
+  stdout: NodeJS.WritableStream;
+  searchPath: string | undefined;
+  /** The opa `npm run tools` builds, used when --opa-bin is not given and none is on PATH. */
+  cachedOpa?: string | undefined;
+}
+
+/** The bundle publisher and server, and the folder source, that `config` asks for. Starts nothing. */
+export function bundleParts(config: Config, env: BundleWiring): BundleParts {
+  const { state, metrics, logger, report } = env;
+  const servers: Part[] = [];
+  const sinks: Part[] = [];
+  const sources: Part[] = [];
+  const closers: (() => void)[] = [];
+  const b = config.bundles;
+  if (b.addr !== undefined || b.dir !== undefined) {
+    const opaBin =
+      b.opaBin ??
+      findOnPath('opa', env.searchPath) ??
+      (env.cachedOpa !== undefined && isExecutable(env.cachedOpa) ? env.cachedOpa : undefined);
+    if (opaBin === undefined) {
+      throw new OpaSyncError(
+        'opa_binary_missing',
+        `bundles are validated with the opa binary, which is not on PATH${env.cachedOpa === undefined ? '' : ` nor at ${env.cachedOpa}`}: pass --opa-bin=FILE, or run \`npm run tools\` (it builds opa into ~/.cache/opa-sync/tools/)`,
+      );
+    }
+    const registry = new BundleRegistry();
+    const fleet = new Fleet(metrics, (name) => registry.get(name)?.revision);
+    sinks.push(
+      new BundlePublisher({
+        state,
+        registry,
+        logger: logger.child({ component: 'bundles' }),
+        opaBin,
+        defaultBundle: b.defaultName,
+        regoVersion: b.regoVersion,
+        signing:
+          b.signingKeyFile === undefined
+            ? undefined
+            : loadSigningKey(b.signingKeyFile, b.signingAlg, b.signingKeyId),
+        dir: b.dir,
+        onOutcome: report('bundle'),
+        metrics,
+        onPublished: () => fleet.updateGauges(),
+      }),
+    );
+    const addr = b.addr;
+    if (addr !== undefined) {
+      const tokens =
+        b.tokenFile === undefined
+          ? undefined
+          : new TokenFile(b.tokenFile, logger.child({ component: 'bundle-tokens' }));
+      if (tokens !== undefined) closers.push(() => tokens.close());
+      const bundleLogger = logger.child({ component: 'bundle-server' });
+      const tls =
+        b.tlsCertFile !== undefined && b.tlsKeyFile !== undefined
+          ? { certFile: b.tlsCertFile, keyFile: b.tlsKeyFile }
+          : undefined;
+      servers.push(
+        new ServerPart({
+          name: 'bundle-server',
+          flag: '--bundle-addr',
+          host: addr.host,
+          port: addr.port,
+          listen: () =>
+            listenBundleServer(
+              createBundleApp({ registry, fleet, tokens, metrics, logger: bundleLogger }),
+              addr.host,
+              addr.port,
+              tls,
+            ),
+          onListening: (port) => {
+            bundleLogger.info(
+              { host: addr.host, port, tls: tls !== undefined },
+              'serving bundles at /bundles/<name>',
+            );
+            if (config.folder !== undefined) {
+              showOpaHowTo({
+                out: env.stdout,
+                logger: bundleLogger,
+                url: serverUrl(addr.host, port, tls !== undefined),
+                bundle: b.defaultName,
+                opaBin,
+                dir: b.dir,
+                folder: config.folder,
+                credentials:
+                  tokens === undefined || b.tokenFile === undefined
+                    ? undefined
+                    : { tokenFile: b.tokenFile, tokens: tokens.count() },
+              });
+            }
+          },
+        }),
+      );
+    }
+  }
+
+  if (config.folder !== undefined) {
+    sources.push(
+      new FolderSource({ dir: config.folder, state, logger: logger.child({ component: 'folder' }) }),
+    );
+  }
+  return { servers, sinks, sources, closers };
+}
