@@ -8,14 +8,18 @@
 // are sorted by UTF-8 bytes, data.json files and the manifest are written in OPA's canonical JSON form
 // (which also lets the signer digest their bytes as they are), the archive has no host or clock in it
 // (archive.ts), and the revision is a hash of the content, never of a clock.
+//
+// `BundleBuilder` builds the bundles of one name one after another and keeps what it made (entry bytes
+// and digests, the archive's tar entries and compressed chunks), so that a one-module edit encodes and
+// compresses that module; `buildBundle` is a builder with nothing kept, and gives the same bytes.
 import { createHash } from 'node:crypto';
 import { InvalidInputError } from '../util/errors.js';
 import { comparePaths, isPathPrefix as isPrefix } from '../util/paths.js';
 import { bundleEntryProblem, dataPathProblem } from '../util/safe-names.js';
-import { packBundle } from './archive.js';
+import { ArchiveWriter, type PackStats } from './archive.js';
 import { canonicalJson } from './canonical-json.js';
 import { compareUtf8 } from '../util/utf8.js';
-import { signaturesFile } from './signatures.js';
+import { fileDigest, signaturesFile } from './signatures.js';
 import type { SigningOptions } from './signing-key.js';
 
 export interface BundleModule {
@@ -58,7 +62,8 @@ export class BundleConflictError extends InvalidInputError {}
 const MANIFEST = '/.manifest';
 const SIGNATURES = '/.signatures.json';
 // Bumped when the revision's framing changes, so that old and new builds never share a revision by chance.
-const REVISION_FRAMING = 'opa-sync bundle revision v2\n';
+// v3: files enter as name, length and SHA-256 digest (v2 hashed their bytes), and the gzip is chunked.
+const REVISION_FRAMING = 'opa-sync bundle revision v3\n';
 
 function quotePath(path: readonly string[]): string {
   return JSON.stringify(path);
@@ -157,8 +162,27 @@ export function rootsOverlap(a: readonly string[], b: readonly string[]): boolea
 // ---------------------------------------------------------------------------------------------------
 // The bundle
 
+/** An entry's bytes and digest, and what they were made from (a module's text, a document's value). */
+interface Content {
+  source: unknown;
+  content: Buffer;
+  digest: string;
+}
+
+/** Gives an entry's bytes, made from `source` (or reused when the entry was made from the same source). */
+type ContentOf = (name: string, source: unknown, make: () => Buffer) => Content;
+
+function freshContent(_name: string, source: unknown, make: () => Buffer): Content {
+  const content = make();
+  return { source, content, digest: fileDigest(content) };
+}
+
 /** Entries of the modules, checked: hostile names, '.rego' suffix, one module per path. */
-function moduleEntries(modules: readonly BundleModule[], entries: Map<string, Buffer>): void {
+function moduleEntries(
+  modules: readonly BundleModule[],
+  entries: Map<string, Content>,
+  contentOf: ContentOf,
+): void {
   for (const m of modules) {
     const problem = bundleEntryProblem(m.path);
     if (problem !== undefined) throw new InvalidInputError('invalid_bundle_entry', problem);
@@ -178,12 +202,19 @@ function moduleEntries(modules: readonly BundleModule[], entries: Map<string, Bu
     if (entries.has(m.path)) {
       throw new BundleConflictError('bundle_conflict', `two modules at ${JSON.stringify(m.path)}`);
     }
-    entries.set(m.path, Buffer.from(m.text, 'utf8'));
+    entries.set(
+      m.path,
+      contentOf(m.path, m.text, () => Buffer.from(m.text, 'utf8')),
+    );
   }
 }
 
 /** Entries of the documents: canonical data.json files; paths checked, none at or inside another. */
-function documentEntries(documents: readonly BundleDocument[], entries: Map<string, Buffer>): string[][] {
+function documentEntries(
+  documents: readonly BundleDocument[],
+  entries: Map<string, Content>,
+  contentOf: ContentOf,
+): string[][] {
   const docs = documents.map((d) => {
     const problem = dataPathProblem(d.path);
     if (problem !== undefined) throw new InvalidInputError('invalid_bundle_entry', problem);
@@ -211,7 +242,12 @@ function documentEntries(documents: readonly BundleDocument[], entries: Map<stri
       );
     }
     const name = d.path.length === 0 ? '/data.json' : `/${d.path.join('/')}/data.json`;
-    entries.set(name, Buffer.from(canonicalJson(d.value, `data document ${quotePath(d.path)}`), 'utf8'));
+    entries.set(
+      name,
+      contentOf(name, d.value, () =>
+        Buffer.from(canonicalJson(d.value, `data document ${quotePath(d.path)}`), 'utf8'),
+      ),
+    );
   }
   return docs.map((d) => d.path);
 }
@@ -232,28 +268,45 @@ function refuseFileFolderClashes(names: readonly string[]): void {
   }
 }
 
+/** The first pair of overlapping roots, in the order of the list (for the message); O(n²), so only once one is known to exist. */
+function firstOverlap(roots: readonly string[]): [string, string] | undefined {
+  for (const [i, a] of roots.entries()) {
+    const other = roots.slice(i + 1).find((b) => rootsOverlap([a], [b]));
+    if (other !== undefined) return [a, other];
+  }
+  return undefined;
+}
+
 /** The manifest roots: trimmed as OPA trims them, deduplicated, sorted; overlaps and strays refused. */
 function manifestRoots(roots: readonly string[], dataPaths: readonly string[][]): string[] {
   const normalised = sortedUnique(roots.map((r) => rootSegments(r).join('/')));
-  for (const root of normalised) {
-    if (rootSegments(root).includes('')) {
+  const segmented = normalised.map((root) => ({ root, segments: rootSegments(root) }));
+  for (const { root, segments } of segmented) {
+    if (segments.includes('')) {
       throw new InvalidInputError(
         'invalid_bundle_roots',
         `manifest root ${JSON.stringify(root)} has an empty segment`,
       );
     }
   }
-  for (const [i, a] of normalised.entries()) {
-    const other = normalised.slice(i + 1).find((b) => rootsOverlap([a], [b]));
-    if (other !== undefined) {
-      throw new InvalidInputError(
-        'invalid_bundle_roots',
-        `manifest roots ${JSON.stringify(a)} and ${JSON.stringify(other)} overlap: OPA refuses such a manifest`,
-      );
-    }
+  // Sorted segment-wise, a root is followed directly by the roots below it: neighbours are enough to
+  // know whether two overlap (O(n log n)); the message then names the pair the list order finds first.
+  const bySegments = [...segmented].sort((a, b) => comparePaths(a.segments, b.segments));
+  const overlapping = bySegments.some(
+    (r, i) => i > 0 && isPrefix(bySegments[i - 1]?.segments ?? [], r.segments),
+  );
+  const pair = overlapping ? firstOverlap(normalised) : undefined;
+  if (pair !== undefined) {
+    throw new InvalidInputError(
+      'invalid_bundle_roots',
+      `manifest roots ${JSON.stringify(pair[0])} and ${JSON.stringify(pair[1])} overlap: OPA refuses such a manifest`,
+    );
   }
+  const rootKeys = new Set(segmented.map((r) => JSON.stringify(r.segments)));
   for (const p of dataPaths) {
-    if (!normalised.some((r) => isPrefix(rootSegments(r), p))) {
+    let inside = false;
+    for (let n = 0; n <= p.length && !inside; n += 1) inside = rootKeys.has(JSON.stringify(p.slice(0, n)));
+    if (!inside) {
       throw new InvalidInputError(
         'invalid_bundle_roots',
         `data document ${quotePath(p)} is outside the manifest roots ${JSON.stringify(normalised)}`,
@@ -263,57 +316,105 @@ function manifestRoots(roots: readonly string[], dataPaths: readonly string[][])
   return normalised;
 }
 
-/** Hash of the content: manifest fields other than the revision, then every file by name. */
-function contentRevision(manifestFields: string, files: readonly [string, Buffer][]): string {
+/**
+ * Hash of the content: manifest fields other than the revision, then every file by name, length and
+ * SHA-256 digest (the digests are kept between builds, so a rebuild hashes only what changed).
+ */
+function contentRevision(manifestFields: string, files: readonly (readonly [string, Content])[]): string {
   const hash = createHash('sha256');
   hash.update(REVISION_FRAMING);
   hash.update(`${manifestFields}\n`);
-  for (const [name, content] of files) {
-    // Names cannot hold newlines (refused as control characters) and the length frames the content.
-    hash.update(`${name}\n${content.length}\n`);
-    hash.update(content);
-    hash.update('\n');
+  for (const [name, { content, digest }] of files) {
+    // Names cannot hold newlines (refused as control characters); the digest stands for the content.
+    hash.update(`${name}\n${content.length}\n${digest}\n`);
   }
   return hash.digest('hex');
 }
 
-/**
- * Builds a bundle. Rejects with `InvalidInputError` (codes `invalid_bundle_entry`,
- * `invalid_bundle_roots`, `invalid_json`, `invalid_signing_key`, `invalid_rego_version`) or
- * `BundleConflictError` (`bundle_conflict`: two modules at one path, two documents at one path or one
- * inside another) naming what is wrong; the caller validates names first (`bundleEntryProblem`,
- * `dataPathProblem`) to refuse single inputs instead of whole builds.
- */
-export async function buildBundle(input: BundleInput): Promise<BuiltBundle> {
-  const regoVersion = input.regoVersion;
+function checkRegoVersion(regoVersion: 0 | 1 | undefined): void {
   if (regoVersion !== undefined && regoVersion !== 0 && regoVersion !== 1) {
     throw new InvalidInputError(
       'invalid_rego_version',
       `rego_version must be 0 or 1, not ${String(regoVersion)}`,
     );
   }
-  const entries = new Map<string, Buffer>();
-  moduleEntries(input.modules, entries);
-  const dataPaths = documentEntries(input.documents, entries);
-  const roots = manifestRoots(input.roots, dataPaths);
+}
 
-  const content = [...entries].sort(([a], [b]) => compareUtf8(a, b));
-  refuseFileFolderClashes(content.map(([name]) => name));
-  const fields = { roots, ...(regoVersion === undefined ? {} : { rego_version: regoVersion }) };
-  const revision = contentRevision(canonicalJson(fields), content);
-  // Canonical (keys sorted: rego_version, revision, roots), as OPA hashes it: the signature digests its bytes.
-  const manifest = canonicalJson({ revision, ...fields }, 'the manifest');
-  const files = [
-    ...content.map(([name, bytes]) => ({ name, content: bytes })),
-    { name: MANIFEST, content: Buffer.from(manifest, 'utf8') },
-  ];
-  if (input.signing !== undefined) {
-    files.push({ name: SIGNATURES, content: signaturesFile(files, input.signing) });
+/**
+ * Builds bundles one after another, keeping what the last build made: each entry's bytes (a data
+ * document's canonical JSON is made once per value) and digest, and the archive's tar entries and
+ * compressed chunks (archive.ts). The bytes are exactly those of `buildBundle` for the same input;
+ * the cache only saves work. Document values are taken as immutable: a value is encoded again only
+ * when the desired state holds another object (sources replace values, they never change them).
+ *
+ * @example
+ * const builder = new BundleBuilder();
+ * const first = await builder.build(input);
+ * const next = await builder.build({ ...input, modules: edited }); // encodes and compresses only the edit
+ */
+export class BundleBuilder {
+  private contents = new Map<string, Content>();
+  private readonly archive = new ArchiveWriter();
+
+  /** What the last build's archive had to encode and compress (the rest came from the cache). */
+  get lastPack(): PackStats {
+    return this.archive.lastPack;
   }
-  return {
-    bytes: await packBundle(files),
-    revision,
-    etag: `"${revision}"`,
-    files: files.map((f) => f.name).sort(compareUtf8),
-  };
+
+  /** Builds a bundle; errors as `buildBundle`'s. */
+  async build(input: BundleInput): Promise<BuiltBundle> {
+    const regoVersion = input.regoVersion;
+    checkRegoVersion(regoVersion);
+    const previous = this.contents;
+    const used = new Map<string, Content>();
+    const contentOf: ContentOf = (name, source, make) => {
+      const cached = previous.get(name);
+      const content =
+        cached !== undefined && cached.source === source ? cached : freshContent(name, source, make);
+      used.set(name, content);
+      return content;
+    };
+    const entries = new Map<string, Content>();
+    moduleEntries(input.modules, entries, contentOf);
+    const dataPaths = documentEntries(input.documents, entries, contentOf);
+    const roots = manifestRoots(input.roots, dataPaths);
+
+    const content = [...entries]
+      .map(([name, c]) => ({ name, c, key: Buffer.from(name, 'utf8') }))
+      .sort((a, b) => Buffer.compare(a.key, b.key))
+      .map(({ name, c }) => [name, c] as const);
+    refuseFileFolderClashes(content.map(([name]) => name));
+    const fields = { roots, ...(regoVersion === undefined ? {} : { rego_version: regoVersion }) };
+    const revision = contentRevision(canonicalJson(fields), content);
+    // Canonical (keys sorted: rego_version, revision, roots), as OPA hashes it: the signature digests its bytes.
+    const manifest = Buffer.from(canonicalJson({ revision, ...fields }, 'the manifest'), 'utf8');
+    const files = [
+      ...content.map(([name, c]) => ({ name, content: c.content, digest: c.digest })),
+      { name: MANIFEST, content: manifest, digest: fileDigest(manifest) },
+    ];
+    if (input.signing !== undefined) {
+      const signatures = signaturesFile(files, input.signing);
+      files.push({ name: SIGNATURES, content: signatures, digest: fileDigest(signatures) });
+    }
+    const bytes = await this.archive.pack(files);
+    // Kept only after a build that went through: a refused one leaves the cache as it was.
+    this.contents = used;
+    return {
+      bytes,
+      revision,
+      etag: `"${revision}"`,
+      files: files.map((f) => f.name).sort(compareUtf8),
+    };
+  }
+}
+
+/**
+ * Builds a bundle from scratch. Rejects with `InvalidInputError` (codes `invalid_bundle_entry`,
+ * `invalid_bundle_roots`, `invalid_json`, `invalid_signing_key`, `invalid_rego_version`) or
+ * `BundleConflictError` (`bundle_conflict`: two modules at one path, two documents at one path or one
+ * inside another) naming what is wrong; the caller validates names first (`bundleEntryProblem`,
+ * `dataPathProblem`) to refuse single inputs instead of whole builds.
+ */
+export async function buildBundle(input: BundleInput): Promise<BuiltBundle> {
+  return new BundleBuilder().build(input);
 }
