@@ -126,12 +126,12 @@ function packageSegments(pkg: string): string[] {
 
 /**
  * Minimal non-overlapping roots for the given package paths (`kubernetes.admission`,
- * `kubernetes/admission` or `a["b-c"].d`) and data paths (segments): a root below another is dropped
+ * `kubernetes/admission`, `a["b-c"].d`, or segments as OPA's parser gives them) and data paths (segments): a root below another is dropped
  * (`['a/b', 'a']` → `['a']`), duplicates too; sorted. An empty data path gives the root '' (everything).
  * A segment that itself holds '/' cannot be written in a root, so the root stops above it (still covering it).
  */
 export function deriveRoots(
-  packages: readonly string[],
+  packages: readonly (string | readonly string[])[],
   dataPaths: readonly (readonly string[])[],
 ): string[] {
   for (const p of dataPaths) {
@@ -139,7 +139,8 @@ export function deriveRoots(
       throw new InvalidInputError('invalid_data_path', `data path ${JSON.stringify(p)} has an empty segment`);
     }
   }
-  const candidates = [...packages.map(packageSegments), ...dataPaths].map((segments) => {
+  const packagePaths = packages.map((p) => (typeof p === 'string' ? packageSegments(p) : p));
+  const candidates = [...packagePaths, ...dataPaths].map((segments) => {
     const cut = segments.findIndex((s) => s.includes('/') || s === '');
     return cut === -1 ? [...segments] : segments.slice(0, cut);
   });

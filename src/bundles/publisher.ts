@@ -18,7 +18,7 @@ import { bundleEntryProblem, bundleNameProblem, dataPathProblem } from '../util/
 import { buildBundle, deriveRoots, rootsOverlap, type BundleDocument, type BundleModule } from './build.js';
 import type { BundleRegistry } from './registry.js';
 import type { SigningOptions } from './signing-key.js';
-import { checkModules } from './validate.js';
+import { checkModules, type PackagePath } from './validate.js';
 
 export interface PublisherOptions {
   state: DesiredState;
@@ -146,7 +146,7 @@ export class BundlePublisher implements Part {
     for (const e of current) byBundle.get(e.bundle)?.push(e);
 
     const included = new Map<string, Map<string, Entry>>();
-    const packages = new Map<string, string>();
+    const packages = new Map<string, PackagePath>();
     const failures = new Map<string, LoadError[]>();
     for (const [bundle, entries] of byBundle) {
       included.set(bundle, await this.validate(bundle, entries, packages, failures));
@@ -182,7 +182,7 @@ export class BundlePublisher implements Part {
   private async validate(
     bundle: string,
     entries: Entry[],
-    packages: Map<string, string>,
+    packages: Map<string, PackagePath>,
     failures: Map<string, LoadError[]>,
   ): Promise<Map<string, Entry>> {
     const chosen = new Map(entries.map((e) => [e.key, e]));
@@ -209,7 +209,10 @@ export class BundlePublisher implements Part {
   }
 
   /** Roots of different bundles must not overlap: the origin that comes later (by key) is refused. */
-  private refuseOverlaps(included: Map<string, Map<string, Entry>>, packages: Map<string, string>): boolean {
+  private refuseOverlaps(
+    included: Map<string, Map<string, Entry>>,
+    packages: Map<string, PackagePath>,
+  ): boolean {
     let refused = false;
     const owners = [...included].flatMap(([bundle, entries]) =>
       [...entries.values()].map((e) => ({ bundle, e, roots: this.rootsOf([e], packages) })),
@@ -233,7 +236,7 @@ export class BundlePublisher implements Part {
     return refused;
   }
 
-  private rootsOf(entries: Entry[], packages: Map<string, string>): string[] {
+  private rootsOf(entries: Entry[], packages: Map<string, PackagePath>): string[] {
     const pkgs = entries
       .flatMap((e) => e.modules.map((m) => packages.get(m.path)))
       .filter((p): p is string => p !== undefined);
@@ -243,7 +246,7 @@ export class BundlePublisher implements Part {
     );
   }
 
-  private async publish(bundle: string, entries: Entry[], packages: Map<string, string>): Promise<void> {
+  private async publish(bundle: string, entries: Entry[], packages: Map<string, PackagePath>): Promise<void> {
     const built = await buildBundle({
       modules: entries.flatMap((e) => e.modules),
       documents: entries.flatMap((e) => e.documents),
