@@ -7,7 +7,8 @@
 // Rebuilds are incremental: per bundle, a RegoChecker (rego-checker.ts) compiles only what an edit can
 // affect, and a BundleBuilder (build.ts) encodes and compresses only what changed, both giving exactly
 // what a from-scratch check and build give. Their work folder is made by run() and removed when it ends;
-// every opa they start is a short-lived process, killed if run() is stopped.
+// every opa they start is a short-lived process, started from a small helper process (opa-runner.ts)
+// that run() owns and stops, and killed if run() is stopped.
 import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -23,6 +24,7 @@ import { LastValues } from '../util/unchanged.js';
 import type { Logger } from '../util/logger.js';
 import { bundleEntryProblem, bundleNameProblem, dataPathProblem } from '../util/safe-names.js';
 import { BundleBuilder, deriveRoots, type BundleDocument, type BundleModule } from './build.js';
+import { OpaRunner } from './opa-runner.js';
 import { overlapRefusals } from './overlaps.js';
 import { RegoChecker } from './rego-checker.js';
 import type { BundleRegistry } from './registry.js';
@@ -60,7 +62,20 @@ interface Entry {
   errors: LoadError[];
 }
 
+/** What an origin's version gives (an Entry without its build's own errors): made once per version. */
+const entryParts = new WeakMap<OriginState, Readonly<Entry>>();
+
+/** The entry of an origin's version: a fresh object (with its own errors) on every rebuild. */
 function entryOf(state: OriginState, defaultBundle: string): Entry {
+  let parts = entryParts.get(state);
+  if (parts === undefined || parts.bundle !== (state.bundle ?? defaultBundle)) {
+    parts = makeEntry(state, defaultBundle);
+    entryParts.set(state, parts);
+  }
+  return { ...parts, errors: [...parts.errors] };
+}
+
+function makeEntry(state: OriginState, defaultBundle: string): Entry {
   const errors: LoadError[] = state.problems.map((p) => ({ code: p.code, message: p.message }));
   const bundle = state.bundle ?? defaultBundle;
   const nameProblem = bundleNameProblem(bundle);
@@ -83,6 +98,11 @@ function entryOf(state: OriginState, defaultBundle: string): Entry {
     else errors.push(ownError('invalid_bundle_path', problem));
   }
   return entry;
+}
+
+/** A root's segments ('' is the whole tree, []): roots hold no '/' or '' in a segment (deriveRoots). */
+function rootPath(root: string): string[] {
+  return root === '' ? [] : root.split('/');
 }
 
 /** What a bundle's rebuilds keep: the incremental checker and builder, and the checker's folder. */
@@ -112,6 +132,8 @@ export class BundlePublisher implements Part {
   /** The folder of this run's checkers, removed when run() ends. */
   private workDir: string | undefined;
   private signal: AbortSignal | undefined;
+  /** Runs this run's opa commands from a small helper process (see opa-runner.ts). */
+  private runner: OpaRunner | undefined;
 
   constructor(private readonly options: PublisherOptions) {
     this.known.add(options.defaultBundle);
@@ -131,6 +153,7 @@ export class BundlePublisher implements Part {
       if (change.kind === 'origin' || change.kind === 'sources-synced') this.wake.wake();
     });
     this.signal = signal;
+    this.runner = new OpaRunner();
     try {
       while (!signal.aborted) {
         if (!this.dirty || !this.options.state.sourcesSynced()) {
@@ -158,6 +181,8 @@ export class BundlePublisher implements Part {
       }
     } finally {
       unsubscribe();
+      await this.runner.stop();
+      this.runner = undefined;
       this.signal = undefined;
       const dir = this.workDir;
       this.workDir = undefined;
@@ -182,7 +207,7 @@ export class BundlePublisher implements Part {
 
   /** Builds every bundle from the current desired state; publishes the ones that changed. */
   async rebuild(): Promise<void> {
-    const started = Date.now();
+    const started = performance.now();
     const current = this.options.state
       .keys()
       .map((k) => this.options.state.get(k))
@@ -206,9 +231,11 @@ export class BundlePublisher implements Part {
       }
     }
     for (const e of current) e.errors.push(...(failures.get(e.key) ?? []));
+    const checked = performance.now();
 
     for (const [bundle, entries] of included) await this.publish(bundle, [...entries.values()], packages);
     this.options.registry.markBuilt();
+    const published = performance.now();
 
     for (const e of current) {
       const chosen = included.get(e.bundle)?.get(e.key);
@@ -220,7 +247,17 @@ export class BundlePublisher implements Part {
     for (const key of [...this.reported.keys()]) {
       if (this.options.state.get(key) === undefined) this.reported.forget(key);
     }
-    this.options.logger.debug({ tookMs: Date.now() - started, origins: current.length }, 'bundles rebuilt');
+    const ms = (from: number, to: number): number => Math.round((to - from) * 10) / 10;
+    const done = performance.now();
+    this.options.logger.debug(
+      {
+        tookMs: ms(started, done),
+        checkMs: ms(started, checked),
+        publishMs: ms(checked, published),
+        origins: current.length,
+      },
+      'bundles rebuilt',
+    );
   }
 
   /**
@@ -262,7 +299,7 @@ export class BundlePublisher implements Part {
     const work = this.workOf(bundle);
     this.workDir ??= await mkdtemp(path.join(tmpdir(), 'opa-sync-bundles-'));
     const dir = path.join(this.workDir, work.folder);
-    const result = await work.checker.check(modules, dir, this.signal);
+    const result = await work.checker.check(modules, dir, { signal: this.signal, exec: this.runner?.exec });
     this.options.logger.debug({ bundle, ...work.checker.lastCheck }, 'modules checked');
     return result;
   }
@@ -291,14 +328,30 @@ export class BundlePublisher implements Part {
     return refusals.size > 0;
   }
 
+  /**
+   * The roots of the entries: those of each entry (made once per origin version: a module's package
+   * is a function of its text) brought together, which gives the roots of all their packages and data.
+   */
   private rootsOf(entries: Entry[], packages: Map<string, PackagePath>): string[] {
-    const pkgs = entries
-      .flatMap((e) => e.modules.map((m) => packages.get(m.path)))
-      .filter((p): p is string => p !== undefined);
-    return deriveRoots(
-      pkgs,
-      entries.flatMap((e) => e.documents.map((d) => d.path)),
+    if (entries.length === 1 && entries[0] !== undefined) return this.entryRoots(entries[0], packages);
+    const each = entries.flatMap((e) => this.entryRoots(e, packages).map(rootPath));
+    return deriveRoots(each, []);
+  }
+
+  private readonly rootsByState = new WeakMap<OriginState, string[]>();
+
+  private entryRoots(e: Entry, packages: Map<string, PackagePath>): string[] {
+    const cached = this.rootsByState.get(e.state);
+    if (cached !== undefined) return cached;
+    const pkgs = e.modules.map((m) => packages.get(m.path));
+    const known = pkgs.filter((p): p is PackagePath => p !== undefined);
+    const roots = deriveRoots(
+      known,
+      e.documents.map((d) => d.path),
     );
+    // Only once every module's package is known (always, for an entry that compiled).
+    if (known.length === pkgs.length) this.rootsByState.set(e.state, roots);
+    return roots;
   }
 
   private async publish(bundle: string, entries: Entry[], packages: Map<string, PackagePath>): Promise<void> {

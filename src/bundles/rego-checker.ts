@@ -21,10 +21,8 @@
 //
 // v0 modules (`--bundle-rego-version=0`): `rego.parse_module` reads v1 only, so footprints are unknown
 // and every check is a whole-set check, with packages from `opa inspect` as before (per text, cached).
-import { execFile } from 'node:child_process';
 import { mkdir, rm, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import type { LoadError } from '../model/outcome.js';
 import { comparePaths } from '../util/paths.js';
 import { affectedBy, footprintOf, type Footprint } from './rego-footprint.js';
@@ -35,12 +33,13 @@ import {
   runCheck,
   runInspect,
   type CandidateModule,
+  execHere,
   type CheckResult,
+  type OpaExec,
   type OpaRun,
   type PackagePath,
 } from './validate.js';
 
-const run = promisify(execFile);
 /** Files written (or removed) at once when the folder is brought to a candidate set. */
 const WRITE_CONCURRENCY = 16;
 /** Above this many targets `opa check` is given the folder ('.') rather than a list of files. */
@@ -73,9 +72,8 @@ interface Known {
   pkg?: PackagePath | undefined;
 }
 
-function textKey(modulePath: string, text: string): string {
-  return `${modulePath}\0${text}`;
-}
+/** The answer of a check, or the modules `opa check` must see for it. */
+type Plan = { targets: string[] } | { answer: Map<string, LoadError[]> };
 
 /**
  * @example
@@ -86,9 +84,10 @@ function textKey(modulePath: string, text: string): string {
 export class RegoChecker {
   /** The last candidate set that compiled, by path. */
   private clean = new Map<string, string>();
-  private known = new Map<string, Known>();
-  /** Texts seen in checks since the last set that compiled: kept in `known` until the next one. */
-  private recent = new Set<string>();
+  /** By path, then text (texts are the desired state's own strings: no key is built per check). */
+  private known = new Map<string, Map<string, Known>>();
+  /** Texts seen in checks since the last set that compiled, by path: kept in `known` until the next one. */
+  private recent = new Map<string, Set<string>>();
   /** What the folder holds, by path; reset when the folder changes. */
   private written = new Map<string, string>();
   private dir: string | undefined;
@@ -101,15 +100,41 @@ export class RegoChecker {
     this.timeoutMs = options.timeoutMs ?? 30_000;
   }
 
+  private knownOf(modulePath: string, text: string): Known | undefined {
+    return this.known.get(modulePath)?.get(text);
+  }
+
+  private remember(modulePath: string, text: string, known: Known): void {
+    let texts = this.known.get(modulePath);
+    if (texts === undefined) {
+      texts = new Map();
+      this.known.set(modulePath, texts);
+    }
+    texts.set(text, known);
+  }
+
   /**
    * The same result as `checkModules(opaBin, modules, { v0 })`. `dir` is a folder of the checker's own
-   * (created if missing; another folder than last time is filled again). `signal` stops opa.
+   * (created if missing; another folder than last time is filled again). `signal` stops opa; `exec`
+   * runs it (default: from this process).
    */
-  async check(modules: readonly CandidateModule[], dir: string, signal?: AbortSignal): Promise<CheckResult> {
+  async check(
+    modules: readonly CandidateModule[],
+    dir: string,
+    { signal, exec }: { signal?: AbortSignal | undefined; exec?: OpaExec | undefined } = {},
+  ): Promise<CheckResult> {
     const result: CheckResult = { errors: new Map(), packages: new Map() };
-    const candidate = new Map(modules.map((m) => [m.path, m.text]));
-    for (const [p, t] of candidate) this.recent.add(textKey(p, t));
-    const changed = [...candidate].filter(([p, t]) => this.clean.get(p) !== t).map(([p]) => p);
+    const candidate = new Map<string, string>();
+    const changed: string[] = [];
+    for (const m of modules) {
+      candidate.set(m.path, m.text);
+      if (this.clean.get(m.path) !== m.text) changed.push(m.path);
+    }
+    for (const p of changed) {
+      const texts = this.recent.get(p) ?? new Set<string>();
+      texts.add(candidate.get(p) ?? '');
+      this.recent.set(p, texts);
+    }
     const removed = [...this.clean].filter(([p, t]) => candidate.get(p) !== t);
     const gone = removed.filter(([p]) => !candidate.has(p)).length;
     this.lastCheck = { changed: changed.length + gone, checked: 0, whole: false, parsed: 0 };
@@ -117,16 +142,22 @@ export class RegoChecker {
       this.compiled(candidate);
       return result;
     }
-    const opa: OpaRun = { opaBin: this.options.opaBin, cwd: dir, timeoutMs: this.timeoutMs, signal };
+    const opa: OpaRun = { opaBin: this.options.opaBin, cwd: dir, timeoutMs: this.timeoutMs, signal, exec };
     if (changed.length > 0 || removed.length > 0) {
       await this.syncFolder(candidate, dir);
-      const reading = this.readNew(candidate, changed, signal);
-      // Nothing compiled yet: the whole set is checked anyway, while the parser reads it.
-      if (this.clean.size > 0) await reading;
-      const plan =
-        this.clean.size === 0
-          ? { targets: [...candidate.keys()] }
-          : await this.plan(candidate, changed, removed, opa);
+      const reading = this.readNew(candidate, changed, opa);
+      let plan: Plan;
+      if (this.clean.size === 0) {
+        // Nothing compiled yet: the whole set is checked anyway, while the parser reads it.
+        plan = { targets: [...candidate.keys()] };
+      } else {
+        // The changed modules alone are what most edits must check: checked while the parser reads
+        // them, and taken as the answer only if the footprints say they are all there is to check.
+        const speculative = this.runCheck(changed, candidate.size, opa);
+        speculative.catch(() => undefined); // awaited below, unless the plan does without it
+        await reading;
+        plan = await this.plan(candidate, changed, removed, speculative);
+      }
       const [errors] = await Promise.all([
         'answer' in plan ? plan.answer : this.runCheck(plan.targets, candidate.size, opa),
         reading,
@@ -142,7 +173,11 @@ export class RegoChecker {
   }
 
   /** `opa check` over the targets (none: nothing to check), named as a walk of the folder names them. */
-  private async runCheck(targets: string[], whole: number, opa: OpaRun): Promise<Map<string, LoadError[]>> {
+  private async runCheck(
+    targets: readonly string[],
+    whole: number,
+    opa: OpaRun,
+  ): Promise<Map<string, LoadError[]>> {
     if (targets.length === 0) return new Map();
     this.lastCheck.checked = targets.length;
     this.lastCheck.whole = targets.length === whole;
@@ -157,32 +192,32 @@ export class RegoChecker {
   }
 
   /**
-   * What `opa check` must see for the whole set's answer: the targets, or (when OPA's parser refused a
-   * changed module) the answer itself, if the changed modules alone give parse errors only.
+   * What `opa check` must see for the whole set's answer: the modules related to the changed ones, or
+   * the answer itself when the changed modules' own check (`changedOnly`) is it: when those are all
+   * there is to check, or when OPA's parser refused one of them and that check found parse errors only
+   * (only changed modules can fail to parse, and OPA reports parse errors alone, compiling nothing).
    */
   private async plan(
     candidate: Map<string, string>,
     changed: readonly string[],
     removed: readonly (readonly [string, string])[],
-    opa: OpaRun,
-  ): Promise<{ targets: string[] } | { answer: Map<string, LoadError[]> }> {
-    const knownOf = (p: string, t: string): Known | undefined => this.known.get(textKey(p, t));
-    if (changed.some((p) => knownOf(p, candidate.get(p) ?? '')?.parsed === false && !this.v0)) {
-      // Only changed modules can fail to parse, and OPA reports parse errors alone (nothing is
-      // compiled then): parse errors only, from the changed modules, are the whole set's answer.
-      const errors = await this.runCheck([...changed], candidate.size, opa);
+    changedOnly: Promise<Map<string, LoadError[]>>,
+  ): Promise<Plan> {
+    if (changed.some((p) => this.knownOf(p, candidate.get(p) ?? '')?.parsed === false && !this.v0)) {
+      const errors = await changedOnly;
       const codes = errorCodes(errors);
       if (codes.length > 0 && codes.every((c) => c === 'rego_parse_error')) return { answer: errors };
     }
     const footprints = new Map<string, Footprint | undefined>();
-    for (const [p, t] of candidate) footprints.set(p, knownOf(p, t)?.footprint);
+    for (const [p, t] of candidate) footprints.set(p, this.knownOf(p, t)?.footprint);
     const seeds = [
       ...changed.map((p) => footprints.get(p)),
-      ...removed.map(([p, t]) => knownOf(p, t)?.footprint),
+      ...removed.map(([p, t]) => this.knownOf(p, t)?.footprint),
     ];
     const affected = affectedBy(footprints, seeds);
     if (affected === 'all') return { targets: [...candidate.keys()] };
     for (const p of changed) affected.add(p);
+    if (affected.size === changed.length) return { answer: await changedOnly };
     return { targets: [...candidate.keys()].filter((p) => affected.has(p)) };
   }
 
@@ -190,20 +225,16 @@ export class RegoChecker {
   private async readNew(
     candidate: Map<string, string>,
     changed: readonly string[],
-    signal: AbortSignal | undefined,
+    opa: OpaRun,
   ): Promise<void> {
-    const fresh = changed.filter((p) => !this.known.has(textKey(p, candidate.get(p) ?? '')));
+    const fresh = changed.filter((p) => this.knownOf(p, candidate.get(p) ?? '') === undefined);
     if (fresh.length === 0) return;
     if (!this.v0) this.lastCheck.parsed = fresh.length;
-    const asts = this.v0 ? new Map<string, unknown>() : await this.parse(fresh, candidate, signal);
+    const asts = this.v0 ? new Map<string, unknown>() : await this.parse(fresh, candidate, opa);
     for (const p of fresh) {
       const ast = asts.get(p);
       const footprint = ast === undefined ? undefined : footprintOf(ast);
-      this.known.set(textKey(p, candidate.get(p) ?? ''), {
-        footprint,
-        parsed: ast !== undefined,
-        pkg: footprint?.pkg,
-      });
+      this.remember(p, candidate.get(p) ?? '', { footprint, parsed: ast !== undefined, pkg: footprint?.pkg });
     }
   }
 
@@ -215,35 +246,26 @@ export class RegoChecker {
   private async parse(
     paths: readonly string[],
     candidate: Map<string, string>,
-    signal: AbortSignal | undefined,
+    opa: OpaRun,
   ): Promise<Map<string, unknown>> {
     const dir = this.dir;
     if (dir === undefined) return new Map();
     const input = path.join(path.dirname(dir), `${path.basename(dir)}-parse.json`);
     await writeFile(input, JSON.stringify({ modules: paths.map((p) => ({ p, t: candidate.get(p) ?? '' })) }));
     try {
-      const { stdout } = await run(
-        this.options.opaBin,
-        [
-          'eval',
-          '--format',
-          'json',
-          '--input',
-          input,
-          'asts := {m.p: rego.parse_module(m.p, m.t) | some m in input.modules}',
-        ],
-        {
-          timeout: this.timeoutMs,
-          maxBuffer: 512 * 1024 * 1024,
-          ...(signal === undefined ? {} : { signal }),
-        },
+      const query = 'asts := {m.p: rego.parse_module(m.p, m.t) | some m in input.modules}';
+      const { code, stdout } = await (opa.exec ?? execHere)(
+        opa.opaBin,
+        ['eval', '--format', 'json', '--input', input, query],
+        opa,
       );
+      if (code !== 0) return new Map();
       const parsed = JSON.parse(stdout) as {
         result?: { bindings?: { asts?: Record<string, unknown> } }[];
       };
       return new Map(Object.entries(parsed.result?.[0]?.bindings?.asts ?? {}));
     } catch {
-      if (signal?.aborted) throw signal.reason;
+      if (opa.signal?.aborted) throw opa.signal.reason;
       return new Map();
     } finally {
       await rm(input, { force: true });
@@ -255,7 +277,7 @@ export class RegoChecker {
     const packages = new Map<string, PackagePath>();
     let missing = false;
     for (const [p, t] of candidate) {
-      const pkg = this.known.get(textKey(p, t))?.pkg;
+      const pkg = this.knownOf(p, t)?.pkg;
       if (pkg === undefined) missing = true;
       else packages.set(p, pkg);
     }
@@ -267,19 +289,21 @@ export class RegoChecker {
       const pkg = inspected.get(p);
       if (pkg === undefined) continue;
       packages.set(p, pkg);
-      const key = textKey(p, t);
-      this.known.set(key, { footprint: undefined, parsed: false, ...this.known.get(key), pkg });
+      this.remember(p, t, { footprint: undefined, parsed: false, ...this.knownOf(p, t), pkg });
     }
     return packages;
   }
 
-  /** The candidate set compiled: it is the clean set now, and only its texts (and recent ones) stay known. */
+  /** The candidate set compiled: it is the clean set now; only its texts (and recent ones) stay known. */
   private compiled(candidate: Map<string, string>): void {
-    this.clean = new Map(candidate);
-    const keep = new Set(this.recent);
-    for (const [p, t] of candidate) keep.add(textKey(p, t));
-    for (const key of [...this.known.keys()]) if (!keep.has(key)) this.known.delete(key);
-    this.recent = new Set([...candidate].map(([p, t]) => textKey(p, t)));
+    this.clean = candidate;
+    for (const [p, texts] of [...this.known]) {
+      const keep = this.recent.get(p);
+      const current = candidate.get(p);
+      for (const t of [...texts.keys()]) if (t !== current && keep?.has(t) !== true) texts.delete(t);
+      if (texts.size === 0) this.known.delete(p);
+    }
+    this.recent = new Map();
   }
 
   /** Makes the folder hold exactly the candidate set, writing only what differs. */

@@ -44,6 +44,40 @@ interface OpaError {
 
 export class OpaCheckError extends OpaSyncError {}
 
+/** How a command ended that ran: its exit status and output. */
+export interface OpaExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a command; resolves with its status and output whatever the status, rejects (with an error that
+ * has no numeric `code`) when it could not run, timed out, or `signal` stopped it (it is killed).
+ */
+export type OpaExec = (
+  file: string,
+  args: readonly string[],
+  options: { cwd?: string | undefined; timeoutMs: number; signal?: AbortSignal | undefined },
+) => Promise<OpaExecResult>;
+
+/** `OpaExec` by execFile, from this process. */
+export const execHere: OpaExec = (file, args, { cwd, timeoutMs, signal }) =>
+  run(file, [...args], {
+    cwd,
+    timeout: timeoutMs,
+    maxBuffer: MAX_OUTPUT,
+    encoding: 'utf8',
+    ...(signal === undefined ? {} : { signal }),
+  }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (err: unknown) => {
+      const failed = err as { code?: unknown; stdout?: string; stderr?: string };
+      if (typeof failed.code !== 'number') throw err;
+      return { code: failed.code, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+    },
+  );
+
 /** What a run of `opa` needs besides its arguments. */
 export interface OpaRun {
   opaBin: string;
@@ -52,6 +86,8 @@ export interface OpaRun {
   timeoutMs: number;
   /** Stops the command (the process is killed) when it aborts. */
   signal?: AbortSignal | undefined;
+  /** How to run it (default `execHere`). */
+  exec?: OpaExec | undefined;
 }
 
 /** The module path a location.file of `opa check` run in `dir` refers to. */
@@ -83,23 +119,17 @@ export async function runCheck(
   { v0 }: { v0: boolean },
 ): Promise<Map<string, LoadError[]>> {
   const flags = v0 ? ['--v0-compatible'] : [];
-  const check = await run(opa.opaBin, ['check', '--format', 'json', ...flags, ...targets], {
-    cwd: opa.cwd,
-    timeout: opa.timeoutMs,
-    maxBuffer: MAX_OUTPUT,
-    ...(opa.signal === undefined ? {} : { signal: opa.signal }),
-  }).then(
-    () => undefined,
-    (err: unknown) => err as { code?: unknown; stdout?: string; stderr?: string; message: string },
+  const exec = opa.exec ?? execHere;
+  const check = await exec(opa.opaBin, ['check', '--format', 'json', ...flags, ...targets], opa).catch(
+    (err: unknown) => {
+      throw new OpaCheckError('opa_check_failed', `could not run ${opa.opaBin} check: ${messageOf(err)}`, {
+        cause: err,
+      });
+    },
   );
   const errors = new Map<string, LoadError[]>();
-  if (check === undefined) return errors;
-  if (typeof check.code !== 'number') {
-    throw new OpaCheckError('opa_check_failed', `could not run ${opa.opaBin} check: ${check.message}`, {
-      cause: check,
-    });
-  }
-  const text = `${check.stdout ?? ''}${check.stderr ?? ''}`;
+  if (check.code === 0) return errors;
+  const text = `${check.stdout}${check.stderr}`;
   const start = text.indexOf('{');
   let parsed: { errors?: OpaError[] };
   try {
@@ -152,12 +182,13 @@ export async function runInspect(opa: OpaRun, { v0 }: { v0: boolean }): Promise<
   const flags = v0 ? ['--v0-compatible'] : [];
   let namespaces: Record<string, string[]> | undefined;
   try {
-    const inspected = await run(opa.opaBin, ['inspect', '--format', 'json', ...flags, '.'], {
-      cwd: opa.cwd,
-      timeout: opa.timeoutMs,
-      maxBuffer: MAX_OUTPUT,
-      ...(opa.signal === undefined ? {} : { signal: opa.signal }),
-    });
+    const inspected = await (opa.exec ?? execHere)(
+      opa.opaBin,
+      ['inspect', '--format', 'json', ...flags, '.'],
+      opa,
+    );
+    if (inspected.code !== 0)
+      throw new Error(`exit status ${inspected.code}: ${inspected.stderr.slice(0, 300)}`);
     ({ namespaces } = JSON.parse(inspected.stdout) as { namespaces?: Record<string, string[]> });
   } catch (err) {
     throw new OpaCheckError('opa_check_failed', `opa inspect failed: ${messageOf(err)}`, { cause: err });
