@@ -9,6 +9,7 @@
 // alone (names, sizes), never by history, so a writer with a cache and a fresh one give the same bytes.
 import { createHash } from 'node:crypto';
 import tar from 'tar-stream';
+import { compareUtf8 } from '../util/utf8.js';
 import { compressChunk, gzipOfChunks, type CompressedChunk } from './gzip-chunks.js';
 
 export interface ArchiveFile {
@@ -113,6 +114,14 @@ export interface PackStats {
   bytesCompressed: number;
 }
 
+/** A file's tar entry, numbered (a new number for every new content of a name). */
+interface Entry {
+  content: Buffer;
+  digest: string;
+  tar: Buffer;
+  id: number;
+}
+
 interface Piece {
   key: string;
   /** The tar bytes this chunk compresses, as a list (concatenated only when it must be compressed). */
@@ -129,63 +138,69 @@ interface Piece {
  * const second = await writer.pack([...files.slice(1), changed]); // re-encodes only `changed`
  */
 export class ArchiveWriter {
-  private entries = new Map<string, { content: Buffer; digest: string; tar: Buffer }>();
+  private entries = new Map<string, Entry>();
   private chunks = new Map<string, CompressedChunk>();
+  /** Numbers each encoded entry: a chunk's cache key is its entries' numbers, not their names. */
+  private nextEntry = 0;
   /** What the last `pack` had to do (the rest came from the cache): for logs, benchmarks and tests. */
   lastPack: PackStats = { entriesEncoded: 0, chunks: 0, chunksCompressed: 0, bytesCompressed: 0 };
 
   /** The tar.gz of the files, sorted by name (UTF-8 bytes). */
   async pack(files: readonly ArchiveFile[]): Promise<Buffer> {
-    const keyed = files.map((f) => ({ file: f, sortKey: Buffer.from(f.name, 'utf8') }));
-    keyed.sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
-    const sorted = keyed.map((k) => k.file);
-
+    const sorted = [...files].sort((a, b) => compareUtf8(a.name, b.name));
     const stats: PackStats = { entriesEncoded: 0, chunks: 0, chunksCompressed: 0, bytesCompressed: 0 };
-    const entries = new Map<string, { content: Buffer; digest: string; tar: Buffer }>();
+    const entries = new Map<string, Entry>();
+    const missing: { file: ArchiveFile; digest: string }[] = [];
+    for (const file of sorted) {
+      const cached = this.entries.get(file.name);
+      if (cached !== undefined && cached.content === file.content) {
+        entries.set(file.name, cached);
+        continue;
+      }
+      const digest = file.digest ?? sha256(file.content);
+      if (cached !== undefined && cached.digest === digest)
+        entries.set(file.name, { ...cached, content: file.content });
+      else missing.push({ file, digest });
+    }
+    stats.entriesEncoded = missing.length;
     await Promise.all(
-      sorted.map(async (file) => {
-        const cached = this.entries.get(file.name);
-        if (cached !== undefined && cached.content === file.content) {
-          entries.set(file.name, cached);
-          return;
-        }
-        const digest = file.digest ?? sha256(file.content);
-        if (cached !== undefined && cached.digest === digest) {
-          entries.set(file.name, { ...cached, content: file.content });
-          return;
-        }
-        stats.entriesEncoded += 1;
-        entries.set(file.name, { content: file.content, digest, tar: await tarEntry(file) });
+      missing.map(async ({ file, digest }) => {
+        const encoded = await tarEntry(file);
+        entries.set(file.name, { content: file.content, digest, tar: encoded, id: (this.nextEntry += 1) });
       }),
     );
     this.entries = entries;
 
     const pieces = this.pieces(sorted, entries);
     const chunks = new Map<string, CompressedChunk>();
-    const compressed = await Promise.all(
-      pieces.map(async (piece) => {
-        let chunk = this.chunks.get(piece.key) ?? chunks.get(piece.key);
-        if (chunk === undefined) {
-          const data = piece.parts.length === 1 ? (piece.parts[0] as Buffer) : Buffer.concat(piece.parts);
-          stats.chunksCompressed += 1;
-          stats.bytesCompressed += data.length;
-          chunk = await compressChunk(data, GZIP_LEVEL);
-        }
-        chunks.set(piece.key, chunk);
-        return chunk;
-      }),
-    );
+    const compressing: Promise<void>[] = [];
+    for (const piece of pieces) {
+      const cached = this.chunks.get(piece.key);
+      if (cached !== undefined) {
+        chunks.set(piece.key, cached);
+        continue;
+      }
+      const data = piece.parts.length === 1 ? (piece.parts[0] as Buffer) : Buffer.concat(piece.parts);
+      stats.chunksCompressed += 1;
+      stats.bytesCompressed += data.length;
+      compressing.push(compressChunk(data, GZIP_LEVEL).then((chunk) => void chunks.set(piece.key, chunk)));
+    }
+    await Promise.all(compressing);
     this.chunks = chunks;
     stats.chunks = pieces.length;
     this.lastPack = stats;
-    return gzipOfChunks(compressed, GZIP_LEVEL);
+    return gzipOfChunks(
+      pieces.map((piece) => {
+        const chunk = chunks.get(piece.key);
+        if (chunk === undefined) throw new Error(`no compressed chunk for ${piece.key}`);
+        return chunk;
+      }),
+      GZIP_LEVEL,
+    );
   }
 
   /** The tar, cut into the chunks that are compressed (and cached) one by one. */
-  private pieces(
-    sorted: readonly ArchiveFile[],
-    entries: Map<string, { digest: string; tar: Buffer }>,
-  ): Piece[] {
+  private pieces(sorted: readonly ArchiveFile[], entries: Map<string, Entry>): Piece[] {
     const pieces: Piece[] = [];
     let group: Piece = { key: '', parts: [] };
     const endGroup = (): void => {
@@ -195,15 +210,14 @@ export class ArchiveWriter {
     for (const file of sorted) {
       const entry = entries.get(file.name);
       if (entry === undefined) throw new Error(`no tar entry for ${file.name}`);
-      const id = `${file.name}\n${entry.digest}\n`;
       if (OWN_CHUNK.has(file.name) || file.content.length >= LARGE_CONTENT) {
         endGroup();
         for (let at = 0, n = 0; at < entry.tar.length; at += PIECE, n += 1) {
-          pieces.push({ key: `${id}#${n}`, parts: [entry.tar.subarray(at, at + PIECE)] });
+          pieces.push({ key: `${entry.id}#${n}`, parts: [entry.tar.subarray(at, at + PIECE)] });
         }
         continue;
       }
-      group.key += id;
+      group.key += `${entry.id},`;
       group.parts.push(entry.tar);
       if (nameHash(file.name) % GROUP_MODULUS === 0) endGroup();
     }

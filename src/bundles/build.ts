@@ -178,34 +178,42 @@ function freshContent(_name: string, source: unknown, make: () => Buffer): Conte
   return { source, content, digest: fileDigest(content) };
 }
 
-/** Entries of the modules, checked: hostile names, '.rego' suffix, one module per path. */
+/**
+ * Entries of the modules, checked: hostile names, '.rego' suffix, one module per path. A path that
+ * `passed` (in a build that went through) is not judged again: the rules are about the path alone.
+ */
 function moduleEntries(
   modules: readonly BundleModule[],
   entries: Map<string, Content>,
   contentOf: ContentOf,
+  passed: (name: string) => boolean,
 ): void {
   for (const m of modules) {
-    const problem = bundleEntryProblem(m.path);
-    if (problem !== undefined) throw new InvalidInputError('invalid_bundle_entry', problem);
-    if (!m.path.startsWith('/')) {
-      throw new InvalidInputError(
-        'invalid_bundle_entry',
-        `module path ${JSON.stringify(m.path)} must start with "/"`,
-      );
-    }
-    if (!m.path.endsWith('.rego')) {
-      // OPA loads only *.rego entries as modules and silently ignores the others.
-      throw new InvalidInputError(
-        'invalid_bundle_entry',
-        `module path ${JSON.stringify(m.path)} does not end in ".rego": OPA would ignore it in a bundle`,
-      );
-    }
+    if (!passed(m.path)) checkModulePath(m.path);
     if (entries.has(m.path)) {
       throw new BundleConflictError('bundle_conflict', `two modules at ${JSON.stringify(m.path)}`);
     }
     entries.set(
       m.path,
       contentOf(m.path, m.text, () => Buffer.from(m.text, 'utf8')),
+    );
+  }
+}
+
+function checkModulePath(modulePath: string): void {
+  const problem = bundleEntryProblem(modulePath);
+  if (problem !== undefined) throw new InvalidInputError('invalid_bundle_entry', problem);
+  if (!modulePath.startsWith('/')) {
+    throw new InvalidInputError(
+      'invalid_bundle_entry',
+      `module path ${JSON.stringify(modulePath)} must start with "/"`,
+    );
+  }
+  if (!modulePath.endsWith('.rego')) {
+    // OPA loads only *.rego entries as modules and silently ignores the others.
+    throw new InvalidInputError(
+      'invalid_bundle_entry',
+      `module path ${JSON.stringify(modulePath)} does not end in ".rego": OPA would ignore it in a bundle`,
     );
   }
 }
@@ -356,10 +364,23 @@ function checkRegoVersion(regoVersion: 0 | 1 | undefined): void {
 export class BundleBuilder {
   private contents = new Map<string, Content>();
   private readonly archive = new ArchiveWriter();
+  /** The last build's roots (given, and as written) and entry names: judged again only when they change. */
+  private lastRoots: { given: readonly string[]; dataPaths: string; written: string[] } | undefined;
+  private lastNames: readonly string[] = [];
 
   /** What the last build's archive had to encode and compress (the rest came from the cache). */
   get lastPack(): PackStats {
     return this.archive.lastPack;
+  }
+
+  /** `manifestRoots`, judged again only when the roots or the data paths changed since the last build. */
+  private manifestRoots(given: readonly string[], dataPaths: readonly string[][]): string[] {
+    const paths = JSON.stringify(dataPaths);
+    const last = this.lastRoots;
+    if (last !== undefined && last.dataPaths === paths && sameStrings(last.given, given)) return last.written;
+    const written = manifestRoots(given, dataPaths);
+    this.lastRoots = { given: [...given], dataPaths: paths, written };
+    return written;
   }
 
   /** Builds a bundle; errors as `buildBundle`'s. */
@@ -376,15 +397,13 @@ export class BundleBuilder {
       return content;
     };
     const entries = new Map<string, Content>();
-    moduleEntries(input.modules, entries, contentOf);
+    moduleEntries(input.modules, entries, contentOf, (name) => previous.has(name) && name.endsWith('.rego'));
     const dataPaths = documentEntries(input.documents, entries, contentOf);
-    const roots = manifestRoots(input.roots, dataPaths);
+    const roots = this.manifestRoots(input.roots, dataPaths);
 
-    const content = [...entries]
-      .map(([name, c]) => ({ name, c, key: Buffer.from(name, 'utf8') }))
-      .sort((a, b) => Buffer.compare(a.key, b.key))
-      .map(({ name, c }) => [name, c] as const);
-    refuseFileFolderClashes(content.map(([name]) => name));
+    const content = [...entries].sort(([a], [b]) => compareUtf8(a, b));
+    const names = content.map(([name]) => name);
+    if (!sameStrings(names, this.lastNames)) refuseFileFolderClashes(names);
     const fields = { roots, ...(regoVersion === undefined ? {} : { rego_version: regoVersion }) };
     const revision = contentRevision(canonicalJson(fields), content);
     // Canonical (keys sorted: rego_version, revision, roots), as OPA hashes it: the signature digests its bytes.
@@ -400,6 +419,7 @@ export class BundleBuilder {
     const bytes = await this.archive.pack(files);
     // Kept only after a build that went through: a refused one leaves the cache as it was.
     this.contents = used;
+    this.lastNames = names;
     return {
       bytes,
       revision,
@@ -407,6 +427,11 @@ export class BundleBuilder {
       files: files.map((f) => f.name).sort(compareUtf8),
     };
   }
+}
+
+/** Whether two lists hold the same strings in the same order. */
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((s, i) => s === b[i]);
 }
 
 /**

@@ -59,18 +59,48 @@ export function gzipOfChunks(chunks: readonly CompressedChunk[], level: number):
 }
 
 // ---------------------------------------------------------------------------------------------------
-// CRC-32 combination (zlib's crc32_combine, by GF(2) matrices): the CRC of A‖B from crc(A), crc(B)
-// and the length of B, by applying len(B) zero bytes' worth of the CRC's shift register to crc(A).
+// CRC-32 combination, as zlib's crc32_combine does it (1.2.12 and later): the CRC of A‖B is crc(A)
+// times x^(8·len(B)) modulo the CRC polynomial, plus crc(B); polynomials are 32-bit words, reflected
+// (the bit 2^31 is x^0).
 
-function gf2Times(matrix: Uint32Array, vector: number): number {
-  let sum = 0;
-  let v = vector >>> 0;
-  for (let i = 0; v !== 0; i += 1, v >>>= 1) if ((v & 1) !== 0) sum ^= matrix[i] ?? 0;
-  return sum >>> 0;
+const POLY = 0xedb88320;
+const X0 = 0x80000000; // the polynomial 1
+
+/** a(x)·b(x) modulo the CRC polynomial. */
+function multModP(a: number, b: number): number {
+  let product = 0;
+  let m = X0;
+  let bb = b >>> 0;
+  for (;;) {
+    if ((a & m) !== 0) {
+      product ^= bb;
+      if ((a & (m - 1)) === 0) break;
+    }
+    m >>>= 1;
+    bb = (bb & 1) !== 0 ? (bb >>> 1) ^ POLY : bb >>> 1;
+  }
+  return product >>> 0;
 }
 
-function gf2Square(square: Uint32Array, matrix: Uint32Array): void {
-  for (let n = 0; n < 32; n += 1) square[n] = gf2Times(matrix, matrix[n] ?? 0);
+/** x^(2^k) modulo the CRC polynomial, for k = 0…31. */
+const X2N: number[] = (() => {
+  const table: number[] = [];
+  let p = X0 >>> 1; // x^1
+  for (let k = 0; k < 32; k += 1) {
+    table.push(p);
+    p = multModP(p, p);
+  }
+  return table;
+})();
+
+/** x^(n·2^k) modulo the CRC polynomial. */
+function x2nModP(n: number, k: number): number {
+  let p = X0;
+  let rest = n;
+  for (let bit = k; rest > 0; bit += 1, rest = Math.floor(rest / 2)) {
+    if (rest % 2 === 1) p = multModP(X2N[bit % 32] ?? 0, p);
+  }
+  return p;
 }
 
 /**
@@ -81,24 +111,5 @@ function gf2Square(square: Uint32Array, matrix: Uint32Array): void {
  */
 export function crc32Combine(crcA: number, crcB: number, lengthB: number): number {
   if (lengthB <= 0) return crcA >>> 0;
-  const even = new Uint32Array(32); // the operator for an even power of two zero bits
-  const odd = new Uint32Array(32); // … and for an odd one
-  odd[0] = 0xedb88320; // the CRC-32 polynomial: the operator for one zero bit
-  for (let n = 1, row = 1; n < 32; n += 1, row = (row << 1) >>> 0) odd[n] = row;
-  gf2Square(even, odd); // two zero bits
-  gf2Square(odd, even); // four zero bits
-  let crc = crcA >>> 0;
-  let remaining = lengthB;
-  // Each pass squares the operator (one zero byte, then two, four…) and applies it where the length has a 1.
-  for (;;) {
-    gf2Square(even, odd);
-    if (remaining % 2 === 1) crc = gf2Times(even, crc);
-    remaining = Math.floor(remaining / 2);
-    if (remaining === 0) break;
-    gf2Square(odd, even);
-    if (remaining % 2 === 1) crc = gf2Times(odd, crc);
-    remaining = Math.floor(remaining / 2);
-    if (remaining === 0) break;
-  }
-  return (crc ^ crcB) >>> 0;
+  return (multModP(x2nModP(lengthB, 3), crcA >>> 0) ^ crcB) >>> 0;
 }
