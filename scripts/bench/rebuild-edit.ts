@@ -11,7 +11,7 @@
 //
 // Several builds can be compared (`--build before=/path/to/checkout`, each with dist/ built by
 // `npm run -s build`); they run alternately, the order reversed every repetition. Results go to stdout
-// (a table, then one JSON line with every sample when --json is given).
+// (a table, then one JSON line with every edit and cold build when --json is given).
 //
 //   npx tsx scripts/bench/rebuild-edit.ts --build before=/tmp/rebuild-before --build after=. --reps 3
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -362,7 +362,15 @@ async function main(): Promise<void> {
     );
   }
   process.stdout.write(`${lines.join('\n')}\n`);
-  if (options.json) process.stdout.write(`${JSON.stringify({ options, samples })}\n`);
+  if (options.json) {
+    // Every edit and cold build; the 304 latencies as their distribution (there are thousands).
+    const summarised = samples.map(({ during, all, ...rest }) => ({
+      ...rest,
+      during: stats(during),
+      all: stats(all),
+    }));
+    process.stdout.write(`${JSON.stringify({ options, samples: summarised })}\n`);
+  }
 }
 
 await main();
