@@ -1,11 +1,13 @@
 // The publisher's incremental rebuilds end to end (real opa compiler): random sequences of policy and
 // data edits go into the desired state of a running BundlePublisher, and after each one the bundle it
 // serves is byte for byte `buildBundle` from scratch of the same state (every module, with the roots of
-// the packages `checkModules` reads from scratch, and every document) — fast-check. Also: the work
-// folder and the opa helper are gone once run() ends.
+// the packages `checkModules` reads from scratch, and every document) — fast-check. Also: with
+// regoVersion 0 the modules are compiled as v0 (a v1-only edit is refused with OPA's parse error, its
+// last good version kept), and the work folder is gone once run() ends.
 import { existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { requireTool } from '../../scripts/tools.js';
@@ -128,6 +130,48 @@ describe('incremental publisher (real opa)', function () {
       }),
       { numRuns: 12 },
     );
+  });
+
+  it('compiles as v0 with --bundle-rego-version=0: v0 Rego goes in, v1-only Rego is refused with the error of OPA', async () => {
+    const state = new DesiredState();
+    state.registerSource('test')();
+    const registry = new BundleRegistry();
+    const outcomes = new Map<string, string>();
+    const part = runPart(
+      new BundlePublisher({
+        state,
+        registry,
+        logger: silentLogger(),
+        opaBin,
+        defaultBundle: 'main',
+        regoVersion: 0,
+        onOutcome: (o) =>
+          outcomes.set(o.origin.kind === 'file' ? o.origin.path : '', JSON.stringify(o.errors)),
+      }),
+    );
+    const policy = (file: string, text: string): void =>
+      state.set({ origin: originOf(file), modules: [{ id: file, text }], documents: [], problems: [] });
+    try {
+      policy('old/a.rego', 'package old.a\n\nallow { input.x == 1 }\n');
+      policy('old/b.rego', 'package old.b\n\ndeny[msg] { msg := "v0" }\n');
+      await waitFor('both v0 policies in', () => (outcomes.get('old/b.rego') === '[]' ? true : undefined));
+      expect(outcomes.get('old/a.rego')).to.equal('[]');
+      policy('old/b.rego', 'package old.b\n\ndeny contains msg if { msg := "v1 only" }\n');
+      const refused = await waitFor('the v1-only edit refused', () => {
+        const errors = outcomes.get('old/b.rego');
+        return errors !== undefined && errors !== '[]' ? errors : undefined;
+      });
+      expect(refused).to.include('rego_parse_error');
+      expect(refused).to.include('"file":"old/b.rego"');
+      // Its last good version stays in the bundle, which says rego_version 0.
+      const bundle = registry.get('main');
+      expect(bundle).to.not.equal(undefined);
+      const tar = gunzipSync(bundle?.bytes ?? Buffer.alloc(0)).toString('latin1');
+      expect(tar).to.include('deny[msg] { msg := "v0" }');
+      expect(tar).to.include('"rego_version":0');
+    } finally {
+      await part.stop();
+    }
   });
 
   it('leaves no work folder behind once run() ends', async () => {
