@@ -15,7 +15,15 @@
 //
 //   npx tsx scripts/bench/rebuild-edit.ts --build before=/tmp/rebuild-before --build after=. --reps 3
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -203,6 +211,35 @@ interface Sample {
   during: number[];
   all: number[];
   coldBuildMs: number;
+  /** Resident memory (MB) of opa-sync after the edits, and of its child processes (the opa helper). */
+  rssMb: number;
+  childRssMb: number;
+}
+
+/** A process's resident memory in MB (Linux /proc); 0 when it cannot be read. */
+function rssMb(pid: number): number {
+  try {
+    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match?.[1] === undefined ? 0 : Number(match[1]) / 1024;
+  } catch {
+    return 0;
+  }
+}
+
+/** The processes whose parent is `pid` (Linux /proc). */
+function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      // After the command name (which may hold spaces and parentheses): the state, then the parent's pid.
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return children;
 }
 
 async function coldBuild(opaBin: string, folder: string): Promise<number> {
@@ -232,6 +269,8 @@ async function measure(
     during: [],
     all: [],
     coldBuildMs,
+    rssMb: 0,
+    childRssMb: 0,
   };
   try {
     const bundleUrl = server.url;
@@ -288,6 +327,9 @@ async function measure(
     }
     looping = false;
     await loop;
+    const pid = server.child.pid ?? 0;
+    sample.rssMb = rssMb(pid);
+    sample.childRssMb = childrenOf(pid).reduce((sum, child) => sum + rssMb(child), 0);
     loopAgent.destroy();
     pollAgent.destroy();
     for (const [at, latency] of answers) {
@@ -344,8 +386,9 @@ async function main(): Promise<void> {
       `${options.reps} reps × ${options.edits} edits per build, builds alternating`,
     '',
     '| build | edit → served ms (min / median / max) | cold opa build ms (min / median / max) | ' +
-      'edit ÷ cold build (median) | 304 during rebuild ms (n, median / p99 / max) | all 304s ms (median / max) | first bundle ms |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
+      'edit ÷ cold build (median) | 304 during rebuild ms (n, median / p99 / max) | all 304s ms (median / max) | ' +
+      'first bundle ms | RSS MB (+ children) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const build of options.builds) {
     const mine = samples.filter((s) => s.build === build.name);
@@ -358,7 +401,8 @@ async function main(): Promise<void> {
       `| ${build.name} | ${ms(edit.min)} / ${ms(edit.median)} / ${ms(edit.max)} | ` +
         `${ms(cold.min)} / ${ms(cold.median)} / ${ms(cold.max)} | ${(edit.median / cold.median).toFixed(2)} | ` +
         `${during.n}, ${ms(during.median)} / ${ms(during.p99)} / ${ms(during.max)} | ` +
-        `${ms(all.median)} / ${ms(all.max)} | ${ms(first.median)} |`,
+        `${ms(all.median)} / ${ms(all.max)} | ${ms(first.median)} | ` +
+        `${ms(stats(mine.map((s) => s.rssMb)).median)} (+ ${ms(stats(mine.map((s) => s.childRssMb)).median)}) |`,
     );
   }
   process.stdout.write(`${lines.join('\n')}\n`);
