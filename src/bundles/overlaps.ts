@@ -1,17 +1,12 @@
 // Roots of different bundles must not overlap (OPA cannot activate both): the rule the publisher
 // applies across bundles, in O(total root length) after its sort, with a trie of the roots accepted so
 // far instead of comparing every pair (a thousand origins are a million pairs).
+import { rootSegments } from './roots.js';
 
 /** One origin's roots in one bundle. */
 export interface RootOwner {
   bundle: string;
   roots: readonly string[];
-}
-
-/** Root string → segments; '' (and '/') is the whole data tree. OPA trims leading/trailing '/'. */
-function segmentsOf(root: string): string[] {
-  const trimmed = root.replace(/^\/+|\/+$/g, '');
-  return trimmed === '' ? [] : trimmed.split('/');
 }
 
 interface Accepted {
@@ -72,7 +67,7 @@ export function overlapRefusals(owners: readonly RootOwner[]): Map<number, numbe
     };
     for (const r of owner.roots) {
       let node: Node | undefined = root;
-      for (const segment of segmentsOf(r)) {
+      for (const segment of rootSegments(r)) {
         consider(earliestOther(node.here, owner.bundle)); // an accepted root above this one
         node = node.children.get(segment);
         if (node === undefined) break;
@@ -87,7 +82,7 @@ export function overlapRefusals(owners: readonly RootOwner[]): Map<number, numbe
     for (const r of owner.roots) {
       let node = root;
       note(node.below, accepted);
-      for (const segment of segmentsOf(r)) {
+      for (const segment of rootSegments(r)) {
         let child = node.children.get(segment);
         if (child === undefined) {
           child = newNode();
