@@ -23,8 +23,19 @@ function wellFormed(s: string): string {
   return s.replace(/\p{Surrogate}/gu, '\uFFFD');
 }
 
+// What JSON.stringify writes differently from Go for a string: lone surrogates (it escapes them, Go
+// reads them as U+FFFD) and U+2028/U+2029 (Go escapes them). Everything else it writes as Go does:
+// `"` and `\\` escaped, \b \t \n \f \r short, other controls as lowercase \u00xx, the rest as is.
+const NOT_AS_STRINGIFY = /[\u2028\u2029\uD800-\uDFFF]/;
+const SURROGATE = /[\uD800-\uDFFF]/;
+
 /** A JSON string literal exactly as Go's encoding/json writes it with SetEscapeHTML(false). */
 export function goJsonString(value: string): string {
+  return NOT_AS_STRINGIFY.test(value) ? goJsonStringSlow(value) : JSON.stringify(value);
+}
+
+/** `goJsonString` character by character: the reference, and the way for strings JSON.stringify gets wrong. */
+export function goJsonStringSlow(value: string): string {
   let out = '"';
   for (const ch of wellFormed(value)) {
     const code = ch.codePointAt(0) ?? 0;
@@ -40,10 +51,11 @@ export function goJsonString(value: string): string {
   return `${out}"`;
 }
 
-/** `{…}` from already-canonical member values, sorted by key bytes; keys already well-formed. */
-function canonicalObject(members: Map<string, string>): string {
-  const keys = [...members.keys()].sort(compareUtf8);
-  return `{${keys.map((k) => `${goJsonString(k)}:${members.get(k) ?? 'null'}`).join(',')}}`;
+/** Where in the value an encoder is: array indexes and object keys from the top. */
+type Trail = (string | number)[];
+
+function describe(trail: Trail): string {
+  return `$${trail.map((t) => (typeof t === 'number' ? `[${t}]` : `.${JSON.stringify(t)}`)).join('')}`;
 }
 
 /**
@@ -54,16 +66,20 @@ function canonicalObject(members: Map<string, string>): string {
  */
 export function canonicalJson(value: unknown, what = 'value'): string {
   const ancestors = new Set<object>();
-  const encode = (v: unknown, at: string, depth: number): string => {
+  // The path is kept as a trail and written out only for an error message.
+  const trail: Trail = [];
+  const encode = (v: unknown, depth: number): string => {
     if (depth > MAX_DEPTH)
-      throw new InvalidJsonError(`${what} is nested deeper than ${MAX_DEPTH} levels (at ${at})`);
+      throw new InvalidJsonError(`${what} is nested deeper than ${MAX_DEPTH} levels (at ${describe(trail)})`);
     if (v === null) return 'null';
     switch (typeof v) {
       case 'boolean':
         return v ? 'true' : 'false';
       case 'number':
         if (!Number.isFinite(v))
-          throw new InvalidJsonError(`${what} holds ${String(v)} at ${at}, which JSON cannot hold`);
+          throw new InvalidJsonError(
+            `${what} holds ${String(v)} at ${describe(trail)}, which JSON cannot hold`,
+          );
         return JSON.stringify(v);
       case 'bigint':
         return v.toString();
@@ -72,43 +88,58 @@ export function canonicalJson(value: unknown, what = 'value'): string {
       case 'object':
         break;
       default:
-        throw new InvalidJsonError(`${what} holds a ${typeof v} at ${at}, which JSON cannot hold`);
+        throw new InvalidJsonError(
+          `${what} holds a ${typeof v} at ${describe(trail)}, which JSON cannot hold`,
+        );
     }
-    if (ancestors.has(v)) throw new InvalidJsonError(`${what} holds a cycle at ${at}`);
+    if (ancestors.has(v)) throw new InvalidJsonError(`${what} holds a cycle at ${describe(trail)}`);
     if (v instanceof Map || v instanceof Set) {
       throw new InvalidJsonError(
-        `${what} holds a ${v.constructor.name} at ${at}; use a plain object or array`,
+        `${what} holds a ${v.constructor.name} at ${describe(trail)}; use a plain object or array`,
       );
     }
     const withToJson = v as { toJSON?: unknown };
     if (typeof withToJson.toJSON === 'function') {
-      return encode((withToJson.toJSON as () => unknown).call(v), at, depth + 1);
+      return encode((withToJson.toJSON as () => unknown).call(v), depth + 1);
     }
     ancestors.add(v);
     try {
       if (Array.isArray(v)) {
-        return `[${v
-          .map((e: unknown, i) => {
-            if (e === undefined) throw new InvalidJsonError(`${what} holds undefined at ${at}[${i}]`);
-            return encode(e, `${at}[${i}]`, depth + 1);
-          })
-          .join(',')}]`;
+        const items: string[] = [];
+        for (let i = 0; i < v.length; i += 1) {
+          const e: unknown = v[i];
+          trail.push(i);
+          if (e === undefined) throw new InvalidJsonError(`${what} holds undefined at ${describe(trail)}`);
+          items.push(encode(e, depth + 1));
+          trail.pop();
+        }
+        return `[${items.join(',')}]`;
       }
-      const members = new Map<string, string>();
+      const members: [string, string][] = [];
+      // Keys of an object differ, unless two become the same as lone surrogates turn into U+FFFD:
+      // looked for (before the member is encoded, as ever) once a key has changed so.
+      let seen: Set<string> | undefined;
       for (const [k, member] of Object.entries(v)) {
         if (member === undefined) continue;
-        const key = wellFormed(k);
-        if (members.has(key)) {
-          throw new InvalidJsonError(
-            `${what} has two keys at ${at} that are the same once lone surrogates become U+FFFD`,
-          );
+        const key = SURROGATE.test(k) ? wellFormed(k) : k;
+        if (key !== k) seen ??= new Set(members.map(([m]) => m));
+        if (seen !== undefined) {
+          if (seen.has(key)) {
+            throw new InvalidJsonError(
+              `${what} has two keys at ${describe(trail)} that are the same once lone surrogates become U+FFFD`,
+            );
+          }
+          seen.add(key);
         }
-        members.set(key, encode(member, `${at}.${JSON.stringify(k)}`, depth + 1));
+        trail.push(k);
+        members.push([key, encode(member, depth + 1)]);
+        trail.pop();
       }
-      return canonicalObject(members);
+      members.sort(([a], [b]) => compareUtf8(a, b));
+      return `{${members.map(([k, m]) => `${goJsonString(k)}:${m}`).join(',')}}`;
     } finally {
       ancestors.delete(v);
     }
   };
-  return encode(value, '$', 0);
+  return encode(value, 0);
 }

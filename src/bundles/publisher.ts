@@ -1,8 +1,16 @@
 // The bundle sink: turns the desired state into OPA bundles (one per bundle name), validates each with
 // the real OPA compiler before publishing, and reports each origin's outcome. A ConfigMap that breaks
 // compilation is left out and its last good version (if any) stays in the bundle, so a published
-// bundle never holds code that does not compile. Bursts of changes are coalesced into one rebuild.
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+// bundle never holds code that does not compile. Changes that arrive during a rebuild are built together
+// in the next one; the publisher waits for no quiet time of its own (the folder source has one).
+//
+// Rebuilds are incremental: per bundle, a RegoChecker (rego-checker.ts) compiles only what an edit can
+// affect, and a BundleBuilder (build.ts) encodes and compresses only what changed, both giving exactly
+// what a from-scratch check and build give. Their work folder is made by run() and removed when it ends;
+// every opa they start is a short-lived process, started from a small helper process (opa-runner.ts)
+// that run() owns and stops, and killed if run() is stopped.
+import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Metrics } from '../http/metrics.js';
 import type { DesiredState, OriginState } from '../model/desired-state.js';
@@ -15,10 +23,13 @@ import { OpaSyncError, isSystemError, messageOf } from '../util/errors.js';
 import { LastValues } from '../util/unchanged.js';
 import type { Logger } from '../util/logger.js';
 import { bundleEntryProblem, bundleNameProblem, dataPathProblem } from '../util/safe-names.js';
-import { buildBundle, deriveRoots, rootsOverlap, type BundleDocument, type BundleModule } from './build.js';
+import { BundleBuilder, deriveRoots, type BundleDocument, type BundleModule } from './build.js';
+import { OpaRunner } from './opa-runner.js';
+import { overlapRefusals } from './overlaps.js';
+import { RegoChecker } from './rego-checker.js';
 import type { BundleRegistry } from './registry.js';
 import type { SigningOptions } from './signing-key.js';
-import { checkModules } from './validate.js';
+import type { CheckResult, PackagePath } from './validate.js';
 
 export interface PublisherOptions {
   state: DesiredState;
@@ -32,7 +43,10 @@ export interface PublisherOptions {
   dir?: string | undefined;
   onOutcome: (outcome: Outcome) => void;
   metrics?: Metrics | undefined;
-  /** Changes within this window are built together. */
+  /**
+   * Waits this long after a change before building (default 0: the sources' own quiet times are the
+   * one debounce; changes that come during a rebuild are built together in the next one anyway).
+   */
   debounceMs?: number;
   /** Called after a bundle was published (e.g. to refresh the fleet's "on the current revision" gauge). */
   onPublished?: () => void;
@@ -48,7 +62,20 @@ interface Entry {
   errors: LoadError[];
 }
 
+/** What an origin's version gives (an Entry without its build's own errors): made once per version. */
+const entryParts = new WeakMap<OriginState, Readonly<Entry>>();
+
+/** The entry of an origin's version: a fresh object (with its own errors) on every rebuild. */
 function entryOf(state: OriginState, defaultBundle: string): Entry {
+  let parts = entryParts.get(state);
+  if (parts === undefined || parts.bundle !== (state.bundle ?? defaultBundle)) {
+    parts = makeEntry(state, defaultBundle);
+    entryParts.set(state, parts);
+  }
+  return { ...parts, errors: [...parts.errors] };
+}
+
+function makeEntry(state: OriginState, defaultBundle: string): Entry {
   const errors: LoadError[] = state.problems.map((p) => ({ code: p.code, message: p.message }));
   const bundle = state.bundle ?? defaultBundle;
   const nameProblem = bundleNameProblem(bundle);
@@ -73,9 +100,24 @@ function entryOf(state: OriginState, defaultBundle: string): Entry {
   return entry;
 }
 
+/** A root's segments ('' is the whole tree, []): roots hold no '/' or '' in a segment (deriveRoots). */
+function rootPath(root: string): string[] {
+  return root === '' ? [] : root.split('/');
+}
+
+/** What a bundle's rebuilds keep: the incremental checker and builder, and the checker's folder. */
+interface BundleWork {
+  checker: RegoChecker;
+  builder: BundleBuilder;
+  folder: string;
+}
+
 export class BundlePublisher implements Part {
   readonly name = 'bundles';
-  /** The state is rebuilt from scratch on every pass: a restart loses nothing but the pass it was in. */
+  /**
+   * Every pass builds from the whole desired state (the caches only save work): a restart loses
+   * nothing but the pass it was in.
+   */
   readonly onFailure = 'restart';
   /** The last version of each origin that went into a published bundle. */
   private readonly lastGood = new Map<string, Entry>();
@@ -86,6 +128,12 @@ export class BundlePublisher implements Part {
   private readonly known = new Set<string>();
   private dirty = true;
   private readonly wake = new Wake();
+  private readonly work = new Map<string, BundleWork>();
+  /** The folder of this run's checkers, removed when run() ends. */
+  private workDir: string | undefined;
+  private signal: AbortSignal | undefined;
+  /** Runs this run's opa commands from a small helper process (see opa-runner.ts). */
+  private runner: OpaRunner | undefined;
 
   constructor(private readonly options: PublisherOptions) {
     this.known.add(options.defaultBundle);
@@ -104,18 +152,22 @@ export class BundlePublisher implements Part {
       if (change.kind === 'origin') this.dirty = true;
       if (change.kind === 'origin' || change.kind === 'sources-synced') this.wake.wake();
     });
+    this.signal = signal;
+    this.runner = new OpaRunner();
     try {
       while (!signal.aborted) {
         if (!this.dirty || !this.options.state.sourcesSynced()) {
           await this.wake.wait(signal);
           continue;
         }
-        await sleep(this.options.debounceMs ?? 100, signal).catch(() => undefined);
+        const debounceMs = this.options.debounceMs ?? 0;
+        if (debounceMs > 0) await sleep(debounceMs, signal).catch(() => undefined);
         if (signal.aborted) break;
         this.dirty = false;
         try {
           await this.rebuild();
         } catch (err) {
+          if (signal.aborted) break; // opa was stopped with the run
           // Anything else is a bug: the supervisor logs it, counts it and runs this part again.
           if (!(err instanceof OpaSyncError) && !isSystemError(err)) throw err;
           // The compiler could not run, or a bundle could not be written: keep serving the last bundles.
@@ -129,12 +181,33 @@ export class BundlePublisher implements Part {
       }
     } finally {
       unsubscribe();
+      await this.runner.stop();
+      this.runner = undefined;
+      this.signal = undefined;
+      const dir = this.workDir;
+      this.workDir = undefined;
+      if (dir !== undefined) await rm(dir, { recursive: true, force: true });
     }
+  }
+
+  /** The checker and builder of a bundle, and the name of its checker's folder. */
+  private workOf(bundle: string): BundleWork {
+    let work = this.work.get(bundle);
+    if (work === undefined) {
+      work = {
+        checker: new RegoChecker({ opaBin: this.options.opaBin, v0: this.options.regoVersion === 0 }),
+        builder: new BundleBuilder(),
+        // Bundle names may hold '/': the folder is named by number.
+        folder: `b${this.work.size}`,
+      };
+      this.work.set(bundle, work);
+    }
+    return work;
   }
 
   /** Builds every bundle from the current desired state; publishes the ones that changed. */
   async rebuild(): Promise<void> {
-    const started = Date.now();
+    const started = performance.now();
     const current = this.options.state
       .keys()
       .map((k) => this.options.state.get(k))
@@ -146,7 +219,7 @@ export class BundlePublisher implements Part {
     for (const e of current) byBundle.get(e.bundle)?.push(e);
 
     const included = new Map<string, Map<string, Entry>>();
-    const packages = new Map<string, string>();
+    const packages = new Map<string, PackagePath>();
     const failures = new Map<string, LoadError[]>();
     for (const [bundle, entries] of byBundle) {
       included.set(bundle, await this.validate(bundle, entries, packages, failures));
@@ -158,9 +231,11 @@ export class BundlePublisher implements Part {
       }
     }
     for (const e of current) e.errors.push(...(failures.get(e.key) ?? []));
+    const checked = performance.now();
 
     for (const [bundle, entries] of included) await this.publish(bundle, [...entries.values()], packages);
     this.options.registry.markBuilt();
+    const published = performance.now();
 
     for (const e of current) {
       const chosen = included.get(e.bundle)?.get(e.key);
@@ -172,7 +247,17 @@ export class BundlePublisher implements Part {
     for (const key of [...this.reported.keys()]) {
       if (this.options.state.get(key) === undefined) this.reported.forget(key);
     }
-    this.options.logger.debug({ tookMs: Date.now() - started, origins: current.length }, 'bundles rebuilt');
+    const ms = (from: number, to: number): number => Math.round((to - from) * 10) / 10;
+    const done = performance.now();
+    this.options.logger.debug(
+      {
+        tookMs: ms(started, done),
+        checkMs: ms(started, checked),
+        publishMs: ms(checked, published),
+        origins: current.length,
+      },
+      'bundles rebuilt',
+    );
   }
 
   /**
@@ -182,13 +267,13 @@ export class BundlePublisher implements Part {
   private async validate(
     bundle: string,
     entries: Entry[],
-    packages: Map<string, string>,
+    packages: Map<string, PackagePath>,
     failures: Map<string, LoadError[]>,
   ): Promise<Map<string, Entry>> {
     const chosen = new Map(entries.map((e) => [e.key, e]));
     for (let round = 0; round <= entries.length + 1; round += 1) {
       const modules = [...chosen.values()].flatMap((e) => e.modules);
-      const result = await checkModules(this.options.opaBin, modules, { v0: this.options.regoVersion === 0 });
+      const result = await this.check(bundle, modules);
       if (result.errors.size === 0) {
         for (const [p, pkg] of result.packages) packages.set(p, pkg);
         return chosen;
@@ -208,49 +293,77 @@ export class BundlePublisher implements Part {
     return new Map([...chosen].filter(([, e]) => e.modules.length === 0));
   }
 
+  /** `checkModules`' answer for a bundle's candidate modules, from its incremental checker. */
+  private async check(bundle: string, modules: BundleModule[]): Promise<CheckResult> {
+    if (modules.length === 0) return { errors: new Map(), packages: new Map() };
+    const work = this.workOf(bundle);
+    this.workDir ??= await mkdtemp(path.join(tmpdir(), 'opa-sync-bundles-'));
+    const dir = path.join(this.workDir, work.folder);
+    const result = await work.checker.check(modules, dir, { signal: this.signal, exec: this.runner?.exec });
+    this.options.logger.debug({ bundle, ...work.checker.lastCheck }, 'modules checked');
+    return result;
+  }
+
   /** Roots of different bundles must not overlap: the origin that comes later (by key) is refused. */
-  private refuseOverlaps(included: Map<string, Map<string, Entry>>, packages: Map<string, string>): boolean {
-    let refused = false;
+  private refuseOverlaps(
+    included: Map<string, Map<string, Entry>>,
+    packages: Map<string, PackagePath>,
+  ): boolean {
     const owners = [...included].flatMap(([bundle, entries]) =>
       [...entries.values()].map((e) => ({ bundle, e, roots: this.rootsOf([e], packages) })),
     );
     owners.sort((a, b) => (a.e.key < b.e.key ? -1 : a.e.key > b.e.key ? 1 : 0));
-    const accepted: typeof owners = [];
-    for (const owner of owners) {
-      const clash = accepted.find((a) => a.bundle !== owner.bundle && rootsOverlap(a.roots, owner.roots));
-      if (clash === undefined) {
-        accepted.push(owner);
-        continue;
-      }
+    const refusals = overlapRefusals(owners);
+    for (const [index, clashIndex] of refusals) {
+      const owner = owners[index];
+      const clash = owners[clashIndex];
+      if (owner === undefined || clash === undefined) continue;
       included.get(owner.bundle)?.delete(owner.e.key);
-      refused = true;
       const message =
         `roots [${owner.roots.join(', ')}] of ${describeOrigin(owner.e.state.origin)} in bundle "${owner.bundle}" overlap ` +
         `roots [${clash.roots.join(', ')}] of ${describeOrigin(clash.e.state.origin)} in bundle "${clash.bundle}": OPA cannot activate both`;
       const current = this.options.state.get(owner.e.key);
       if (current === owner.e.state) owner.e.errors.push(ownError('bundle_roots_overlap', message));
     }
-    return refused;
+    return refusals.size > 0;
   }
 
-  private rootsOf(entries: Entry[], packages: Map<string, string>): string[] {
-    const pkgs = entries
-      .flatMap((e) => e.modules.map((m) => packages.get(m.path)))
-      .filter((p): p is string => p !== undefined);
-    return deriveRoots(
-      pkgs,
-      entries.flatMap((e) => e.documents.map((d) => d.path)),
+  /**
+   * The roots of the entries: those of each entry (made once per origin version: a module's package
+   * is a function of its text) brought together, which gives the roots of all their packages and data.
+   */
+  private rootsOf(entries: Entry[], packages: Map<string, PackagePath>): string[] {
+    if (entries.length === 1 && entries[0] !== undefined) return this.entryRoots(entries[0], packages);
+    const each = entries.flatMap((e) => this.entryRoots(e, packages).map(rootPath));
+    return deriveRoots(each, []);
+  }
+
+  private readonly rootsByState = new WeakMap<OriginState, string[]>();
+
+  private entryRoots(e: Entry, packages: Map<string, PackagePath>): string[] {
+    const cached = this.rootsByState.get(e.state);
+    if (cached !== undefined) return cached;
+    const pkgs = e.modules.map((m) => packages.get(m.path));
+    const known = pkgs.filter((p): p is PackagePath => p !== undefined);
+    const roots = deriveRoots(
+      known,
+      e.documents.map((d) => d.path),
     );
+    // Only once every module's package is known (always, for an entry that compiled).
+    if (known.length === pkgs.length) this.rootsByState.set(e.state, roots);
+    return roots;
   }
 
-  private async publish(bundle: string, entries: Entry[], packages: Map<string, string>): Promise<void> {
-    const built = await buildBundle({
+  private async publish(bundle: string, entries: Entry[], packages: Map<string, PackagePath>): Promise<void> {
+    const { builder } = this.workOf(bundle);
+    const built = await builder.build({
       modules: entries.flatMap((e) => e.modules),
       documents: entries.flatMap((e) => e.documents),
       roots: this.rootsOf(entries, packages),
       regoVersion: this.options.regoVersion,
       signing: this.options.signing,
     });
+    this.options.logger.debug({ bundle, ...builder.lastPack }, 'bundle built');
     if (this.options.registry.get(bundle)?.etag === built.etag) return;
     this.options.registry.publish({
       name: bundle,

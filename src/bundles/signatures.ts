@@ -56,12 +56,13 @@ function jwsSignature(alg: SigningAlg, key: KeyObject, input: Buffer): Buffer {
 
 /**
  * The bytes of `/.signatures.json` for the given bundle files (every file of the bundle except the
- * signatures file itself; names with or without the leading '/'). The JWT payload lists each file as
+ * signatures file itself; names with or without the leading '/'; `digest`, when given, is taken as the
+ * content's `fileDigest`). The JWT payload lists each file as
  * `{name, hash, algorithm: 'SHA-256'}` (name without the leading '/'), sorted by name; the header is
  * `{alg, kid?}`; there is no `iat`, so the same files and key give the same bytes for RS* and HS*.
  */
 export function signaturesFile(
-  files: readonly { name: string; content: Buffer }[],
+  files: readonly { name: string; content: Buffer; digest?: string | undefined }[],
   options: SigningOptions,
 ): Buffer {
   checkSigningOptions(options);
@@ -89,7 +90,7 @@ export function signaturesFile(
         `cannot sign two files named ${JSON.stringify(name)}`,
       );
     }
-    listed.set(name, fileDigest(file.content));
+    listed.set(name, file.digest ?? fileDigest(file.content));
   }
   const entries = [...listed.keys()].sort(compareUtf8).map((name) => ({
     name,

@@ -15,7 +15,7 @@ import { expect } from 'chai';
 import tar from 'tar-stream';
 import { requireTool } from '../../scripts/tools.js';
 import { packBundle } from '../../src/bundles/archive.js';
-import { buildBundle, type BundleInput } from '../../src/bundles/build.js';
+import { BundleBuilder, buildBundle, type BundleInput } from '../../src/bundles/build.js';
 import { canonicalJson } from '../../src/bundles/canonical-json.js';
 import { loadSigningKey, type SigningOptions } from '../../src/bundles/signing-key.js';
 import { extraOpa, type OpaServer } from '../harness/index.js';
@@ -210,6 +210,36 @@ describe('bundles in a real OPA', () => {
       });
       expect(write.status).to.equal(400);
       expect(write.body).to.include('owned by bundle');
+    } finally {
+      await opa.stop();
+    }
+  });
+
+  it('loads a bundle gzipped in many chunks (300 modules, a 3 MB document), built incrementally', async () => {
+    const builder = new BundleBuilder();
+    const records = Object.fromEntries(
+      Array.from({ length: 30_000 }, (_, i) => [
+        `k${i}`,
+        { id: i, name: `user-${i}`, roles: ['a', `r${i % 7}`] },
+      ]),
+    );
+    const input = (edit: string): BundleInput => ({
+      modules: Array.from({ length: 300 }, (_, i) => ({
+        path: `/many/m${i}.rego`,
+        text: `package many.m${i}\n\nvalue := ${i === 123 ? edit : String(i)}\n`,
+      })),
+      documents: [{ path: ['big'], value: { records } }],
+      roots: ['many', 'big'],
+    });
+    await builder.build(input('"first"'));
+    const built = await builder.build(input('"edited"'));
+    expect(builder.lastPack.chunksCompressed).to.be.below(4);
+    expect(built.bytes.equals((await buildBundle(input('"edited"'))).bytes)).to.be.true;
+    const opa = await opaWithBundle(built.bytes);
+    try {
+      expect(await query(opa, 'many/m123/value')).to.equal('edited');
+      expect(await query(opa, 'many/m299/value')).to.equal(299);
+      expect(await query(opa, 'big/records/k29999/name')).to.equal('user-29999');
     } finally {
       await opa.stop();
     }

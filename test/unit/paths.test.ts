@@ -1,6 +1,7 @@
 // The path helpers of src/util/paths.ts: containment by `path.relative` (never a string prefix) and
 // the segment-wise order and prefix test that the folder source and the bundle builder share.
 import { expect } from 'chai';
+import fc from 'fast-check';
 import { comparePaths, isInside, isPathPrefix, relativeInside } from '../../src/util/paths.js';
 import { compareUtf8 } from '../../src/util/utf8.js';
 
@@ -31,6 +32,23 @@ describe('paths', () => {
     expect(compareUtf8('\uFF61', '\u{1F600}')).to.be.below(0);
     // JavaScript's own order disagrees, which is why there is a helper.
     expect('\uFF61' < '\u{1F600}').to.equal(false);
+  });
+
+  it('compares strings as their UTF-8 bytes, lone surrogates included (fast-check)', () => {
+    const unit = fc.oneof(
+      fc.constantFrom('a', 'b', '\u007f', '\u0080', '\uD7FF', '\uE000', '\uFF61', '\uFFFD', '\uFFFF'),
+      fc.constantFrom('\uD800', '\uDBFF', '\uDC00', '\uDFFF', '\u{1F600}', '\u{10000}', '\u{10FFFF}'),
+    );
+    const text = fc.array(unit, { maxLength: 6 }).map((units) => units.join(''));
+    const sign = (n: number): number => Math.sign(n);
+    fc.assert(
+      fc.property(text, text, (a, b) => {
+        expect(sign(compareUtf8(a, b)), JSON.stringify([a, b])).to.equal(
+          sign(Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'))),
+        );
+      }),
+      { numRuns: 20_000 },
+    );
   });
 
   it('tests prefixes by whole segments', () => {
