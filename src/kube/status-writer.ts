@@ -126,6 +126,8 @@ export class StatusWriter implements Part {
     if (!this.known.has(key) && Object.keys(holds).length === 0) return;
     const known = this.know(ref);
     known.holds = holds;
+    // Only once there is an outcome to stand by (at start-up the listed ConfigMaps come before theirs).
+    if (!this.originsOf(ref).some((origin) => this.latest.has(originKey(origin)))) return;
     const target = this.target(known);
     if (target !== undefined && !this.holdsAlready(known, target)) this.restoreSoon(key, ref);
   }
