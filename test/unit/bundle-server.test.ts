@@ -491,7 +491,8 @@ describe('bundle server: long polling', () => {
       (await metricValue(metrics, 'opa_sync_bundle_long_polls_held')) === 1 ? true : undefined,
     );
     registry.publish({ ...first, revision: 'same bytes again' });
-    await new Promise((r) => setTimeout(r, 100));
+    // A publish wakes its waiters synchronously: one turn of the event loop shows that this one did not.
+    await new Promise((r) => setImmediate(r));
     expect(await metricValue(metrics, 'opa_sync_bundle_long_polls_held')).to.equal(1);
     const second = bundleOf('b', 'two');
     registry.publish(second);
@@ -697,6 +698,8 @@ describe('bundle server: bearer tokens', () => {
       expect(tokens.check('Bearer old-token')).to.equal(false);
 
       unlinkSync(file);
+      // Proving that nothing changes: the file is looked at again at most once a second, so the wait
+      // must outlast one such look (the deleted file keeps the last good tokens).
       await new Promise((r) => setTimeout(r, 1200));
       expect(tokens.check('Bearer new-token')).to.equal(true);
       writeFileSync(file, 'third-token\n');
