@@ -86,7 +86,13 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
         logger: logger.child({ component: 'opa-pusher' }),
         onOutcome: report('opa'),
         resyncIntervalMs: config.opa.resyncIntervalMs,
+        target: config.opa.url,
         metrics,
+        // A module id `<ns>/…` under a watched namespace is opa-sync's own (leftovers removed at start).
+        ownedPolicyPrefixes:
+          config.configmaps && config.policies.enabled && !config.namespaces.all
+            ? config.namespaces.names.map((ns) => `${ns}/`)
+            : [],
       }),
     );
   } else if (replicating) {
