@@ -402,9 +402,18 @@ describe('sidecar: ConfigMaps into OPA (real OPA + kube-apiserver)', function ()
       `${ns}/multi-ok/a.rego`,
       `${ns}/multi-ok/b.rego`,
     ]);
+    // A module no ConfigMap backs, outside the watched namespace: opa-sync never puts it back, so its
+    // absence shows OPA lost its state. (Checking that the namespace's modules are gone would race opa-sync,
+    // which may have pushed them again before the check runs.)
+    const marker = `${ns}-restart-marker/m.rego`;
+    const put1 = await opa.request(`/v1/policies/${marker}`, {
+      method: 'PUT',
+      body: 'package e2e.restartmarker\n\nallow := true\n',
+    });
+    expect(put1.status, marker).to.equal(200);
     await opa.restart();
     const restartedAt = Date.now();
-    expect((await policyIds()).filter((id) => id.startsWith(`${ns}/`))).to.deep.equal([]);
+    expect(await policyIds(), 'OPA restarted empty').not.to.include(marker);
     await waitFor(
       'all policies back',
       async () => {
