@@ -21,9 +21,10 @@ export interface ArchiveFile {
 }
 
 /**
- * The gzip level. Measured on a 1,000-policy bundle with 10 MB of data (scripts/bench/rebuild-edit.ts):
- * level 9 is 5–8 % smaller than 6 there, and since only changed chunks are compressed (on zlib's thread
- * pool), its extra time is paid once per data change, not per policy edit.
+ * The gzip level. Measured on the benchmark's 10 MB data.json (scripts/bench/rebuild-edit.ts makes it):
+ * level 9 gives 1.35 MB in 160–190 ms, level 6 1.46 MB in 57–75 ms, level 1 1.60 MB in 16 ms. Only the
+ * chunks that changed are compressed, on zlib's thread pool, so level 9's time is paid once per data
+ * change (a policy edit compresses some 50–120 KB), and its 8 % is saved on every download.
  */
 export const GZIP_LEVEL = 9;
 /** Content at least this long gets chunks of its own (a data document), instead of sharing one. */
@@ -84,13 +85,31 @@ export async function packTar(files: readonly ArchiveFile[]): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** Zero bytes, for the padding of a tar entry to a whole block (less than 512 bytes). */
+const ZEROS = Buffer.alloc(512);
+
+/** The zeros that pad `size` bytes of content to a whole 512-byte block. */
+function paddingOf(size: number): Buffer {
+  return ZEROS.subarray(0, (512 - (size % 512)) % 512);
+}
+
 /**
- * One file's bytes in a tar: its (PAX and ustar) headers, content and padding. A tar is its entries one
- * after another and then 1,024 zero bytes; no entry depends on another.
+ * One file's tar headers (PAX and ustar): its entry is those, its content, then its padding. A tar is
+ * its entries one after another and then 1,024 zero bytes; no entry depends on another. Only the headers
+ * are kept (copied out of tar-stream's output), so that a 10 MB document is not held twice.
  */
-async function tarEntry(file: ArchiveFile): Promise<Buffer> {
+async function tarHeaders(file: ArchiveFile): Promise<Buffer> {
   const whole = await packTar([file]);
-  return whole.subarray(0, whole.length - END_OF_TAR.length);
+  const padding = paddingOf(file.content.length).length;
+  const headerLength = whole.length - END_OF_TAR.length - padding - file.content.length;
+  // The layout this relies on, checked once per new entry (a tar-stream that wrote otherwise fails here).
+  if (
+    headerLength < 512 ||
+    !whole.subarray(headerLength, headerLength + file.content.length).equals(file.content)
+  ) {
+    throw new Error(`tar-stream wrote the entry of ${JSON.stringify(file.name)} in a layout not understood`);
+  }
+  return Buffer.from(whole.subarray(0, headerLength));
 }
 
 function sha256(content: Buffer): string {
@@ -118,8 +137,27 @@ export interface PackStats {
 interface Entry {
   content: Buffer;
   digest: string;
-  tar: Buffer;
+  /** The tar headers; the entry is these, `content`, and `paddingOf(content.length)`. */
+  headers: Buffer;
   id: number;
+}
+
+/** The parts of an entry's tar bytes. */
+function entryParts(entry: Entry): Buffer[] {
+  return [entry.headers, entry.content, paddingOf(entry.content.length)];
+}
+
+/** The bytes from `start` to `end` of the concatenation of `parts`, as slices of them (no copy). */
+function sliceOf(parts: readonly Buffer[], start: number, end: number): Buffer[] {
+  const slices: Buffer[] = [];
+  let offset = 0;
+  for (const part of parts) {
+    const from = Math.max(start, offset);
+    const to = Math.min(end, offset + part.length);
+    if (from < to) slices.push(part.subarray(from - offset, to - offset));
+    offset += part.length;
+  }
+  return slices;
 }
 
 interface Piece {
@@ -165,8 +203,8 @@ export class ArchiveWriter {
     stats.entriesEncoded = missing.length;
     await Promise.all(
       missing.map(async ({ file, digest }) => {
-        const encoded = await tarEntry(file);
-        entries.set(file.name, { content: file.content, digest, tar: encoded, id: (this.nextEntry += 1) });
+        const headers = await tarHeaders(file);
+        entries.set(file.name, { content: file.content, digest, headers, id: (this.nextEntry += 1) });
       }),
     );
     this.entries = entries;
@@ -212,13 +250,15 @@ export class ArchiveWriter {
       if (entry === undefined) throw new Error(`no tar entry for ${file.name}`);
       if (OWN_CHUNK.has(file.name) || file.content.length >= LARGE_CONTENT) {
         endGroup();
-        for (let at = 0, n = 0; at < entry.tar.length; at += PIECE, n += 1) {
-          pieces.push({ key: `${entry.id}#${n}`, parts: [entry.tar.subarray(at, at + PIECE)] });
+        const parts = entryParts(entry);
+        const length = parts.reduce((sum, part) => sum + part.length, 0);
+        for (let at = 0, n = 0; at < length; at += PIECE, n += 1) {
+          pieces.push({ key: `${entry.id}#${n}`, parts: sliceOf(parts, at, Math.min(at + PIECE, length)) });
         }
         continue;
       }
       group.key += `${entry.id},`;
-      group.parts.push(entry.tar);
+      group.parts.push(...entryParts(entry));
       if (nameHash(file.name) % GROUP_MODULUS === 0) endGroup();
     }
     endGroup();

@@ -10,14 +10,17 @@
 //
 // Then a check is: the changed modules (new, edited, removed) against the last clean set; the modules
 // related to them, closed transitively; `opa check` over those (fresh processes, ~10 ms for a few files:
-// measured, a long-running `opa run --server` is slower here, since each policy PUT parses and compiles
-// every loaded module again, 1–3 s with 1,000 loaded). This equals a check of the whole set, because the
+// measured, a long-running `opa run --server` is slower here, since each policy PUT compiles every
+// loaded module again, 1–3 s with 1,000 loaded). This equals a check of the whole set, because the
 // compiler's result for the rest is what it was (clean) and does not meet the checked part: errors of
 // the checked part are the whole set's errors, in the same order, under the same error limit.
 //
-// Two shortcuts keep a typo cheap: OPA reports parse errors alone (no compilation when one module does
-// not parse), and only changed modules can fail to parse, so when OPA's parser refused a changed module,
-// `opa check` of the changed modules alone is the whole set's answer if it reports only parse errors.
+// Most edits touch modules that nothing else is related to, so `opa check` of the changed modules alone
+// starts at once, beside the parser, and is the answer when the footprints then say that nothing else
+// is affected (otherwise the affected set is checked). It also keeps a typo cheap: OPA reports parse
+// errors alone (nothing is compiled when a module does not parse), and only changed modules can fail to
+// parse, so when OPA's parser refused a changed module, that check is the whole set's answer if it
+// reports parse errors only.
 //
 // v0 modules (`--bundle-rego-version=0`): `rego.parse_module` reads v1 only, so footprints are unknown
 // and every check is a whole-set check, with packages from `opa inspect` as before (per text, cached).
@@ -147,8 +150,8 @@ export class RegoChecker {
       await this.syncFolder(candidate, dir);
       const reading = this.readNew(candidate, changed, opa);
       let plan: Plan;
-      if (this.clean.size === 0) {
-        // Nothing compiled yet: the whole set is checked anyway, while the parser reads it.
+      if (this.clean.size === 0 || this.v0) {
+        // Nothing compiled yet, or v0 (no footprints): the whole set is checked, while the parser reads it.
         plan = { targets: [...candidate.keys()] };
       } else {
         // The changed modules alone are what most edits must check: checked while the parser reads
