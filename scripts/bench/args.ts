@@ -1,5 +1,5 @@
 // The bench's command line: `npm run bench -- [scenario …] [--size N[,N…]] [--runs K] [--rate R[,R…]]
-// [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--keep-logs] [--render-only]`. Pure, so that it is unit-tested.
+// [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--keep-logs] [--render-only] [--profile DIR]`. Pure, so that it is unit-tested.
 
 export interface BenchArgs {
   scenarios: string[];
@@ -11,6 +11,8 @@ export interface BenchArgs {
   edits?: number;
   count?: number;
   keepLogs: boolean;
+  /** A folder for CPU profiles, heap snapshots and event-loop delays of every opa-sync started. */
+  profileDir?: string;
   /** Only rewrite the sections from the stored JSON (after a change of the report's layout). */
   renderOnly: boolean;
   help: boolean;
@@ -47,6 +49,7 @@ export function parseArgs(argv: readonly string[], known: readonly string[]): Be
     if (flag === '--help' || flag === '-h') out.help = true;
     else if (flag === '--keep-logs') out.keepLogs = true;
     else if (flag === '--render-only') out.renderOnly = true;
+    else if (flag === '--profile') out.profileDir = value();
     else if (flag in LISTS) {
       out[LISTS[flag as keyof typeof LISTS]] = value()
         .split(',')

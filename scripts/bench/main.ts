@@ -28,11 +28,13 @@ function log(line: string): void {
 
 function usage(): string {
   return [
-    'npm run bench -- [scenario …] [--size N[,N…]] [--runs K] [--rate R[,R…]] [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--keep-logs] [--render-only]',
+    'npm run bench -- [scenario …] [--size N[,N…]] [--runs K] [--rate R[,R…]] [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--keep-logs] [--render-only] [--profile DIR]',
     '',
     ...SCENARIOS.map((s) => `  ${s.id.padEnd(8)} ${s.title}\n           defaults: ${s.defaults}`),
     '',
     'Writes docs/benchmarks.md (only the sections of the scenarios run) and docs/benchmarks/<scenario>.json.',
+    '--profile DIR: every opa-sync under --cpu-prof, with its event-loop delay and (P1) a heap snapshot once',
+    'OPA holds everything, in DIR/<opa-sync-N>/; read them with npx tsx scripts/bench/perf-profile.ts DIR.',
   ].join('\n');
 }
 
@@ -77,7 +79,7 @@ async function main(argv: string[]): Promise<number> {
   };
   let failures = 0;
   for (const scenario of SCENARIOS.filter((s) => args.scenarios.includes(s.id))) {
-    const env = new BenchEnv();
+    const env = new BenchEnv(args.profileDir === undefined ? undefined : path.resolve(args.profileDir));
     const t0 = performance.now();
     let failed = false;
     log(`${scenario.id}: ${scenario.title}`);

@@ -1,4 +1,4 @@
-// Preloaded into opa-sync by perf-replication.ts (--import) when profiling: records the event loop delay
+// Preloaded into opa-sync by `npm run bench -- … --profile DIR` (--import, scripts/bench/env.ts): records the event loop delay
 // from start to exit (perf_hooks.monitorEventLoopDelay, 1 ms resolution) and writes its percentiles (ms)
 // to the file named by PERF_ELD_FILE at exit.
 import { writeFileSync } from 'node:fs';

@@ -1,6 +1,6 @@
-// Reads what perf-replication.ts --profile-dir leaves: a V8 .cpuprofile (self time by package and by
-// frame), a .heapsnapshot (self sizes summed by node type and by constructor, the largest strings), and
-// the event loop delay (eld.json).
+// Reads what `npm run bench -- <scenario> --profile DIR` leaves for each opa-sync it started
+// (DIR/opa-sync-N/): a V8 .cpuprofile (self time by package and by frame), a .heapsnapshot (self sizes
+// summed by node type and by constructor, the largest strings), and the event loop delay (eld.json).
 //
 //   npx tsx scripts/bench/perf-profile.ts <file.cpuprofile | file.heapsnapshot | folder> [--top 25]
 //     [--until-ms T: only the profile's first T ms, e.g. the start-up]
@@ -151,11 +151,16 @@ const untilMs = untilAt >= 0 ? Number(argv[untilAt + 1]) : Infinity;
 const targets = argv.filter(
   (a, i) => !a.startsWith('--') && (topAt < 0 || i !== topAt + 1) && (untilAt < 0 || i !== untilAt + 1),
 );
+/** The file itself, or every file below the folder (one level of opa-sync-N folders, or more). */
+function filesOf(target: string): string[] {
+  if (!statSync(target).isDirectory()) return [target];
+  return readdirSync(target)
+    .sort()
+    .flatMap((f) => filesOf(path.join(target, f)));
+}
+
 for (const target of targets) {
-  const files = statSync(target).isDirectory()
-    ? readdirSync(target).map((f) => path.join(target, f))
-    : [target];
-  for (const f of files) {
+  for (const f of filesOf(target)) {
     if (f.endsWith('.cpuprofile')) cpu(f, top, untilMs);
     else if (f.endsWith('.heapsnapshot')) heap(f, top);
     else if (f.endsWith('eld.json')) console.log(`${f}: event loop delay (ms) ${readFileSync(f, 'utf8')}`);

@@ -17,7 +17,9 @@ npm run bench -- p1                            # initial replication + RSS (P1, 
 npm run bench -- p1 --size 100000 --runs 3     # one size (creating 100,000 takes about a minute)
 npm run bench -- p2 --interval 300,50 --edits 100 --runs 3
 npm run bench -- p3 --rate 200,2000 --runs 3   # 30 s at 200/s, 5 s at 2,000/s; --duration S sets both
-npm run bench -- p9 --count 1000 --runs 3
+npm run bench -- p9 --count 1000 --runs 3      # pushed, and (in turn) OPA pulling the bundle
+npm run bench -- p1 --size 10000 --profile /tmp/prof   # also CPU profile, heap snapshot, event-loop delay
+npx tsx scripts/bench/perf-profile.ts /tmp/prof          # … summarised (self time by package, heap by type)
 npm run bench -- --help
 \`\`\`
 

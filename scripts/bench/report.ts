@@ -151,7 +151,9 @@ export class Reporter {
       if (!files.includes(`${id}.json`)) continue;
       const points = Object.values(this.read(id).points);
       // Larger first for intervals (P2: one edit per 300 ms, then 50 ms), smaller first otherwise.
-      points.sort((a, b) => (id === 'p2' ? Number(b.key) - Number(a.key) : Number(a.key) - Number(b.key)));
+      // Keys may carry a suffix (`1000-bundle`): the number first, ties in insertion order.
+      const n = (p: Point): number => parseFloat(p.key);
+      points.sort((a, b) => (id === 'p2' ? n(b) - n(a) : n(a) - n(b)));
       for (const p of points) {
         goals.push(...p.goals);
         dates.push(p.machine.date);

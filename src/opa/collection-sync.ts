@@ -35,7 +35,7 @@ export interface CoalesceWindow {
 }
 
 /**
- * P3 (scripts/bench/perf-replication.ts, 10k objects, 200 updates/s, changes ~5 ms apart): 10 ms makes
+ * P3 (`npm run bench -- p3`, 10k objects, 200 updates/s, changes ~5 ms apart): 10 ms makes
  * ~2.5 ops per request (2,400 requests for 6,000 updates) and about halves OPA's CPU; 5 ms and less
  * hardly coalesce at that rate. It adds at most 10 ms to a change.
  */

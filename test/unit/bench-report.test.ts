@@ -40,6 +40,8 @@ describe('bench: command line', () => {
       runs: 3,
     });
     expect(parseArgs([], known).scenarios).to.deep.equal(known);
+    expect(parseArgs(['p1', '--profile=/tmp/prof'], known).profileDir).to.equal('/tmp/prof');
+    expect(parseArgs(['p1'], known).profileDir).to.equal(undefined);
   });
 
   it('refuses unknown scenarios, unknown options and non-positive numbers', () => {

@@ -63,6 +63,7 @@ async function toolRun(ctx: Context, kubeconfig: string, size: number): Promise<
     await sleep(SETTLE_MS);
     const settled = memory(pid);
     const opaMem = memory(opa.server.process.pid);
+    await sync.heapSnapshot();
     return {
       ms: holds.at - sync.spawnedAt,
       readyMs: readyAt - sync.spawnedAt,
