@@ -32,6 +32,33 @@ const generatedCodeIsPure = {
   },
 };
 
+/**
+ * node-fetch is left out of the build, with whatwg-url and tr46's Unicode tables (~400 KB, the largest part
+ * of the Kubernetes chunk, parsed at every start). client-node imports it in two places, neither of which
+ * opa-sync runs: config.js takes `Headers` for applyToFetchOptions (Node 20 has the same class built in),
+ * and its generated API clients (makeApiClient) send requests with it — opa-sync talks to the API server
+ * through its own client (src/kube/raw-client.ts, list-watch.ts) with KubeConfig's HTTPS options.
+ */
+const withoutNodeFetch = {
+  name: 'client-node-without-node-fetch',
+  setup(b) {
+    b.onResolve({ filter: /^node-fetch$/ }, (args) =>
+      args.importer.includes('/@kubernetes/client-node/dist/')
+        ? { path: 'node-fetch', namespace: 'opa-sync-shim' }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'opa-sync-shim' }, () => ({
+      contents: [
+        'export const Headers = globalThis.Headers;',
+        'export default function fetch() {',
+        "  throw new Error('client-node API clients are not part of opa-sync\\'s build (node-fetch left out)');",
+        '}',
+      ].join('\n'),
+      loader: 'js',
+    }));
+  },
+};
+
 rmSync(outdir, { recursive: true, force: true });
 await build({
   absWorkingDir: root,
@@ -51,6 +78,6 @@ await build({
   banner: {
     js: "import { createRequire as __opaSyncRequire } from 'node:module'; const require = __opaSyncRequire(import.meta.url);",
   },
-  plugins: [generatedCodeIsPure],
+  plugins: [generatedCodeIsPure, withoutNodeFetch],
   logLevel: 'warning',
 });

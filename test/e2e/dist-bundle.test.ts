@@ -3,7 +3,7 @@
 // it and runs it for real: --version, the folder mode serving a bundle, and the sidecar mode (a policy
 // ConfigMap loaded and annotated, NetworkPolicies replicated) against the real API server and OPA.
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -50,6 +50,17 @@ describe('the built dist/main.js (esbuild bundle)', function () {
     });
     return ops;
   }
+
+  it('leaves out what no start needs: node-fetch and its Unicode tables (scripts/bundle.mjs)', () => {
+    const sources = readdirSync(path.join(root, 'dist'))
+      .filter((f) => f.endsWith('.js.map'))
+      .flatMap(
+        (f) =>
+          (JSON.parse(readFileSync(path.join(root, 'dist', f), 'utf8')) as { sources: string[] }).sources,
+      );
+    expect(sources.some((s) => s.includes('/@kubernetes/client-node/'))).to.equal(true);
+    expect(sources.filter((s) => /\/node_modules\/(node-fetch|whatwg-url|tr46)\//.test(s))).to.deep.equal([]);
+  });
 
   it('prints its version', async () => {
     const { stdout } = await run(process.execPath, [main, '--version'], { cwd: root });
