@@ -1,11 +1,7 @@
 // A list-then-watch informer of one collection, in place of client-node's ListWatch and Watch (whose
 // module pulls in every generated API model, and whose watch goes through node-fetch and readline):
 // - the list is paginated (`limit`/`continue`), each page handed out as it comes, so no whole-collection
-//   body is ever held; an informer's first list asks for `resourceVersion=0` (as client-go's reflector
-//   does), which the API server answers from its watch cache, in one page, without a read from etcd for
-//   each page: 10,000 objects in one round trip instead of twenty. It may be a little behind etcd; the
-//   watch from its resourceVersion brings what came since. A relist (after 410 Gone) asks for a
-//   consistent list (`resourceVersion` unset), never for an older snapshot than the one it replaces;
+//   body is ever held;
 // - the watch is one streamed request whose lines are parsed as they arrive;
 // - per object it keeps the last one delivered, to tell an update from an add and, after a relist, to
 //   report what is gone (the same object the handlers got: no copy).
@@ -80,8 +76,6 @@ export class StreamingListWatch<T extends KubernetesObject> implements Informer<
   };
   private readonly objects = new Map<string, T>();
   private resourceVersion = '';
-  /** Once a list page is delivered, later lists are consistent ones (not from the watch cache). */
-  private listed = false;
   private stopped = true;
   /** Aborts the list or watch of the current connection. */
   private current: AbortController | undefined;
@@ -183,8 +177,6 @@ export class StreamingListWatch<T extends KubernetesObject> implements Informer<
           fieldSelector: this.target.fieldSelector,
           limit: String(this.pageSize),
           continue: next,
-          // Only on a first page: the API server refuses a resourceVersion beside a continue token.
-          ...(next === undefined && !this.listed ? { resourceVersion: '0' } : {}),
         },
         signal,
       });
@@ -203,8 +195,6 @@ export class StreamingListWatch<T extends KubernetesObject> implements Informer<
       // Every page is of the first page's snapshot; its resourceVersion is the one to watch from.
       if (first) version = current.metadata?.resourceVersion ?? '';
       first = false;
-      // Objects are handed out from here on: no later list may be older than this one.
-      this.listed = true;
       const next = current.metadata?.continue || undefined;
       if (next !== undefined) coming = page(next);
       for (const obj of current.items ?? []) {
