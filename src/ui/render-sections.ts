@@ -25,6 +25,10 @@ export function applyFilter(policies: readonly PolicyView[], filter: PolicyFilte
   );
 }
 
+/** A table that scrolls sideways on a narrow screen sits in a named region that the keyboard can reach. */
+const scroll = (section: string): string =>
+  `<div class="scroll" role="region" tabindex="0" aria-labelledby="${section}-h">`;
+
 function errorList(errors: readonly ErrorView[]): string {
   const items = errors.map((e) => {
     const where =
@@ -70,7 +74,7 @@ function policiesSection(s: UiSnapshot, filter: PolicyFilter): string {
   const body =
     shown.length === 0
       ? `<p class="empty">${s.policies.length === 0 ? 'No policy or data origin yet.' : 'No origin matches the filter.'}</p>`
-      : `<div class="scroll"><table><thead><tr><th scope="col">Origin</th><th scope="col">Modules</th><th scope="col">Status per sink</th><th scope="col">Last change</th><th scope="col">Retries</th></tr></thead>
+      : `${scroll('policies')}<table><thead><tr><th scope="col">Origin</th><th scope="col">Modules</th><th scope="col">Status per sink</th><th scope="col">Last change</th><th scope="col">Retries</th></tr></thead>
 <tbody>${shown.map(policyRow).join('')}</tbody></table></div>`;
   return `<section id="policies" aria-labelledby="policies-h"><h2 id="policies-h">Policies <span class="count">${s.policies.length} origins, ${broken} with errors${shown.length === s.policies.length ? '' : `, ${shown.length} shown`}</span></h2>${body}</section>`;
 }
@@ -99,7 +103,7 @@ function bundlesSection(s: UiSnapshot): string {
   return `<section id="bundles" aria-labelledby="bundles-h"><h2 id="bundles-h">Bundles <span class="count">last build ${time(b.lastBuildAt)}${
     b.lastBuildMs === undefined ? '' : `, ${b.lastBuildMs} ms`
   }</span></h2>
-<div class="scroll"><table><thead><tr><th scope="col">Name</th><th scope="col">Revision</th><th scope="col">Size</th><th scope="col">Roots</th><th scope="col">Signing</th><th scope="col">Last refused change</th><th scope="col">OCI publish</th></tr></thead>
+${scroll('bundles')}<table><thead><tr><th scope="col">Name</th><th scope="col">Revision</th><th scope="col">Size</th><th scope="col">Roots</th><th scope="col">Signing</th><th scope="col">Last refused change</th><th scope="col">OCI publish</th></tr></thead>
 <tbody>${rows.join('')}</tbody></table></div></section>`;
 }
 
@@ -127,7 +131,7 @@ function fleetSection(s: UiSnapshot): string {
   const body =
     fleet.length === 0
       ? '<p class="empty">No OPA has reported its status yet (an OPA reports with <code>status: {service: …}</code> in its configuration).</p>'
-      : `<div class="scroll"><table><thead><tr><th scope="col">Instance</th><th scope="col">Labels</th><th scope="col">Version</th><th scope="col">Active revision per bundle</th><th scope="col">Last seen</th></tr></thead>
+      : `${scroll('fleet')}<table><thead><tr><th scope="col">Instance</th><th scope="col">Labels</th><th scope="col">Version</th><th scope="col">Active revision per bundle</th><th scope="col">Last seen</th></tr></thead>
 <tbody>${fleet.map(fleetRow).join('')}</tbody></table></div>`;
   return `<section id="fleet" aria-labelledby="fleet-h"><h2 id="fleet-h">Fleet <span class="count">${fleet.length} OPAs, ${drifted} not on the current revision</span></h2>${body}</section>`;
 }
@@ -144,7 +148,7 @@ function replicationSection(s: UiSnapshot): string {
 <td>${r.lastError === undefined ? '<span class="none">none</span>' : `${esc(r.lastError.message)} ${time(r.lastError.at)}`}</td></tr>`,
   );
   return `<section id="replication" aria-labelledby="replication-h"><h2 id="replication-h">Replication</h2>
-<div class="scroll"><table><thead><tr><th scope="col">Resource</th><th scope="col">State</th><th scope="col">Objects</th><th scope="col">Last event</th><th scope="col">Watch restarts</th><th scope="col">Last error</th></tr></thead>
+${scroll('replication')}<table><thead><tr><th scope="col">Resource</th><th scope="col">State</th><th scope="col">Objects</th><th scope="col">Last event</th><th scope="col">Watch restarts</th><th scope="col">Last error</th></tr></thead>
 <tbody>${rows.join('')}</tbody></table></div></section>`;
 }
 
