@@ -26,7 +26,10 @@ pre.line{margin:.2rem 0;padding:.25rem .5rem;background:var(--err-bg);color:var(
 .facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(12rem,1fr));gap:.5rem 1rem;margin:0}.facts dt{color:var(--muted);font-size:.85rem}.facts dd{margin:0}
 .parts{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.25rem 1.25rem}.logout{display:inline}
 body.login main{max-width:26rem;margin:10vh auto;padding:1rem}body.login form{display:grid;gap:.5rem}.problem{color:var(--err)}
-@media (max-width:700px){body{font-size:14px}header{position:static}th,td{padding:.3rem}}`;
+@media (max-width:700px){body{font-size:14px}header{position:static}
+table,tbody,tr,th,td{display:block}thead{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%)}
+tr{border-bottom:1px solid var(--line);padding:.35rem 0}th,td{border:0;padding:.15rem .5rem}
+td[data-label]::before{content:attr(data-label);display:block;color:var(--muted);font-size:.75rem}}`;
 
 export const SCRIPT = `(() => {
   'use strict';

@@ -64,8 +64,8 @@ function policyRow(p: PolicyView): string {
       : `<ul class="modules">${p.modules.map((m) => `<li><code>${esc(m)}</code></li>`).join('')}</ul>`;
   return `<tr class="${p.hasErrors ? 'has-errors' : ''}" data-origin="${esc(p.key)}">
 <th scope="row">${esc(p.name)}<div class="sub">${esc(p.kind)} · ${esc(p.role)}${p.bundle === undefined ? '' : ` · bundle ${esc(p.bundle)}`}</div></th>
-<td>${modules}</td><td>${sinks}</td><td>${time(p.changedAt)}</td>
-<td>${p.retryPending ? badge('warn', 'retry pending') : '<span class="none">–</span>'}</td></tr>`;
+<td data-label="Modules">${modules}</td><td data-label="Status">${sinks}</td><td data-label="Last change">${time(p.changedAt)}</td>
+<td data-label="Retries">${p.retryPending ? badge('warn', 'retry pending') : '<span class="none">–</span>'}</td></tr>`;
 }
 
 function policiesSection(s: UiSnapshot, filter: PolicyFilter): string {
@@ -94,11 +94,11 @@ function bundlesSection(s: UiSnapshot): string {
   const rows = b.list.map(
     (
       x,
-    ) => `<tr data-bundle="${esc(x.name)}"><th scope="row">${esc(x.name)}</th><td>${revision(x.revision)}</td><td>${bytes(x.bytes)}</td>
-<td>${x.roots.length === 0 ? '<span class="none">–</span>' : x.roots.map((r) => `<code>${esc(r === '' ? '(all)' : r)}</code>`).join(' ')}</td>
-<td>${x.signed ? badge('ok', 'signed') : badge('off', 'unsigned')}</td>
-<td>${x.lastRefused === undefined ? '<span class="none">none</span>' : `${esc(x.lastRefused.origin)} ${time(x.lastRefused.at)}${errorList(x.lastRefused.errors)}`}</td>
-<td>${ociCell(x)}</td></tr>`,
+    ) => `<tr data-bundle="${esc(x.name)}"><th scope="row">${esc(x.name)}</th><td data-label="Revision">${revision(x.revision)}</td><td data-label="Size">${bytes(x.bytes)}</td>
+<td data-label="Roots">${x.roots.length === 0 ? '<span class="none">–</span>' : x.roots.map((r) => `<code>${esc(r === '' ? '(all)' : r)}</code>`).join(' ')}</td>
+<td data-label="Signing">${x.signed ? badge('ok', 'signed') : badge('off', 'unsigned')}</td>
+<td data-label="Last refused">${x.lastRefused === undefined ? '<span class="none">none</span>' : `${esc(x.lastRefused.origin)} ${time(x.lastRefused.at)}${errorList(x.lastRefused.errors)}`}</td>
+<td data-label="OCI publish">${ociCell(x)}</td></tr>`,
   );
   return `<section id="bundles" aria-labelledby="bundles-h"><h2 id="bundles-h">Bundles <span class="count">last build ${time(b.lastBuildAt)}${
     b.lastBuildMs === undefined ? '' : `, ${b.lastBuildMs} ms`
@@ -121,7 +121,7 @@ function fleetRow(f: FleetView): string {
     )
     .join('');
   return `<tr class="${f.drifted ? 'drifted' : ''}" data-instance="${esc(f.id)}"><th scope="row"><code>${esc(f.id)}</code></th>
-<td>${labels === '' ? '<span class="none">–</span>' : labels}</td><td>${esc(f.version ?? '–')}</td><td>${bundles}</td><td>${time(f.lastSeen)}</td></tr>`;
+<td data-label="Labels">${labels === '' ? '<span class="none">–</span>' : labels}</td><td data-label="Version">${esc(f.version ?? '–')}</td><td data-label="Bundles">${bundles}</td><td data-label="Last seen">${time(f.lastSeen)}</td></tr>`;
 }
 
 function fleetSection(s: UiSnapshot): string {
@@ -143,9 +143,9 @@ function replicationSection(s: UiSnapshot): string {
     (
       r,
     ) => `<tr data-resource="${esc(r.resource)}"><th scope="row"><code>${esc(r.resource)}</code><div class="sub">data.${esc(r.path.replaceAll('/', '.'))}</div></th>
-<td>${r.notServed ? badge('error', 'not served') : r.listed ? badge('ok', 'watching') : badge('warn', 'listing')}</td>
-<td>${r.objects.toLocaleString('en-US')}</td><td>${time(r.lastEventAt)}</td><td>${r.watchRestarts}</td>
-<td>${r.lastError === undefined ? '<span class="none">none</span>' : `${esc(r.lastError.message)} ${time(r.lastError.at)}`}</td></tr>`,
+<td data-label="State">${r.notServed ? badge('error', 'not served') : r.listed ? badge('ok', 'watching') : badge('warn', 'listing')}</td>
+<td data-label="Objects">${r.objects.toLocaleString('en-US')}</td><td data-label="Last event">${time(r.lastEventAt)}</td><td data-label="Watch restarts">${r.watchRestarts}</td>
+<td data-label="Last error">${r.lastError === undefined ? '<span class="none">none</span>' : `${esc(r.lastError.message)} ${time(r.lastError.at)}`}</td></tr>`,
   );
   return `<section id="replication" aria-labelledby="replication-h"><h2 id="replication-h">Replication</h2>
 ${scroll('replication')}<table><thead><tr><th scope="col">Resource</th><th scope="col">State</th><th scope="col">Objects</th><th scope="col">Last event</th><th scope="col">Watch restarts</th><th scope="col">Last error</th></tr></thead>

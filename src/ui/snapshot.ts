@@ -131,6 +131,17 @@ function detailView(
   return { code: d.code ?? fallbackCode, message: d.message ?? '', file, row, col, line };
 }
 
+/** The text of any module of the desired state, by id (looked up only for errors that name a row). */
+function moduleTexts(state: DesiredState): (id: string) => string | undefined {
+  let texts: Map<string, string> | undefined;
+  return (id) => {
+    texts ??= new Map(
+      state.keys().flatMap((key) => (state.get(key)?.modules ?? []).map((m) => [m.id, m.text] as const)),
+    );
+    return texts.get(id);
+  };
+}
+
 function policyViews(sources: UiSources): PolicyView[] {
   const { state, book } = sources;
   const pending = new Set(sources.opa?.snapshot().retriesPending ?? []);
@@ -239,7 +250,10 @@ export function takeSnapshot(sources: UiSources): UiSnapshot {
               lastRefused:
                 b.lastRefused === undefined
                   ? undefined
-                  : { ...b.lastRefused, errors: errorViews(b.lastRefused.errors, () => undefined) },
+                  : {
+                      ...b.lastRefused,
+                      errors: errorViews(b.lastRefused.errors, moduleTexts(sources.state)),
+                    },
               oci: oci === undefined ? { configured: false } : oci.ociStatus(b.name),
             })),
           },
