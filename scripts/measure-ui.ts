@@ -3,7 +3,8 @@
 //   headers and gzip'd bodies), and the sizes before compression;
 // - how long an edit takes to show on an open page: from the ConfigMap write to the page showing the
 //   outcome, and from opa-sync's first outcome for it (the `at` of the snapshot) to the page, which is
-//   the page's own share (the live updates' look interval and the render).
+//   the page's own share (the live updates' look interval and the render). Edits are spaced by a
+//   random 0–500 ms, so that they fall at any phase of that interval.
 //
 //   npx tsx scripts/measure-ui.ts [--edits N]      (default 10 edits, alternating broken and fixed)
 import { setUpScene, type UiScene } from './ui-scene.js';
@@ -71,6 +72,9 @@ async function main(scene: UiScene): Promise<void> {
   const outcomeToPage: number[] = [];
   for (let i = 0; i < EDITS; i += 1) {
     const broken = i % 2 === 0;
+    // Edits at a random phase of the page's look interval: one right after the last update would
+    // always wait for nearly a whole interval, and the figures would say so rather than the page.
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * 500));
     const before = Date.now();
     // The page's own clock, when the row first shows the new outcome (same machine, same clock).
     const seen = page.waitForFunction(
@@ -83,7 +87,7 @@ async function main(scene: UiScene): Promise<void> {
         return tr !== null && (tr.querySelector('.errors') !== null) === wantErrors ? Date.now() : false;
       },
       { selector: `tr[data-origin="${origin}"]`, wantErrors: broken },
-      { polling: 'raf', timeout: 30_000 },
+      { polling: 10, timeout: 30_000 },
     );
     await scene.setQuota(broken);
     const shownAt = (await (await seen).jsonValue()) as number;
