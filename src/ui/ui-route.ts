@@ -200,8 +200,16 @@ export function createUiRoute(options: UiRouteOptions): UiRoute {
       return true;
     }
     const filter = filterFrom(url.searchParams);
-    if (path === `${UI_PATH}/events`) live.open(res, filter);
-    else if (path === `${UI_PATH}/state.json`) sendJson(req, res, 200, snapshot());
+    if (path === `${UI_PATH}/events`) {
+      // A stream has no HEAD: answer with its headers only.
+      if (method === 'HEAD') {
+        res.writeHead(200, {
+          'content-type': 'text/event-stream; charset=utf-8',
+          'cache-control': 'no-store',
+        });
+        res.end();
+      } else live.open(res, filter);
+    } else if (path === `${UI_PATH}/state.json`) sendJson(req, res, 200, snapshot());
     else {
       send(
         req,

@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import request from 'supertest';
-import type { FleetInstance } from '../../src/bundles/fleet.js';
+import { Fleet, type FleetInstance } from '../../src/bundles/fleet.js';
+import { BundleRegistry } from '../../src/bundles/registry.js';
+import { createBundleApp } from '../../src/bundles/server.js';
 import { TokenFile } from '../../src/bundles/tokens.js';
 import { Metrics } from '../../src/http/metrics.js';
 import { createOpsApp } from '../../src/http/ops-server.js';
@@ -235,6 +237,32 @@ describe('web page: routes', () => {
     await request(ui).get('/ui').set('cookie', `${UI_COOKIE}=secret-3`).expect(401);
     const logout = await request(ui).post('/ui/logout').expect(303);
     expect(String(logout.headers['set-cookie'])).to.include('Max-Age=0');
+  });
+
+  it('is served on the bundle port too, behind the same tokens, with the bundle routes unchanged', async () => {
+    const metrics = new Metrics({ processMetrics: false });
+    const registry = new BundleRegistry();
+    const bundles = createBundleApp({
+      registry,
+      fleet: new Fleet(metrics, () => undefined),
+      tokens,
+      metrics,
+      logger: silentLogger(),
+      ui: createUiRoute({ sources: fixture().sources, tokens, secure: true }),
+    });
+    const wall = await request(bundles).get('/ui').expect(401);
+    expect(wall.text).to.include('name="token"');
+    const login = await request(bundles)
+      .post('/ui/login')
+      .type('form')
+      .send({ token: 'secret-1' })
+      .expect(303);
+    // Over TLS the cookie is Secure.
+    expect(String(login.headers['set-cookie'])).to.include('Secure');
+    await request(bundles).get('/ui').set('cookie', `${UI_COOKIE}=secret-1`).expect(200);
+    await request(bundles).get('/v1/fleet').expect(401);
+    await request(bundles).get('/v1/fleet').set('authorization', 'Bearer secret-1').expect(200);
+    await request(bundles).get('/bundles/policies').set('authorization', 'Bearer secret-1').expect(503);
   });
 
   it('streams the sections at once and again when they change', async () => {
