@@ -15,6 +15,8 @@ import { ServerPart } from './http/server-part.js';
 import type { Part } from './lifecycle/part.js';
 import type { DesiredState } from './model/desired-state.js';
 import { FolderSource } from './sources/folder.js';
+import type { UiSources } from './ui/snapshot.js';
+import { createUiRoute } from './ui/ui-route.js';
 import { OpaSyncError } from './util/errors.js';
 import { findOnPath, isExecutable } from './util/find-binary.js';
 import type { Logger } from './util/logger.js';
@@ -24,6 +26,11 @@ export interface BundleParts {
   sinks: Part[];
   sources: Part[];
   closers: (() => void)[];
+  /** What the web page shows of the bundles, when they are built. */
+  publisher: BundlePublisher | undefined;
+  fleet: Fleet | undefined;
+  /** The bundle server's tokens (the web page is behind them too). */
+  tokens: TokenFile | undefined;
 }
 
 export interface BundleWiring {
@@ -36,6 +43,8 @@ export interface BundleWiring {
   searchPath: string | undefined;
   /** The opa `npm run tools` builds, used when --opa-bin is not given and none is on PATH. */
   cachedOpa?: string | undefined;
+  /** What the web page shows, asked for when the server starts (served here without --health-endpoint). */
+  uiSources: () => UiSources;
 }
 
 /** The bundle publisher and server, and the folder source, that `config` asks for. Starts nothing. */
@@ -45,6 +54,9 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
   const sinks: Part[] = [];
   const sources: Part[] = [];
   const closers: (() => void)[] = [];
+  let publisher: BundlePublisher | undefined;
+  let fleet: Fleet | undefined;
+  let tokens: TokenFile | undefined;
   const b = config.bundles;
   if (b.addr !== undefined || b.dir !== undefined) {
     const opaBin =
@@ -58,32 +70,33 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
       );
     }
     const registry = new BundleRegistry();
-    const fleet = new Fleet(metrics, (name) => registry.get(name)?.revision);
-    sinks.push(
-      new BundlePublisher({
-        state,
-        registry,
-        logger: logger.child({ component: 'bundles' }),
-        opaBin,
-        defaultBundle: b.defaultName,
-        regoVersion: b.regoVersion,
-        signing:
-          b.signingKeyFile === undefined
-            ? undefined
-            : loadSigningKey(b.signingKeyFile, b.signingAlg, b.signingKeyId),
-        dir: b.dir,
-        onOutcome: report('bundle'),
-        metrics,
-        onPublished: () => fleet.updateGauges(),
-      }),
-    );
+    const theFleet = new Fleet(metrics, (name) => registry.get(name)?.revision);
+    fleet = theFleet;
+    publisher = new BundlePublisher({
+      state,
+      registry,
+      logger: logger.child({ component: 'bundles' }),
+      opaBin,
+      defaultBundle: b.defaultName,
+      regoVersion: b.regoVersion,
+      signing:
+        b.signingKeyFile === undefined
+          ? undefined
+          : loadSigningKey(b.signingKeyFile, b.signingAlg, b.signingKeyId),
+      dir: b.dir,
+      onOutcome: report('bundle'),
+      metrics,
+      onPublished: () => theFleet.updateGauges(),
+    });
+    sinks.push(publisher);
     const addr = b.addr;
     if (addr !== undefined) {
-      const tokens =
+      const fileTokens =
         b.tokenFile === undefined
           ? undefined
           : new TokenFile(b.tokenFile, logger.child({ component: 'bundle-tokens' }));
-      if (tokens !== undefined) closers.push(() => tokens.close());
+      tokens = fileTokens;
+      if (fileTokens !== undefined) closers.push(() => fileTokens.close());
       const bundleLogger = logger.child({ component: 'bundle-server' });
       const tls =
         b.tlsCertFile !== undefined && b.tlsKeyFile !== undefined
@@ -97,7 +110,22 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
           port: addr.port,
           listen: () =>
             listenBundleServer(
-              createBundleApp({ registry, fleet, tokens, metrics, logger: bundleLogger }),
+              createBundleApp({
+                registry,
+                fleet: theFleet,
+                tokens: fileTokens,
+                metrics,
+                logger: bundleLogger,
+                // The page goes on the ops port when there is one.
+                ui:
+                  config.healthEndpoint === undefined
+                    ? createUiRoute({
+                        sources: env.uiSources(),
+                        tokens: fileTokens,
+                        secure: tls !== undefined,
+                      })
+                    : undefined,
+              }),
               addr.host,
               addr.port,
               tls,
@@ -117,9 +145,9 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
                 dir: b.dir,
                 folder: config.folder,
                 credentials:
-                  tokens === undefined || b.tokenFile === undefined
+                  fileTokens === undefined || b.tokenFile === undefined
                     ? undefined
-                    : { tokenFile: b.tokenFile, tokens: tokens.count() },
+                    : { tokenFile: b.tokenFile, tokens: fileTokens.count() },
               });
             }
           },
@@ -133,5 +161,5 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
       new FolderSource({ dir: config.folder, state, logger: logger.child({ component: 'folder' }) }),
     );
   }
-  return { servers, sinks, sources, closers };
+  return { servers, sinks, sources, closers, publisher, fleet, tokens };
 }

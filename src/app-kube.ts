@@ -15,6 +15,8 @@ const KUBE_CALL_TIMEOUT_MS = 15_000;
 
 export interface KubeParts {
   sources: Part[];
+  /** The replication source, when resources are replicated (the web page shows it). */
+  replication: ReplicationSource | undefined;
   statusWriter: StatusWriter | undefined;
 }
 
@@ -29,24 +31,24 @@ export function kubeParts(
   );
   const sources: Part[] = [];
   const rep = config.replication;
+  let replication: ReplicationSource | undefined;
   if (rep.namespaced.length + rep.cluster.length > 0) {
-    sources.push(
-      new ReplicationSource({
-        api,
-        watcher,
-        state,
-        logger: logger.child({ component: 'replication' }),
-        metrics,
-        namespaced: rep.namespaced,
-        cluster: rep.cluster,
-        path: rep.path,
-        ignoreNamespaces: rep.ignoreNamespaces,
-        clusterByName: rep.clusterByName,
-        keepManagedFields: rep.keepManagedFields,
-      }),
-    );
+    replication = new ReplicationSource({
+      api,
+      watcher,
+      state,
+      logger: logger.child({ component: 'replication' }),
+      metrics,
+      namespaced: rep.namespaced,
+      cluster: rep.cluster,
+      path: rep.path,
+      ignoreNamespaces: rep.ignoreNamespaces,
+      clusterByName: rep.clusterByName,
+      keepManagedFields: rep.keepManagedFields,
+    });
+    sources.push(replication);
   }
-  if (!config.configmaps) return { sources, statusWriter: undefined };
+  if (!config.configmaps) return { sources, replication, statusWriter: undefined };
   const statusWriter = new StatusWriter({
     patcher,
     annotations: config.statusAnnotations,
@@ -66,5 +68,5 @@ export function kubeParts(
       onAnnotations: (ref, annotations) => statusWriter.observe(ref, annotations),
     }),
   );
-  return { sources, statusWriter };
+  return { sources, replication, statusWriter };
 }

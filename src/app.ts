@@ -14,6 +14,9 @@ import { describeOrigin } from './model/origin.js';
 import type { Outcome } from './model/outcome.js';
 import { OpaClient } from './opa/client.js';
 import { OpaPusher } from './opa/pusher.js';
+import { OutcomeBook } from './ui/outcome-book.js';
+import type { UiSources } from './ui/snapshot.js';
+import { createUiRoute } from './ui/ui-route.js';
 import type { Logger } from './util/logger.js';
 
 export interface AppEnvironment {
@@ -64,13 +67,18 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
       ? (await import('./app-kube.js')).kubeParts(config, { state, metrics, logger })
       : undefined;
   if (kube?.statusWriter !== undefined) sinks.push(kube.statusWriter);
+  // Every outcome passes here: the web page's book keeps the last one per origin and sink.
+  const book = new OutcomeBook(state);
+  closers.push(() => book.close());
   const report: OutcomeReporter = (sink) => (outcome) => {
+    book.report(sink, outcome);
     if (kube?.statusWriter !== undefined) kube.statusWriter.report(outcome, sink);
     else if (outcome.errors.length > 0) {
       logger.warn({ origin: describeOrigin(outcome.origin), sink, errors: outcome.errors }, 'not loaded');
     }
   };
 
+  let pusher: OpaPusher | undefined;
   if (config.opa.push) {
     const client = new OpaClient({
       ...config.opa,
@@ -79,29 +87,46 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
       logger: logger.child({ component: 'opa-client' }),
     });
     closers.push(() => client.close());
-    sinks.push(
-      new OpaPusher({
-        client,
-        state,
-        logger: logger.child({ component: 'opa-pusher' }),
-        onOutcome: report('opa'),
-        resyncIntervalMs: config.opa.resyncIntervalMs,
-        target: config.opa.url,
-        metrics,
-        // A module id `<ns>/…` under a watched namespace is opa-sync's own (leftovers removed at start).
-        ownedPolicyPrefixes:
-          config.configmaps && config.policies.enabled && !config.namespaces.all
-            ? config.namespaces.names.map((ns) => `${ns}/`)
-            : [],
-      }),
-    );
+    pusher = new OpaPusher({
+      client,
+      state,
+      logger: logger.child({ component: 'opa-pusher' }),
+      onOutcome: report('opa'),
+      resyncIntervalMs: config.opa.resyncIntervalMs,
+      target: config.opa.url,
+      metrics,
+      // A module id `<ns>/…` under a watched namespace is opa-sync's own (leftovers removed at start).
+      ownedPolicyPrefixes:
+        config.configmaps && config.policies.enabled && !config.namespaces.all
+          ? config.namespaces.names.map((ns) => `${ns}/`)
+          : [],
+    });
+    sinks.push(pusher);
   } else if (replicating) {
     logger.warn('replicated resources go to a pushed OPA only: add --opa-url');
   }
 
+  // What the web page shows: asked for when a server starts, once every part exists.
+  const uiSources = (): UiSources => ({
+    state,
+    book,
+    health: () => supervisor.health(),
+    opa: pusher,
+    bundles: local?.publisher,
+    fleet: local?.fleet,
+    replication: kube?.replication,
+  });
+
   // Bundles and the folder source: from a module loaded only when one of them is asked for.
+  let local: Awaited<ReturnType<typeof import('./app-bundles.js').bundleParts>> | undefined;
   if (config.bundles.addr !== undefined || config.bundles.dir !== undefined || config.folder !== undefined) {
-    const local = (await import('./app-bundles.js')).bundleParts(config, { ...env, state, metrics, report });
+    local = (await import('./app-bundles.js')).bundleParts(config, {
+      ...env,
+      state,
+      metrics,
+      report,
+      uiSources,
+    });
     closers.push(...local.closers);
     servers.push(...local.servers);
     sinks.push(...local.sinks);
@@ -123,9 +148,15 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
         flag: '--health-endpoint',
         host: health.host,
         port: health.port,
-        listen: () => listen(createOpsApp(metrics, views, opsLogger), health.host, health.port),
+        listen: () => {
+          const ui = createUiRoute({ sources: uiSources(), tokens: local?.tokens });
+          return listen(createOpsApp(metrics, views, opsLogger, ui), health.host, health.port);
+        },
         onListening: (port) =>
-          opsLogger.info({ host: health.host, port }, 'serving /health, /ready and /metrics'),
+          opsLogger.info(
+            { host: health.host, port },
+            'serving /health, /ready, /metrics and the web page /ui',
+          ),
       }),
     );
   }

@@ -223,7 +223,7 @@ export const FLAGS = {
   'health-endpoint': {
     kind: 'string',
     default: undefined,
-    help: 'HOST:PORT serving /health, /ready and /metrics (e.g. 0.0.0.0:8000, :8000); off when not set',
+    help: 'HOST:PORT serving /health, /ready, /metrics and the web page /ui (e.g. 0.0.0.0:8000, :8000); off when not set',
   },
 
   // Seed-era kube-mgmt flags (see mapLegacyFlags for what each still does).

@@ -52,6 +52,26 @@ export interface PublisherOptions {
   onPublished?: () => void;
 }
 
+/** What the web page shows of one bundle (read-only, made on request). */
+export interface BundleSnapshot {
+  name: string;
+  /** Undefined until the bundle was first published. */
+  revision: string | undefined;
+  bytes: number | undefined;
+  roots: readonly string[];
+  signed: boolean;
+  /** The last change of an origin that was refused (left out of the bundle), with its errors. */
+  lastRefused: { origin: string; errors: readonly LoadError[]; at: string } | undefined;
+}
+
+/** What the web page shows of the bundle builds. */
+export interface BundlesSnapshot {
+  /** When the last build (of every bundle) ended (ISO 8601), and how long it took. */
+  lastBuildAt: string | undefined;
+  lastBuildMs: number | undefined;
+  bundles: BundleSnapshot[];
+}
+
 /** One origin's contribution to a bundle, with what it was refused for. */
 interface Entry {
   key: string;
@@ -135,8 +155,35 @@ export class BundlePublisher implements Part {
   /** Runs this run's opa commands from a small helper process (see opa-runner.ts). */
   private runner: OpaRunner | undefined;
 
+  /** Per bundle: the roots of its last published version. */
+  private readonly roots = new Map<string, readonly string[]>();
+  /** Per bundle: the last refused change of one of its origins. */
+  private readonly refused = new Map<string, NonNullable<BundleSnapshot['lastRefused']>>();
+  private lastBuild: { at: string; ms: number } | undefined;
+
   constructor(private readonly options: PublisherOptions) {
     this.known.add(options.defaultBundle);
+  }
+
+  /** What the web page shows: each bundle's revision, size, roots and last refusal, the last build. */
+  snapshot(): BundlesSnapshot {
+    const { registry } = this.options;
+    const names = [...new Set([...this.known, ...registry.names()])].sort();
+    return {
+      lastBuildAt: this.lastBuild?.at,
+      lastBuildMs: this.lastBuild?.ms,
+      bundles: names.map((name) => {
+        const published = registry.get(name);
+        return {
+          name,
+          revision: published?.revision,
+          bytes: published?.bytes.length,
+          roots: this.roots.get(name) ?? [],
+          signed: this.options.signing !== undefined,
+          lastRefused: this.refused.get(name),
+        };
+      }),
+    };
   }
 
   /** True once every bundle has been built for the first time (the server answers 503 until then). */
@@ -249,6 +296,7 @@ export class BundlePublisher implements Part {
     }
     const ms = (from: number, to: number): number => Math.round((to - from) * 10) / 10;
     const done = performance.now();
+    this.lastBuild = { at: new Date().toISOString(), ms: ms(started, done) };
     this.options.logger.debug(
       {
         tookMs: ms(started, done),
@@ -356,15 +404,17 @@ export class BundlePublisher implements Part {
 
   private async publish(bundle: string, entries: Entry[], packages: Map<string, PackagePath>): Promise<void> {
     const { builder } = this.workOf(bundle);
+    const roots = this.rootsOf(entries, packages);
     const built = await builder.build({
       modules: entries.flatMap((e) => e.modules),
       documents: entries.flatMap((e) => e.documents),
-      roots: this.rootsOf(entries, packages),
+      roots,
       regoVersion: this.options.regoVersion,
       signing: this.options.signing,
     });
     this.options.logger.debug({ bundle, ...builder.lastPack }, 'bundle built');
     if (this.options.registry.get(bundle)?.etag === built.etag) return;
+    this.roots.set(bundle, roots);
     this.options.registry.publish({
       name: bundle,
       bytes: built.bytes,
@@ -391,6 +441,10 @@ export class BundlePublisher implements Part {
    */
   private report(e: Entry): void {
     if (!this.reported.changed(e.key, { state: e.state, rendered: JSON.stringify(e.errors) })) return;
+    if (e.errors.length > 0) {
+      const at = new Date().toISOString();
+      this.refused.set(e.bundle, { origin: describeOrigin(e.state.origin), errors: e.errors, at });
+    }
     this.options.onOutcome({ origin: e.state.origin, errors: e.errors });
   }
 }

@@ -13,6 +13,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import type { Metrics } from '../http/metrics.js';
 import type { RunningServer } from '../http/server-part.js';
 import { InvalidInputError, OpaSyncError, messageOf } from '../util/errors.js';
+import type { UiRoute } from '../ui/ui-route.js';
 import type { Logger } from '../util/logger.js';
 import { nameFromPath, pathOf } from './bundle-request.js';
 import { answerFor, writeErrorAnswer } from './error-answer.js';
@@ -32,6 +33,8 @@ export interface BundleServerOptions {
   logger: Logger;
   /** Cap on the `wait` an OPA asks for in `Prefer`, in seconds. Default 120. */
   maxWaitSeconds?: number;
+  /** The web page (/ui), when this is the only port (no --health-endpoint); it checks the tokens itself. */
+  ui?: UiRoute | undefined;
 }
 
 /** close() stops listening, answers held long polls at once (304) and closes every connection. */
@@ -131,9 +134,10 @@ export function createBundleApp(options: BundleServerOptions): BundleApp {
     writeErrorAnswer(res, req.method === 'HEAD', answer, false);
   });
 
+  const { ui } = options;
   const handler: BundleApp = (req, res) => {
     if (isBundleRequest(req)) fastPath.handle(req, res);
-    else app(req, res);
+    else if (ui === undefined || !ui(req, res)) app(req, res);
   };
   fastPaths.set(handler, fastPath);
   return handler;

@@ -2,10 +2,12 @@
 // failing part and its last error, while one waits to restart or has failed), /ready (every part has
 // done its initial work: sources listed, OPA reachable and loaded, bundles built, servers listening),
 // /metrics (Prometheus). The views come from the supervisor. Three routes need no framework: plain
-// node:http, so that a sidecar that only pushes to OPA does not load express (~1 MB of code).
+// node:http, so that a sidecar that only pushes to OPA does not load express (~1 MB of code). The web
+// page (/ui and below, src/ui/ui-route.ts) is served here too.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { PartHealth } from '../lifecycle/supervisor.js';
+import type { UiRoute } from '../ui/ui-route.js';
 import type { Logger } from '../util/logger.js';
 import type { RunningServer } from './server-part.js';
 import type { Metrics } from './metrics.js';
@@ -27,7 +29,7 @@ function sendJson(req: IncomingMessage, res: ServerResponse, status: number, val
   send(req, res, status, 'application/json; charset=utf-8', JSON.stringify(value));
 }
 
-export function createOpsApp(metrics: Metrics, views: OpsViews, logger: Logger): OpsApp {
+export function createOpsApp(metrics: Metrics, views: OpsViews, logger: Logger, ui?: UiRoute): OpsApp {
   // The one place that maps an error to an HTTP answer on this server.
   const failed = (req: IncomingMessage, res: ServerResponse, err: unknown): void => {
     logger.error({ err, path: req.url }, 'operations endpoint failed');
@@ -35,6 +37,12 @@ export function createOpsApp(metrics: Metrics, views: OpsViews, logger: Logger):
     else sendJson(req, res, 500, { code: 'internal_error', message: 'internal error' });
   };
   return (req, res) => {
+    try {
+      if (ui?.(req, res) === true) return;
+    } catch (err) {
+      failed(req, res, err);
+      return;
+    }
     // As express routes: case-insensitive, a trailing slash allowed, the query ignored.
     const path = (req.url ?? '/')
       .split('?', 1)[0]

@@ -75,6 +75,23 @@ interface Retry {
   seenLoads: number;
 }
 
+/** What the web page shows of the push into OPA (read-only, made on request). */
+export interface OpaPushSnapshot {
+  /** OPA's URL, as --opa-url gives it. */
+  target: string | undefined;
+  reachable: boolean;
+  initialLoadDone: boolean;
+  /** When the last full push (marker written, everything queued again) happened (ISO 8601). */
+  lastFullPushAt: string | undefined;
+  /** Restarts of OPA seen (its marker gone), since opa-sync started. */
+  restartsDetected: number;
+  lastRestartAt: string | undefined;
+  /** Origins waiting for a retry (a module OPA refused, e.g. for something not loaded yet), by key. */
+  retriesPending: string[];
+  /** Origins and collections queued to be pushed. */
+  queued: number;
+}
+
 /** After a full push nothing OPA holds is known: everything wanted is loaded again, the rest removed. */
 function forget(applied: Applied): void {
   for (const id of applied.modules.keys()) applied.modules.set(id, undefined);
@@ -129,6 +146,20 @@ export class OpaPusher implements Part {
         everyMs: options.stillWaitingEveryMs,
       },
     );
+  }
+
+  /** What the web page shows: reachability, the last full push, restarts seen, retries pending. */
+  snapshot(): OpaPushSnapshot {
+    return {
+      target: this.options.target,
+      reachable: this.reachable,
+      initialLoadDone: this.initialLoadDone,
+      lastFullPushAt: this.lastFullPushAt,
+      restartsDetected: this.restartsDetected,
+      lastRestartAt: this.lastRestartAt,
+      retriesPending: [...this.retries.keys()].sort(),
+      queued: this.queue.size + this.collectionQueue.size,
+    };
   }
 
   /** True once OPA is reachable and everything the sources held at their initial sync was tried. */
@@ -345,6 +376,8 @@ export class OpaPusher implements Part {
         if (!marker.defined) {
           this.log.warn('OPA restarted: it lost what opa-sync pushed');
           this.options.metrics?.opaRestarts.inc();
+          this.restartsDetected += 1;
+          this.lastRestartAt = new Date().toISOString();
         }
       }
       await this.options.client.putData(MARKER_PATH, this.markerValue, signal);
@@ -369,6 +402,7 @@ export class OpaPusher implements Part {
     this.reachable = true;
     this.fullPushWanted = false;
     this.collectionTurn = false;
+    this.lastFullPushAt = new Date().toISOString();
     // OPA may have lost anything (restart) or nothing (a network hiccup): load everything wanted again,
     // and still remove what is no longer wanted.
     for (const applied of this.applied.values()) forget(applied);
@@ -382,6 +416,9 @@ export class OpaPusher implements Part {
   }
 
   private fullPushWarned = false;
+  private lastFullPushAt: string | undefined;
+  private restartsDetected = 0;
+  private lastRestartAt: string | undefined;
   private readonly stillWaiting: StillWaiting;
   private orphansLookedFor = false;
   /** True once the marker was written into this OPA: from then on its absence means OPA restarted. */

@@ -97,6 +97,29 @@ function problemsOf({ ref, clusterFlag }: Resource, discovered: Discovered): str
   return problems;
 }
 
+/** What the web page shows of one replicated resource (read-only, made on request). */
+export interface ReplicationSnapshot {
+  resource: string;
+  /** Where its objects are in OPA's data, '/'-separated. */
+  path: string;
+  objects: number;
+  /** True once the first list is done. */
+  listed: boolean;
+  /** The API server does not serve it (yet): looked up again with backoff. */
+  notServed: boolean;
+  /** When the last object was added, changed or deleted (ISO 8601). */
+  lastEventAt: string | undefined;
+  /** Failed lists or watches, each restarted with backoff. */
+  watchRestarts: number;
+  lastError: { message: string; at: string } | undefined;
+}
+
+interface WatchStats {
+  lastEventAt: string | undefined;
+  watchRestarts: number;
+  lastError: { message: string; at: string } | undefined;
+}
+
 export class ReplicationSource implements Part {
   readonly name = 'replication';
   readonly onFailure = 'restart';
@@ -105,6 +128,7 @@ export class ReplicationSource implements Part {
   private readonly pendingDiscovery = new Set<string>();
   private readonly log: Logger;
   private readonly announceListed: () => void;
+  private readonly stats = new Map<string, WatchStats>();
 
   constructor(private readonly options: ReplicationOptions) {
     this.log = options.logger;
@@ -118,6 +142,33 @@ export class ReplicationSource implements Part {
   /** True once every resource has been listed, a resource not served yet included. */
   ready(): boolean {
     return this.resources.every((r) => this.options.state.collection(r.key)?.synced === true);
+  }
+
+  /** What the web page shows: each resource's object count, last event, watch restarts, last error. */
+  snapshot(): ReplicationSnapshot[] {
+    return this.resources.map(({ key, ref }) => {
+      const collection = this.options.state.collection(key);
+      const stats = this.stats.get(key);
+      return {
+        resource: key,
+        path: [...this.options.path, ref.resource].join('/'),
+        objects: collection?.entries.size ?? 0,
+        listed: collection?.synced === true,
+        notServed: this.pendingDiscovery.has(key),
+        lastEventAt: stats?.lastEventAt,
+        watchRestarts: stats?.watchRestarts ?? 0,
+        lastError: stats?.lastError,
+      };
+    });
+  }
+
+  private statsOf(key: string): WatchStats {
+    let stats = this.stats.get(key);
+    if (stats === undefined) {
+      stats = { lastEventAt: undefined, watchRestarts: 0, lastError: undefined };
+      this.stats.set(key, stats);
+    }
+    return stats;
   }
 
   /** Resources not served by the API server yet, for /ready. */
@@ -243,6 +294,10 @@ export class ReplicationSource implements Part {
     const log = this.log.child({ resource: key });
     // What an earlier run applied and this run's list has not shown (yet): removed once listed.
     const unseen = new Set(replicated.objects.keys());
+    const stats = this.statsOf(key);
+    const seen = (): void => {
+      stats.lastEventAt = new Date().toISOString();
+    };
     const forget = (id: string, obj: Obj): void => {
       if (!replicated.objects.delete(id)) return;
       if (replicated.layout) replicated.layout.remove(obj);
@@ -252,6 +307,7 @@ export class ReplicationSource implements Part {
       // List items come without apiVersion and kind; watch events carry them: make both alike.
       obj.apiVersion ??= apiVersion;
       obj.kind ??= discovered.kind;
+      seen();
       this.trim(obj);
       const entryPath = entryPathOf(obj);
       const id = entryPath.join('/');
@@ -264,6 +320,7 @@ export class ReplicationSource implements Part {
       add: upsert,
       update: upsert,
       delete: (obj) => {
+        seen();
         const id = entryPathOf(obj).join('/');
         unseen.delete(id);
         forget(id, obj);
@@ -281,6 +338,8 @@ export class ReplicationSource implements Part {
       },
       retrying: (err, retryInMs) => {
         this.options.metrics?.watchErrors.inc();
+        stats.watchRestarts += 1;
+        stats.lastError = { message: messageOf(err), at: new Date().toISOString() };
         log.warn({ err: messageOf(err), retryInMs }, 'watch failed, restarting');
       },
     };

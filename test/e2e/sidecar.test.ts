@@ -454,6 +454,15 @@ describe('sidecar: ConfigMaps into OPA (real OPA + kube-apiserver)', function ()
       (await restarts()) === before + 2 ? true : undefined,
     );
     expect(await statusOf(ns, 'policy-include')).to.equal(OK);
+    // The web page's OPA push view says the same.
+    const page = JSON.parse((await httpRequest(`${sync.opsUrl}/ui/state.json`)).body) as {
+      opa: { restartsDetected: number; lastRestartAt?: string; lastFullPushAt?: string; reachable: boolean };
+    };
+    expect(page.opa.restartsDetected).to.equal(await restarts());
+    expect(page.opa.reachable).to.equal(true);
+    expect(Date.parse(page.opa.lastFullPushAt ?? '')).to.be.at.least(
+      Date.parse(page.opa.lastRestartAt ?? ''),
+    );
   });
 
   it('keeps watching after the API server restarts', async () => {

@@ -310,6 +310,32 @@ describe('ReplicationSource', () => {
     await run;
   });
 
+  it("shows each resource's object count, last event, watch restarts and last error in its snapshot", async () => {
+    const s = source({ namespaced: [SERVICES] });
+    const run = s.run(controller.signal);
+    const services = await watcher.session('/api/v1/services');
+    expect(s.snapshot()).to.deep.equal([
+      {
+        resource: 'v1/services',
+        path: 'kubernetes/services',
+        objects: 0,
+        listed: false,
+        notServed: false,
+        lastEventAt: undefined,
+        watchRestarts: 0,
+        lastError: undefined,
+      },
+    ]);
+    services.list([obj('web', 'shop'), obj('db', 'shop')]);
+    services.retrying(new Error('Premature close'), 1);
+    const [snap] = s.snapshot();
+    expect(snap).to.deep.include({ objects: 2, listed: true, watchRestarts: 1 });
+    expect(snap?.lastEventAt).to.be.a('string');
+    expect(snap?.lastError?.message).to.equal('Premature close');
+    controller.abort();
+    await run;
+  });
+
   it('rejects run() when a handler throws (here a sink listener), and stops its other watches', async () => {
     const run = source({ namespaced: [SERVICES, NETPOL] }).run(controller.signal);
     const services = await watcher.session('/api/v1/services');
