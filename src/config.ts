@@ -124,6 +124,20 @@ export interface Config {
     /** --opa-bin: the opa binary that validates bundles; undefined = found on PATH at run time. */
     opaBin: string | undefined;
   };
+  /** The validating admission webhook for policy and data ConfigMaps. */
+  admission: {
+    /** --admission-addr; undefined = no webhook. */
+    addr: { host: string; port: number } | undefined;
+    /** --admission-tls-cert-file and --admission-tls-key-file: both, with `addr`. */
+    tlsCertFile: string | undefined;
+    tlsKeyFile: string | undefined;
+    /** --admission-mode: `warn` turns every refusal into a warning. */
+    mode: 'deny' | 'warn';
+    /** --admission-protect-dependents: refuse changes that break other ConfigMaps. */
+    protectDependents: boolean;
+    /** --admission-rego-version, else --bundle-rego-version's, else 1. */
+    regoVersion: 0 | 1;
+  };
 }
 
 /** The signing algorithms of `opa build --signing-alg` (one list, the signer's). */
@@ -381,6 +395,7 @@ function buildConfig(
     healthEndpoint: buildListenAddress('health-endpoint', values['health-endpoint'], problems),
     replication: buildReplication(values, problems),
     bundles: buildBundles(values, given, problems),
+    admission: buildAdmission(values, problems),
     folder: unlessEmpty(values['policies-dir']),
     // With a policies folder, ConfigMaps are read only when a Kubernetes flag asks for them.
     configmaps:
@@ -537,7 +552,7 @@ function buildStatusAnnotations(raw: readonly string[], problems: string[]): str
 }
 
 /** The example port of each listening flag, for its error text. */
-const LISTEN_EXAMPLE_PORT = { 'health-endpoint': 8000, 'bundle-addr': 8282 } as const;
+const LISTEN_EXAMPLE_PORT = { 'health-endpoint': 8000, 'bundle-addr': 8282, 'admission-addr': 8443 } as const;
 
 /**
  * `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces), port 0 = any free port; empty or unset =
@@ -736,12 +751,60 @@ function buildSigningAlg(raw: string, problems: string[]): BundleSigningAlg {
 }
 
 /** `0` or `1`; empty or unset = no rego_version in the manifest. */
-function buildRegoVersion(raw: string | undefined, problems: string[]): 0 | 1 | undefined {
+function buildRegoVersion(
+  raw: string | undefined,
+  problems: string[],
+  flag = '--bundle-rego-version',
+): 0 | 1 | undefined {
   if (raw === undefined || raw === '') return undefined;
   if (raw === '0') return 0;
   if (raw === '1') return 1;
-  problems.push(`--bundle-rego-version: invalid rego version ${quote(raw)} (0 or 1)`);
+  problems.push(`${flag}: invalid rego version ${quote(raw)} (0 or 1)`);
   return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validating admission webhook.
+
+function buildAdmission(values: FlagValues, problems: string[]): Config['admission'] {
+  const raw = values['admission-addr'];
+  const addr = buildListenAddress('admission-addr', raw, problems);
+  const tlsCertFile = unlessEmpty(values['admission-tls-cert-file']);
+  const tlsKeyFile = unlessEmpty(values['admission-tls-key-file']);
+  const modeText = values['admission-mode'] ?? 'deny';
+  const mode = modeText === 'warn' ? 'warn' : 'deny';
+  if (modeText !== 'deny' && modeText !== 'warn') {
+    problems.push(`--admission-mode: invalid mode ${quote(modeText)} (deny or warn)`);
+  }
+  // The webhook compiles as the sinks do: the bundles' version unless told otherwise.
+  const regoVersion =
+    buildRegoVersion(values['admission-rego-version'], problems, '--admission-rego-version') ??
+    buildRegoVersion(values['bundle-rego-version'], [], '--bundle-rego-version') ??
+    1;
+  // Judged on the flag, not on `addr`: a malformed --admission-addr is reported once, as itself.
+  if (unlessEmpty(raw) !== undefined) {
+    // The API server calls webhooks over HTTPS only.
+    if (tlsCertFile === undefined) problems.push('--admission-addr needs --admission-tls-cert-file');
+    if (tlsKeyFile === undefined) problems.push('--admission-addr needs --admission-tls-key-file');
+    if (!(values['enable-policies'] || values['enable-data'])) {
+      problems.push('--admission-addr needs policy or data ConfigMaps (--enable-policies or --enable-data)');
+    }
+  } else {
+    for (const [flag, set] of [
+      ['--admission-tls-cert-file', tlsCertFile],
+      ['--admission-tls-key-file', tlsKeyFile],
+    ] as const) {
+      if (set !== undefined) problems.push(`${flag} needs --admission-addr`);
+    }
+  }
+  return {
+    addr,
+    tlsCertFile,
+    tlsKeyFile,
+    mode,
+    protectDependents: values['admission-protect-dependents'],
+    regoVersion,
+  };
 }
 
 function isIPv4(text: string): boolean {
