@@ -5,7 +5,6 @@ import { AdmissionValidator } from './admission/validator.js';
 import type { Config } from './config.js';
 import type { Metrics } from './http/metrics.js';
 import { ServerPart } from './http/server-part.js';
-import type { Part } from './lifecycle/part.js';
 import type { DesiredState } from './model/desired-state.js';
 import { OpaSyncError } from './util/errors.js';
 import { findOpa } from './util/find-binary.js';
@@ -20,7 +19,7 @@ export interface AdmissionWiring {
 }
 
 /** The webhook server Part, or undefined without --admission-addr. Throws if no opa binary is found. */
-export function admissionPart(config: Config, env: AdmissionWiring): Part | undefined {
+export function admissionPart(config: Config, env: AdmissionWiring): ServerPart | undefined {
   const { addr, tlsCertFile, tlsKeyFile, mode, protectDependents, regoVersion } = config.admission;
   if (addr === undefined || tlsCertFile === undefined || tlsKeyFile === undefined) return undefined;
   const opaBin = findOpa({

@@ -24,7 +24,7 @@ import type { CandidateModule } from '../bundles/validate.js';
 import type { DesiredState, OriginState } from '../model/desired-state.js';
 import { describeOrigin, originKey, type ConfigMapOrigin } from '../model/origin.js';
 import type { LoadError } from '../model/outcome.js';
-import { contentOf, type ConfigMapRules } from '../sources/configmap-content.js';
+import { contentOf, fingerprint, type ConfigMapRules } from '../sources/configmap-content.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import {
@@ -126,6 +126,15 @@ export class AdmissionValidator {
       return allow([
         'opa-sync has not listed the policy ConfigMaps yet: this change was not checked (the status annotation will tell)',
       ]);
+    }
+    // Annotations only (opa-sync's own status patches among them): the policy set cannot change.
+    if (
+      request.operation === 'UPDATE' &&
+      request.object !== undefined &&
+      request.oldObject !== undefined &&
+      fingerprint(request.object) === fingerprint(request.oldObject)
+    ) {
+      return allow([]);
     }
     const next = request.operation === 'DELETE' ? undefined : request.object;
     const content = next === undefined ? undefined : this.contentOf(next, request);
