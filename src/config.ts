@@ -373,7 +373,7 @@ function buildConfig(
   problems: string[],
   warnings: string[],
 ): Config {
-  return {
+  const config: Config = {
     kubeconfig: unlessEmpty(values.kubeconfig),
     opa: buildOpa(values, given, problems, warnings),
     log: buildLog(values, problems),
@@ -403,6 +403,17 @@ function buildConfig(
       (unlessEmpty(values['policies-dir']) === undefined ||
         (['kubeconfig', 'namespaces', 'policies'] as const).some((f) => given.has(f))),
   };
+  // The webhook judges ConfigMaps by the watch's rules, against what the watch loaded.
+  if (
+    config.admission.addr !== undefined &&
+    !config.configmaps &&
+    (values['enable-policies'] || values['enable-data'])
+  ) {
+    problems.push(
+      '--admission-addr needs the ConfigMap source (--kubeconfig or --namespaces), not a policies folder alone',
+    );
+  }
+  return config;
 }
 
 /** kube-mgmt treats an empty string flag as "not set"; so do we (`--opa-auth-token-file=`). */

@@ -189,11 +189,21 @@ export class AdmissionValidator {
     const what = describeOrigin(origin);
     const warnings = (content?.problems ?? []).map((p) => `${what}: ${p.code}: ${p.message}`);
     let result: { own: RegoError[]; others: Map<string, RegoError[]>; texts: Map<string, string> };
+    let timer: NodeJS.Timeout | undefined;
     try {
-      result = await this.enqueue(async () => {
+      const checked = this.enqueue(async () => {
         if (this.baselineOf !== this.version) await this.refreshBaseline();
         return this.checkWith(key, content?.modules ?? []);
       });
+      checked.catch(() => undefined); // a check given up below still ends in the queue
+      // Waiting in the queue counts too: the API server gives up after its timeoutSeconds.
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS / 1000} s`)),
+          CHECK_TIMEOUT_MS,
+        );
+      });
+      result = await Promise.race([checked, deadline]);
     } catch (err) {
       this.options.logger.warn(
         { err: messageOf(err), configmap: `${request.namespace}/${request.name}` },
@@ -203,6 +213,8 @@ export class AdmissionValidator {
         ...warnings,
         `opa-sync could not compile the policy set, so this change was not checked: ${messageOf(err)}`,
       ]);
+    } finally {
+      clearTimeout(timer);
     }
     const ownPackages = (content?.modules ?? [])
       .map((m) => declaredPackage(m.text))

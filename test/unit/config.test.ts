@@ -352,6 +352,9 @@ describe('configuration (parseArgs)', () => {
       expect(problemsOf('--admission-addr=nope')).to.include(
         '--admission-addr: "nope" is not HOST:PORT (e.g. 0.0.0.0:8443 or :8443)',
       );
+      expect(problemsOf(...ADMISSION.slice(1), '--admission-addr=:8443', '--policies-dir=/p')).to.include(
+        '--admission-addr needs the ConfigMap source (--kubeconfig or --namespaces), not a policies folder alone',
+      );
       expect(problemsOf(...ADMISSION, '--enable-policies=false', '--enable-data=false')).to.include(
         '--admission-addr needs policy or data ConfigMaps (--enable-policies or --enable-data)',
       );
