@@ -6,6 +6,7 @@ import type { Config } from './config.js';
 import type { Metrics } from './http/metrics.js';
 import { ServerPart } from './http/server-part.js';
 import type { DesiredState } from './model/desired-state.js';
+import { OpaClient } from './opa/client.js';
 import { OpaSyncError } from './util/errors.js';
 import { findOpa } from './util/find-binary.js';
 import type { Logger } from './util/logger.js';
@@ -40,17 +41,34 @@ export function admissionPart(config: Config, env: AdmissionWiring): ServerPart 
     host: addr.host,
     port: addr.port,
     listen: async () => {
+      // The pushed OPA says which Rego version it parses (--v0-compatible or not), asked once.
+      let client: OpaClient | undefined;
+      let version: 0 | 1 | ((signal: AbortSignal) => Promise<0 | 1>);
+      if (regoVersion === 'opa') {
+        const asked = new OpaClient({
+          ...config.opa,
+          token: config.opa.authToken,
+          tokenFile: config.opa.authTokenFile,
+          logger: logger.child({ component: 'admission-opa-client' }),
+        });
+        client = asked;
+        version = (signal) => asked.regoVersion(signal);
+      } else version = regoVersion;
       // Made per run: it subscribes to the desired state and owns a helper process until closed.
       const validator = new AdmissionValidator({
         state: env.state,
         rules: { policies: config.policies, data: config.data },
         namespaces: config.namespaces,
         opaBin,
-        regoVersion,
+        regoVersion: version,
         mode,
         protectDependents,
         logger,
       });
+      const close = async (): Promise<void> => {
+        await validator.close();
+        client?.close();
+      };
       try {
         return await listenAdmission(
           createAdmissionHandler(validator, env.metrics, logger),
@@ -58,10 +76,10 @@ export function admissionPart(config: Config, env: AdmissionWiring): ServerPart 
           addr.port,
           { certFile: tlsCertFile, keyFile: tlsKeyFile },
           logger,
-          () => validator.close(),
+          close,
         );
       } catch (err) {
-        await validator.close();
+        await close();
         throw err;
       }
     },

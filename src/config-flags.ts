@@ -254,7 +254,7 @@ export const FLAGS = {
   'admission-rego-version': {
     kind: 'string',
     default: undefined,
-    help: "Rego version the webhook compiles with: 0 or 1; when not set, --bundle-rego-version's, else 1 (0 when the pushed OPA runs with --v0-compatible)",
+    help: "Rego version the webhook compiles with: 0 or 1; when not set, --bundle-rego-version's, else the pushed OPA's (asked with a query), else 1",
   },
 
   // Seed-era kube-mgmt flags (see mapLegacyFlags for what each still does).

@@ -135,8 +135,11 @@ export interface Config {
     mode: 'deny' | 'warn';
     /** --admission-protect-dependents: refuse changes that break other ConfigMaps. */
     protectDependents: boolean;
-    /** --admission-rego-version, else --bundle-rego-version's, else 1. */
-    regoVersion: 0 | 1;
+    /**
+     * --admission-rego-version, else --bundle-rego-version's, else `opa`: the pushed OPA's (asked at
+     * run time), else 1 (no OPA pushed to).
+     */
+    regoVersion: 0 | 1 | 'opa';
   };
 }
 
@@ -395,7 +398,7 @@ function buildConfig(
     healthEndpoint: buildListenAddress('health-endpoint', values['health-endpoint'], problems),
     replication: buildReplication(values, problems),
     bundles: buildBundles(values, given, problems),
-    admission: buildAdmission(values, problems),
+    admission: buildAdmission(values, given, problems),
     folder: unlessEmpty(values['policies-dir']),
     // With a policies folder, ConfigMaps are read only when a Kubernetes flag asks for them.
     configmaps:
@@ -777,7 +780,11 @@ function buildRegoVersion(
 // ---------------------------------------------------------------------------------------------
 // The validating admission webhook.
 
-function buildAdmission(values: FlagValues, problems: string[]): Config['admission'] {
+function buildAdmission(
+  values: FlagValues,
+  given: ReadonlySet<FlagName>,
+  problems: string[],
+): Config['admission'] {
   const raw = values['admission-addr'];
   const addr = buildListenAddress('admission-addr', raw, problems);
   const tlsCertFile = unlessEmpty(values['admission-tls-cert-file']);
@@ -787,11 +794,12 @@ function buildAdmission(values: FlagValues, problems: string[]): Config['admissi
   if (modeText !== 'deny' && modeText !== 'warn') {
     problems.push(`--admission-mode: invalid mode ${quote(modeText)} (deny or warn)`);
   }
-  // The webhook compiles as the sinks do: the bundles' version unless told otherwise.
+  // The webhook compiles as the sinks do: the bundles' version, or the pushed OPA's, unless told otherwise.
   const regoVersion =
     buildRegoVersion(values['admission-rego-version'], problems, '--admission-rego-version') ??
     buildRegoVersion(values['bundle-rego-version'], [], '--bundle-rego-version') ??
-    1;
+    // As buildOpa decides whether opa-sync pushes: then the pushed OPA's version is the sinks'.
+    (unlessEmpty(values['bundle-addr']) === undefined || given.has('opa-url') ? 'opa' : 1);
   // Judged on the flag, not on `addr`: a malformed --admission-addr is reported once, as itself.
   if (unlessEmpty(raw) !== undefined) {
     // The API server calls webhooks over HTTPS only.

@@ -1,7 +1,7 @@
 // The admission webhook's judgement: would the desired policy set still compile with this ConfigMap
 // as it is about to be (created, updated, deleted)? It compiles, with the real OPA compiler (the
 // bundle pipeline's incremental RegoChecker, through its own OpaRunner helper process, with the Rego
-// version the sinks use), the set that compiles today with this ConfigMap's modules put in place.
+// version the sinks use: the bundles', or the pushed OPA's, asked once), the set that compiles today with this ConfigMap's modules put in place.
 //
 // - Parse errors, and compile errors in its own modules: refused (the policy id, row:col and OPA's
 //   message); errors that only say that something of another package is not loaded yet: admitted with
@@ -47,7 +47,8 @@ export interface AdmissionValidatorOptions {
   rules: ConfigMapRules;
   namespaces: { all: boolean; names: readonly string[] };
   opaBin: string;
-  regoVersion: 0 | 1;
+  /** The sinks' Rego version, or how to ask the pushed OPA for it (once, before the first check). */
+  regoVersion: 0 | 1 | ((signal: AbortSignal) => Promise<0 | 1>);
   mode: 'deny' | 'warn';
   protectDependents: boolean;
   logger: Logger;
@@ -72,7 +73,7 @@ interface Placed {
  * await validator.close();
  */
 export class AdmissionValidator {
-  private readonly checker: RegoChecker;
+  private checker: RegoChecker | undefined;
   private readonly runner = new OpaRunner();
   private workDir: Promise<string> | undefined;
   /** The checks, one after the other. */
@@ -86,11 +87,6 @@ export class AdmissionValidator {
   private closed = false;
 
   constructor(private readonly options: AdmissionValidatorOptions) {
-    this.checker = new RegoChecker({
-      opaBin: options.opaBin,
-      v0: options.regoVersion === 0,
-      timeoutMs: CHECK_TIMEOUT_MS,
-    });
     this.unsubscribe = options.state.subscribe((change) => {
       if (change.kind !== 'origin' && change.kind !== 'sources-synced') return;
       this.version += 1;
@@ -301,11 +297,29 @@ export class AdmissionValidator {
     this.baselineOf = version;
   }
 
+  /** The checker, made once the Rego version is known (asked of the pushed OPA if need be). */
+  private async checkerOf(): Promise<RegoChecker> {
+    if (this.checker !== undefined) return this.checker;
+    const { regoVersion } = this.options;
+    const version =
+      typeof regoVersion === 'number'
+        ? regoVersion
+        : await regoVersion(AbortSignal.timeout(CHECK_TIMEOUT_MS));
+    this.options.logger.info({ regoVersion: version }, 'admission webhook compiles Rego with this version');
+    this.checker = new RegoChecker({
+      opaBin: this.options.opaBin,
+      v0: version === 0,
+      timeoutMs: CHECK_TIMEOUT_MS,
+    });
+    return this.checker;
+  }
+
   private async check(placed: Map<string, Placed>): Promise<Map<string, LoadError[]>> {
     const candidate: CandidateModule[] = [...placed].map(([p, m]) => ({ path: p, text: m.text }));
     this.workDir ??= mkdtemp(path.join(tmpdir(), 'opa-sync-admission-'));
     const dir = path.join(await this.workDir, 'set');
-    const result = await this.checker.check(candidate, dir, {
+    const checker = await this.checkerOf();
+    const result = await checker.check(candidate, dir, {
       exec: this.runner.exec,
       signal: AbortSignal.timeout(CHECK_TIMEOUT_MS + 1000),
     });

@@ -11,10 +11,11 @@ import { parseArgs } from '../../src/config.js';
 import { Metrics } from '../../src/http/metrics.js';
 import type { ServerPart } from '../../src/http/server-part.js';
 import { DesiredState } from '../../src/model/desired-state.js';
+import { OpaClient } from '../../src/opa/client.js';
 import { policyState } from '../../src/sources/configmap-content.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { createServingCert, type ServingCert } from '../harness/certs.js';
-import { httpRequest, testCa, waitFor } from '../harness/index.js';
+import { extraOpa, httpRequest, sharedOpa, testCa, waitFor } from '../harness/index.js';
 import { runPart, type RunningPart } from '../harness/parts.js';
 
 const LABELS = { 'openpolicyagent.org/policy': 'rego' };
@@ -70,6 +71,8 @@ describe('admission webhook server (real opa, HTTPS)', function () {
       `--admission-tls-cert-file=${cert.certFile}`,
       `--admission-tls-key-file=${cert.keyFile}`,
       `--opa-bin=${requireTool('opa')}`,
+      // The pushed OPA (v1) says which Rego version the webhook compiles.
+      `--opa-url=${(await sharedOpa()).url}/v1`,
     ]);
     if (parsed.kind !== 'run') throw new Error('expected a configuration');
     const state = new DesiredState();
@@ -148,6 +151,29 @@ describe('admission webhook server (real opa, HTTPS)', function () {
     const text = await metrics.registry.metrics();
     expect(text).to.include('opa_sync_admission_requests_total{verdict="invalid"} 2');
     expect(text).to.match(/opa_sync_admission_requests_total\{verdict="denied"\} [1-9]/);
+  });
+
+  it('asks a pushed OPA which Rego version it parses, writing nothing', async () => {
+    const v1 = await sharedOpa();
+    const v0 = await extraOpa({ extraArgs: ['--v0-compatible'] });
+    try {
+      for (const [opa, expected] of [
+        [v1, 1],
+        [v0, 0],
+      ] as const) {
+        const client = new OpaClient({ url: `${opa.url}/v1`, timeoutMs: 5000, logger: silentLogger() });
+        try {
+          expect(await client.regoVersion()).to.equal(expected);
+        } finally {
+          client.close();
+        }
+      }
+      // The fresh OPA holds nothing afterwards: the query wrote no policy and no data.
+      expect(JSON.parse((await v0.request('/v1/policies')).body)).to.deep.equal({ result: [] });
+      expect(JSON.parse((await v0.request('/v1/data')).body)).to.deep.equal({ result: {} });
+    } finally {
+      await v0.stop();
+    }
   });
 
   it('serves a new certificate once its files are replaced, without a restart', async () => {

@@ -78,7 +78,7 @@ const DEFAULTS: Config = {
     tlsKeyFile: undefined,
     mode: 'deny',
     protectDependents: false,
-    regoVersion: 1,
+    regoVersion: 'opa',
   },
   folder: undefined,
   configmaps: true,
@@ -326,8 +326,10 @@ describe('configuration (parseArgs)', () => {
         tlsKeyFile: '/k',
         mode: 'warn',
         protectDependents: true,
-        regoVersion: 1,
+        regoVersion: 'opa',
       });
+      // A pure bundle server pushes into no OPA: v1 unless the bundles say otherwise.
+      expect(run(...ADMISSION, '--bundle-addr=:8282').config.admission.regoVersion).to.equal(1);
       expect(
         run(...ADMISSION, '--bundle-rego-version=0', '--bundles-dir=/b').config.admission.regoVersion,
       ).to.equal(0);
