@@ -18,7 +18,7 @@ import { FolderSource } from './sources/folder.js';
 import type { UiSources } from './ui/snapshot.js';
 import { createUiRoute } from './ui/ui-route.js';
 import { OpaSyncError } from './util/errors.js';
-import { findOnPath, isExecutable } from './util/find-binary.js';
+import { findOpa } from './util/find-binary.js';
 import type { Logger } from './util/logger.js';
 
 export interface BundleParts {
@@ -59,10 +59,7 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
   let tokens: TokenFile | undefined;
   const b = config.bundles;
   if (b.addr !== undefined || b.dir !== undefined) {
-    const opaBin =
-      b.opaBin ??
-      findOnPath('opa', env.searchPath) ??
-      (env.cachedOpa !== undefined && isExecutable(env.cachedOpa) ? env.cachedOpa : undefined);
+    const opaBin = findOpa({ opaBin: b.opaBin, searchPath: env.searchPath, cachedOpa: env.cachedOpa });
     if (opaBin === undefined) {
       throw new OpaSyncError(
         'opa_binary_missing',

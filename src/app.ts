@@ -134,6 +134,12 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
   }
   if (kube !== undefined) sources.push(...kube.sources);
 
+  // The admission webhook: compiles would-be policy sets, from a module loaded only when asked for.
+  if (config.admission.addr !== undefined) {
+    const webhook = (await import('./app-admission.js')).admissionPart(config, { ...env, state, metrics });
+    if (webhook !== undefined) servers.push(webhook);
+  }
+
   // The ops server reads the supervisor's views per request, so only once it exists (below).
   const health = config.healthEndpoint;
   if (health !== undefined) {

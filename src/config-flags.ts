@@ -226,6 +226,37 @@ export const FLAGS = {
     help: 'HOST:PORT serving /health, /ready, /metrics and the web page /ui (e.g. 0.0.0.0:8000, :8000); off when not set',
   },
 
+  'admission-addr': {
+    kind: 'string',
+    default: undefined,
+    help: 'HOST:PORT serving the validating admission webhook POST /validate/configmaps over HTTPS (with the two TLS flags); off when not set',
+  },
+  'admission-tls-cert-file': {
+    kind: 'string',
+    default: undefined,
+    help: 'PEM certificate of the admission webhook (reloaded when the file changes)',
+  },
+  'admission-tls-key-file': {
+    kind: 'string',
+    default: undefined,
+    help: 'PEM key of the admission webhook certificate (reloaded when the file changes)',
+  },
+  'admission-mode': {
+    kind: 'string',
+    default: 'deny',
+    help: 'deny: refuse ConfigMaps whose Rego or JSON is broken; warn: admit them with a warning instead (for rollout)',
+  },
+  'admission-protect-dependents': {
+    kind: 'bool',
+    default: false,
+    help: 'refuse an update or delete that breaks other policy ConfigMaps (otherwise admitted with a warning naming them)',
+  },
+  'admission-rego-version': {
+    kind: 'string',
+    default: undefined,
+    help: "Rego version the webhook compiles with: 0 or 1; when not set, --bundle-rego-version's, else the pushed OPA's (asked with a query), else 1",
+  },
+
   // Seed-era kube-mgmt flags (see mapLegacyFlags for what each still does).
   policies: {
     kind: 'list',

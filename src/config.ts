@@ -124,6 +124,23 @@ export interface Config {
     /** --opa-bin: the opa binary that validates bundles; undefined = found on PATH at run time. */
     opaBin: string | undefined;
   };
+  /** The validating admission webhook for policy and data ConfigMaps. */
+  admission: {
+    /** --admission-addr; undefined = no webhook. */
+    addr: { host: string; port: number } | undefined;
+    /** --admission-tls-cert-file and --admission-tls-key-file: both, with `addr`. */
+    tlsCertFile: string | undefined;
+    tlsKeyFile: string | undefined;
+    /** --admission-mode: `warn` turns every refusal into a warning. */
+    mode: 'deny' | 'warn';
+    /** --admission-protect-dependents: refuse changes that break other ConfigMaps. */
+    protectDependents: boolean;
+    /**
+     * --admission-rego-version, else --bundle-rego-version's, else `opa`: the pushed OPA's (asked at
+     * run time), else 1 (no OPA pushed to).
+     */
+    regoVersion: 0 | 1 | 'opa';
+  };
 }
 
 /** The signing algorithms of `opa build --signing-alg` (one list, the signer's). */
@@ -359,7 +376,7 @@ function buildConfig(
   problems: string[],
   warnings: string[],
 ): Config {
-  return {
+  const config: Config = {
     kubeconfig: unlessEmpty(values.kubeconfig),
     opa: buildOpa(values, given, problems, warnings),
     log: buildLog(values, problems),
@@ -381,6 +398,7 @@ function buildConfig(
     healthEndpoint: buildListenAddress('health-endpoint', values['health-endpoint'], problems),
     replication: buildReplication(values, problems),
     bundles: buildBundles(values, given, problems),
+    admission: buildAdmission(values, given, problems),
     folder: unlessEmpty(values['policies-dir']),
     // With a policies folder, ConfigMaps are read only when a Kubernetes flag asks for them.
     configmaps:
@@ -388,6 +406,17 @@ function buildConfig(
       (unlessEmpty(values['policies-dir']) === undefined ||
         (['kubeconfig', 'namespaces', 'policies'] as const).some((f) => given.has(f))),
   };
+  // The webhook judges ConfigMaps by the watch's rules, against what the watch loaded.
+  if (
+    config.admission.addr !== undefined &&
+    !config.configmaps &&
+    (values['enable-policies'] || values['enable-data'])
+  ) {
+    problems.push(
+      '--admission-addr needs the ConfigMap source (--kubeconfig or --namespaces), not a policies folder alone',
+    );
+  }
+  return config;
 }
 
 /** kube-mgmt treats an empty string flag as "not set"; so do we (`--opa-auth-token-file=`). */
@@ -537,7 +566,7 @@ function buildStatusAnnotations(raw: readonly string[], problems: string[]): str
 }
 
 /** The example port of each listening flag, for its error text. */
-const LISTEN_EXAMPLE_PORT = { 'health-endpoint': 8000, 'bundle-addr': 8282 } as const;
+const LISTEN_EXAMPLE_PORT = { 'health-endpoint': 8000, 'bundle-addr': 8282, 'admission-addr': 8443 } as const;
 
 /**
  * `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces), port 0 = any free port; empty or unset =
@@ -736,12 +765,65 @@ function buildSigningAlg(raw: string, problems: string[]): BundleSigningAlg {
 }
 
 /** `0` or `1`; empty or unset = no rego_version in the manifest. */
-function buildRegoVersion(raw: string | undefined, problems: string[]): 0 | 1 | undefined {
+function buildRegoVersion(
+  raw: string | undefined,
+  problems: string[],
+  flag = '--bundle-rego-version',
+): 0 | 1 | undefined {
   if (raw === undefined || raw === '') return undefined;
   if (raw === '0') return 0;
   if (raw === '1') return 1;
-  problems.push(`--bundle-rego-version: invalid rego version ${quote(raw)} (0 or 1)`);
+  problems.push(`${flag}: invalid rego version ${quote(raw)} (0 or 1)`);
   return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validating admission webhook.
+
+function buildAdmission(
+  values: FlagValues,
+  given: ReadonlySet<FlagName>,
+  problems: string[],
+): Config['admission'] {
+  const raw = values['admission-addr'];
+  const addr = buildListenAddress('admission-addr', raw, problems);
+  const tlsCertFile = unlessEmpty(values['admission-tls-cert-file']);
+  const tlsKeyFile = unlessEmpty(values['admission-tls-key-file']);
+  const modeText = values['admission-mode'] ?? 'deny';
+  const mode = modeText === 'warn' ? 'warn' : 'deny';
+  if (modeText !== 'deny' && modeText !== 'warn') {
+    problems.push(`--admission-mode: invalid mode ${quote(modeText)} (deny or warn)`);
+  }
+  // The webhook compiles as the sinks do: the bundles' version, or the pushed OPA's, unless told otherwise.
+  const regoVersion =
+    buildRegoVersion(values['admission-rego-version'], problems, '--admission-rego-version') ??
+    buildRegoVersion(values['bundle-rego-version'], [], '--bundle-rego-version') ??
+    // As buildOpa decides whether opa-sync pushes: then the pushed OPA's version is the sinks'.
+    (unlessEmpty(values['bundle-addr']) === undefined || given.has('opa-url') ? 'opa' : 1);
+  // Judged on the flag, not on `addr`: a malformed --admission-addr is reported once, as itself.
+  if (unlessEmpty(raw) !== undefined) {
+    // The API server calls webhooks over HTTPS only.
+    if (tlsCertFile === undefined) problems.push('--admission-addr needs --admission-tls-cert-file');
+    if (tlsKeyFile === undefined) problems.push('--admission-addr needs --admission-tls-key-file');
+    if (!(values['enable-policies'] || values['enable-data'])) {
+      problems.push('--admission-addr needs policy or data ConfigMaps (--enable-policies or --enable-data)');
+    }
+  } else {
+    for (const [flag, set] of [
+      ['--admission-tls-cert-file', tlsCertFile],
+      ['--admission-tls-key-file', tlsKeyFile],
+    ] as const) {
+      if (set !== undefined) problems.push(`${flag} needs --admission-addr`);
+    }
+  }
+  return {
+    addr,
+    tlsCertFile,
+    tlsKeyFile,
+    mode,
+    protectDependents: values['admission-protect-dependents'],
+    regoVersion,
+  };
 }
 
 function isIPv4(text: string): boolean {

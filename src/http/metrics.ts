@@ -129,6 +129,21 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** AdmissionReview requests the admission webhook answered, by verdict (allowed, warned, denied, invalid). */
+  readonly admissionRequests = new Counter({
+    name: 'opa_sync_admission_requests_total',
+    help: 'AdmissionReview requests answered by the admission webhook, by verdict (allowed, warned, denied, invalid)',
+    labelNames: ['verdict'] as const,
+    registers: [this.registry],
+  });
+
+  readonly admissionDuration = new Histogram({
+    name: 'opa_sync_admission_duration_seconds',
+    help: 'Time the admission webhook took to answer an AdmissionReview request, compilation included',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
   constructor({ processMetrics = true }: { processMetrics?: boolean } = {}) {
     if (processMetrics) collectDefaultMetrics({ register: this.registry });
   }

@@ -313,6 +313,35 @@ export class OpaClient {
   }
 
   /**
+   * The Rego version OPA parses with: 0 when it runs with `--v0-compatible`, else 1. Told by an ad-hoc
+   * query that only v0 parses (`every` is a keyword in v1): `POST /v1/query`, which writes nothing.
+   *
+   * @example
+   * const v0 = (await client.regoVersion(signal)) === 0;
+   */
+  async regoVersion(signal?: AbortSignal): Promise<0 | 1> {
+    const exchange = {
+      method: 'POST',
+      path: '/query',
+      body: toJson({ query: 'every := 1' }, 'the Rego version query'),
+      contentType: 'application/json',
+    };
+    const answer = await this.call(exchange, signal, [400]);
+    if (answer.status !== 400) return 0;
+    const body = parseOpaErrorBody(answer.status, answer.text);
+    const parseError = (body.errors ?? []).some((e) => (e as { code?: unknown }).code === 'rego_parse_error');
+    if (!parseError)
+      throw new OpaHttpError(
+        exchange.method,
+        this.displayUrl(`${this.basePath}/query`),
+        `${this.basePath}/query`,
+        400,
+        body,
+      );
+    return 1;
+  }
+
+  /**
    * GET /health at the server root (not under /v1). True on 200, false on any failure to get one. A caller's
    * abort still rejects with its reason, as on every call, so a cancelled loop stops instead of reading "unhealthy".
    */

@@ -48,6 +48,45 @@ export interface PolicyOptions {
   regoKeysOnly: boolean;
 }
 
+/** Created by Kubernetes in every namespace; never a policy, even where every ConfigMap is one. */
+export const KUBE_ROOT_CA = 'kube-root-ca.crt';
+
+/** Which ConfigMaps are policies and which are data: the labels, and whether policies need theirs. */
+export interface ConfigMapRules {
+  policies: { enabled: boolean; label: string; value: string; requireLabel: boolean };
+  data: { enabled: boolean; label: string; value: string };
+}
+
+function hasLabel(cm: V1ConfigMap, label: string, value: string): boolean {
+  return cm.metadata?.labels?.[label] === value;
+}
+
+/**
+ * What a ConfigMap of a watched namespace is in a role: its desired state, or `undefined` when it is
+ * not ours in that role. The one rule the ConfigMap source and the admission webhook share: a
+ * ConfigMap with the data label is data only; a policy needs the policy label unless seed-era
+ * `--policies` mode (then every ConfigMap with a `.rego` key is one, except kube-root-ca.crt).
+ */
+export function contentAs(cm: V1ConfigMap, role: OriginRole, rules: ConfigMapRules): OriginState | undefined {
+  const { policies, data } = rules;
+  if (role === 'data')
+    return data.enabled && hasLabel(cm, data.label, data.value) ? dataState(cm) : undefined;
+  if (!policies.enabled) return undefined;
+  // A ConfigMap that carries the data label is data only, as in kube-mgmt.
+  if (data.enabled && hasLabel(cm, data.label, data.value)) return undefined;
+  const labelled = hasLabel(cm, policies.label, policies.value);
+  if (!labelled && (policies.requireLabel || cm.metadata?.name === KUBE_ROOT_CA)) return undefined;
+  const state = policyState(cm, { regoKeysOnly: !labelled });
+  // Seed-era mode: an unlabelled ConfigMap without any .rego key is not a policy, and is left untouched.
+  if (!labelled && state.modules.length === 0) return undefined;
+  return state;
+}
+
+/** What a ConfigMap of a watched namespace is to opa-sync: data, a policy, or nothing (`undefined`). */
+export function contentOf(cm: V1ConfigMap, rules: ConfigMapRules): OriginState | undefined {
+  return contentAs(cm, 'data', rules) ?? contentAs(cm, 'policy', rules);
+}
+
 export function policyState(cm: V1ConfigMap, options: PolicyOptions): OriginState {
   const { namespace, name } = refOf(cm);
   const modules: PolicyModule[] = sortedKeys(cm.data)

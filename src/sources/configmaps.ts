@@ -12,10 +12,7 @@ import type { DesiredState, OriginState } from '../model/desired-state.js';
 import { describeOrigin, originKey, type ConfigMapOrigin, type OriginRole } from '../model/origin.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
-import { dataState, fingerprint, policyState, refOf, type ConfigMapRef } from './configmap-content.js';
-
-/** Created by Kubernetes in every namespace; never a policy, even where every ConfigMap is one. */
-const KUBE_ROOT_CA = 'kube-root-ca.crt';
+import { contentAs, fingerprint, refOf, type ConfigMapRef } from './configmap-content.js';
 
 export interface ConfigMapSourceOptions {
   watcher: CollectionWatcher;
@@ -197,16 +194,8 @@ export class ConfigMapSource implements Part {
   }
 
   private contentOf(cm: V1ConfigMap, role: OriginRole): OriginState | undefined {
-    const { policies, data } = this.options;
-    if (role === 'data') return dataState(cm);
-    // A ConfigMap that carries the data label is data only, as in kube-mgmt.
-    if (data.enabled && this.hasLabel(cm, data.label, data.value)) return undefined;
-    const labelled = this.hasLabel(cm, policies.label, policies.value);
-    if (!labelled && (policies.requireLabel || cm.metadata?.name === KUBE_ROOT_CA)) return undefined;
-    const state = policyState(cm, { regoKeysOnly: !labelled });
-    // Seed-era mode: an unlabelled ConfigMap without any .rego key is not a policy, and is left untouched.
-    if (!labelled && state.modules.length === 0) return undefined;
-    return state;
+    // The data watch selects by the data label: what it reports is data (contentAs checks it again).
+    return contentAs(cm, role, this.options);
   }
 
   private remove(cm: V1ConfigMap, role: OriginRole): void {

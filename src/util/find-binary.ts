@@ -20,3 +20,23 @@ export function isExecutable(file: string): boolean {
     return false;
   }
 }
+
+/**
+ * The opa binary that compiles Rego for opa-sync (bundle validation, the admission webhook):
+ * --opa-bin, else `opa` on the search path, else the one `npm run tools` built; undefined if none.
+ */
+export function findOpa({
+  opaBin,
+  searchPath,
+  cachedOpa,
+}: {
+  opaBin: string | undefined;
+  searchPath: string | undefined;
+  cachedOpa?: string | undefined;
+}): string | undefined {
+  return (
+    opaBin ??
+    findOnPath('opa', searchPath) ??
+    (cachedOpa !== undefined && isExecutable(cachedOpa) ? cachedOpa : undefined)
+  );
+}

@@ -42,6 +42,7 @@ import { logTail, startProcess, type ManagedProcess } from '../harness/processes
 import { runDir } from '../harness/run-dir.js';
 import { StopWaiting } from '../harness/wait.js';
 import { writeKubeconfig } from '../harness/kubeconfig.js';
+import { createServingCert } from '../harness/certs.js';
 import { cleanupAfterAll } from '../harness/e2e.js';
 
 const execFileAsync = promisify(execFile);
@@ -347,6 +348,9 @@ describe('deploy/kubernetes: the manifests as written', function () {
         '--namespaces=opa',
         '--replicate-cluster=networking.k8s.io/v1/networkpolicies',
         '--health-endpoint=0.0.0.0:8000',
+        '--admission-addr=0.0.0.0:8444',
+        '--admission-tls-cert-file=/admission-tls/tls.crt',
+        '--admission-tls-key-file=/admission-tls/tls.key',
       ].sort(),
     );
     expect(new URL(flag(syncArgs, 'opa-url')).port).to.equal(String(portOf(flag(opaArgs, 'addr'))));
@@ -430,6 +434,50 @@ describe('deploy/kubernetes: the manifests as written', function () {
     expect(read('deploy/kubernetes/webhook.yaml')).to.include(
       Buffer.from(hook.clientConfig.caBundle!, 'base64').toString(),
     );
+  });
+
+  it("wires opa-sync's admission webhook: Service, certificate Secret, one webhook per label, failurePolicy Ignore", function () {
+    const service = find<V1Service>('Service', 'opa-sync-admission');
+    expect(service.spec?.selector).to.deep.equal(deployment.spec?.selector.matchLabels);
+    const port = service.spec?.ports?.[0];
+    expect(port?.port).to.equal(443);
+    const target = syncContainer.ports?.find((p) => p.name === port?.targetPort);
+    expect(target?.containerPort).to.equal(portOf(flag(syncArgs, 'admission-addr')));
+    const tlsVolume = podSpec.volumes?.find((v) => v.secret?.secretName === 'opa-sync-admission-tls')?.name;
+    expect(tlsVolume).to.be.a('string');
+    expect(volumeOf(syncContainer, flag(syncArgs, 'admission-tls-cert-file'))).to.equal(tlsVolume);
+    expect(volumeOf(syncContainer, flag(syncArgs, 'admission-tls-key-file'))).to.equal(tlsVolume);
+
+    const config = find<V1ValidatingWebhookConfiguration>(
+      'ValidatingWebhookConfiguration',
+      'opa-sync.openpolicyagent.org',
+    );
+    const namespaces = flag(syncArgs, 'namespaces').split(',');
+    expect(config.webhooks?.map((h) => h.objectSelector?.matchLabels)).to.deep.equal([
+      { 'openpolicyagent.org/policy': 'rego' },
+      { 'openpolicyagent.org/data': 'opa' },
+    ]);
+    for (const hook of config.webhooks ?? []) {
+      expect(hook.clientConfig.service).to.deep.equal({
+        name: 'opa-sync-admission',
+        namespace: 'opa',
+        port: 443,
+        path: '/validate/configmaps',
+      });
+      expect(hook.admissionReviewVersions).to.deep.equal(['v1']);
+      expect(hook.sideEffects).to.equal('None');
+      expect(hook.failurePolicy).to.equal('Ignore');
+      expect(hook.timeoutSeconds).to.be.within(1, 10);
+      expect(hook.rules?.map((r) => [r.apiGroups, r.resources, r.operations])).to.deep.equal([
+        [[''], ['configmaps'], ['CREATE', 'UPDATE', 'DELETE']],
+      ]);
+      expect(hook.namespaceSelector?.matchExpressions).to.deep.equal([
+        { key: 'kubernetes.io/metadata.name', operator: 'In', values: namespaces },
+      ]);
+      const placeholder = Buffer.from(hook.clientConfig.caBundle!, 'base64').toString();
+      expect(placeholder).to.match(/^REPLACE-ME: /);
+      expect(read('deploy/kubernetes/admission-webhook.yaml')).to.include(placeholder);
+    }
   });
 
   it('grants configmaps get/list/watch/patch in each watched namespace and list/watch on networkpolicies', function () {
@@ -628,12 +676,21 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
       }),
     );
 
-    // Exactly the manifest's arguments, except where OPA is, the token file, and the health port.
+    const admissionPort = await getPort({ host: '127.0.0.1' });
+    const admissionCert = await createServingCert(await testCa(), 'deploy-admission');
+    // Exactly the manifest's arguments, except where OPA is, the token file, the health port, and the
+    // admission webhook's address and certificate.
     const args = syncArgs.flatMap((arg): string[] => {
       if (arg.startsWith('--opa-url=')) return [`--opa-url=${opa.url}/v1`];
       if (arg.startsWith('--opa-auth-token-file='))
         return [`--opa-auth-token-file=${path.join(bootstrapDir, 'mgmt-token')}`];
       if (arg.startsWith('--health-endpoint=')) return [];
+      // The admission webhook on a free loopback port, with a certificate of the run's CA.
+      if (arg.startsWith('--admission-addr=')) return [`--admission-addr=127.0.0.1:${admissionPort}`];
+      if (arg.startsWith('--admission-tls-cert-file='))
+        return [`--admission-tls-cert-file=${admissionCert.certFile}`];
+      if (arg.startsWith('--admission-tls-key-file='))
+        return [`--admission-tls-key-file=${admissionCert.keyFile}`];
       return [arg];
     });
     expect(args).to.include('--opa-allow-insecure');
@@ -702,6 +759,32 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
     });
     const after = await webhookCall('after');
     expect(after).to.deep.equal({ uid: 'after', allowed: true });
+
+    // opa-sync's own webhook answers, as this ServiceAccount, with no permission added for it.
+    const review = await httpRequest(`https://127.0.0.1:${admissionPort}/validate/configmaps`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      ca: (await testCa()).pem,
+      body: JSON.stringify({
+        apiVersion: 'admission.k8s.io/v1',
+        kind: 'AdmissionReview',
+        request: {
+          uid: 'cm',
+          operation: 'CREATE',
+          namespace: 'opa',
+          name: 'typo',
+          resource: { group: '', version: 'v1', resource: 'configmaps' },
+          object: {
+            metadata: { name: 'typo', namespace: 'opa', labels: { 'openpolicyagent.org/policy': 'rego' } },
+            data: { 'p.rego': 'package typo\n\nx := count(1)\n' },
+          },
+        },
+      }),
+    });
+    expect(review.status, review.body).to.equal(200);
+    expect((JSON.parse(review.body) as { response: AdmissionResponse }).response.status?.message).to.equal(
+      'configmap opa/typo does not compile: opa/typo/p.rego:3:6: rego_type_error: count: invalid argument(s)',
+    );
 
     const forbidden = sync.logLines().filter((l) => JSON.stringify(l).toLowerCase().includes('forbidden'));
     expect(forbidden, 'opa-sync was refused something').to.deep.equal([]);

@@ -23,6 +23,13 @@ function problemsOf(...argv: string[]): readonly string[] {
   return expect.fail(`expected a ConfigError for ${argv.join(' ')}`);
 }
 
+/** The flags of a webhook that serves. */
+const ADMISSION = [
+  '--admission-addr=127.0.0.1:8443',
+  '--admission-tls-cert-file=/c',
+  '--admission-tls-key-file=/k',
+] as const;
+
 const DEFAULTS: Config = {
   kubeconfig: undefined,
   opa: {
@@ -64,6 +71,14 @@ const DEFAULTS: Config = {
     signingKeyId: undefined,
     regoVersion: undefined,
     opaBin: undefined,
+  },
+  admission: {
+    addr: undefined,
+    tlsCertFile: undefined,
+    tlsKeyFile: undefined,
+    mode: 'deny',
+    protectDependents: false,
+    regoVersion: 'opa',
   },
   folder: undefined,
   configmaps: true,
@@ -282,6 +297,12 @@ describe('configuration (parseArgs)', () => {
         'bundle-signing-keyid': ['--bundle-signing-keyid=k1', '--bundle-signing-key=/s', '--bundle-addr=:1'],
         'bundle-rego-version': ['--bundle-rego-version=1', '--bundles-dir=/b'],
         'opa-bin': ['--opa-bin=/usr/local/bin/opa'],
+        'admission-addr': [...ADMISSION],
+        'admission-tls-cert-file': [...ADMISSION],
+        'admission-tls-key-file': [...ADMISSION],
+        'admission-mode': ['--admission-mode=warn'],
+        'admission-protect-dependents': ['--admission-protect-dependents'],
+        'admission-rego-version': ['--admission-rego-version=0'],
         policies: ['--policies=n'],
         'require-policy-label': ['--require-policy-label'],
         'pod-name': ['--pod-name=p'],
@@ -292,6 +313,53 @@ describe('configuration (parseArgs)', () => {
         const { warnings } = run(...argv);
         expect(warnings.join('\n'), name).not.to.include('unknown flag');
       }
+    });
+  });
+
+  describe('admission flags', () => {
+    it('builds the webhook configuration, the Rego version following --bundle-rego-version', () => {
+      expect(
+        run(...ADMISSION, '--admission-mode=warn', '--admission-protect-dependents').config.admission,
+      ).to.deep.equal({
+        addr: { host: '127.0.0.1', port: 8443 },
+        tlsCertFile: '/c',
+        tlsKeyFile: '/k',
+        mode: 'warn',
+        protectDependents: true,
+        regoVersion: 'opa',
+      });
+      // A pure bundle server pushes into no OPA: v1 unless the bundles say otherwise.
+      expect(run(...ADMISSION, '--bundle-addr=:8282').config.admission.regoVersion).to.equal(1);
+      expect(
+        run(...ADMISSION, '--bundle-rego-version=0', '--bundles-dir=/b').config.admission.regoVersion,
+      ).to.equal(0);
+      expect(
+        run(...ADMISSION, '--bundle-rego-version=0', '--bundles-dir=/b', '--admission-rego-version=1').config
+          .admission.regoVersion,
+      ).to.equal(1);
+    });
+
+    it('lists every problem of the admission flags', () => {
+      expect(
+        problemsOf('--admission-addr=:8443', '--admission-mode=loud', '--admission-rego-version=2'),
+      ).to.deep.equal([
+        '--admission-mode: invalid mode "loud" (deny or warn)',
+        '--admission-rego-version: invalid rego version "2" (0 or 1)',
+        '--admission-addr needs --admission-tls-cert-file',
+        '--admission-addr needs --admission-tls-key-file',
+      ]);
+      expect(problemsOf('--admission-tls-cert-file=/c')).to.deep.equal([
+        '--admission-tls-cert-file needs --admission-addr',
+      ]);
+      expect(problemsOf('--admission-addr=nope')).to.include(
+        '--admission-addr: "nope" is not HOST:PORT (e.g. 0.0.0.0:8443 or :8443)',
+      );
+      expect(problemsOf(...ADMISSION.slice(1), '--admission-addr=:8443', '--policies-dir=/p')).to.include(
+        '--admission-addr needs the ConfigMap source (--kubeconfig or --namespaces), not a policies folder alone',
+      );
+      expect(problemsOf(...ADMISSION, '--enable-policies=false', '--enable-data=false')).to.include(
+        '--admission-addr needs policy or data ConfigMaps (--enable-policies or --enable-data)',
+      );
     });
   });
 

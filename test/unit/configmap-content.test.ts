@@ -3,13 +3,43 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import type { V1ConfigMap } from '@kubernetes/client-node';
-import { dataState, fingerprint, policyState } from '../../src/sources/configmap-content.js';
+import {
+  contentOf,
+  dataState,
+  fingerprint,
+  policyState,
+  type ConfigMapRules,
+} from '../../src/sources/configmap-content.js';
 
 function cm(data: Record<string, string>, extra: Partial<V1ConfigMap> = {}): V1ConfigMap {
   return { metadata: { namespace: 'opa', name: 'p', labels: { a: 'b' } }, data, ...extra };
 }
 
 describe('ConfigMap content', () => {
+  it('says what a ConfigMap is by the rules the source and the admission webhook share', () => {
+    const rules = (requireLabel: boolean): ConfigMapRules => ({
+      policies: { enabled: true, label: 'openpolicyagent.org/policy', value: 'rego', requireLabel },
+      data: { enabled: true, label: 'openpolicyagent.org/data', value: 'opa' },
+    });
+    const labelled = (labels: Record<string, string>, name = 'p'): V1ConfigMap => ({
+      metadata: { namespace: 'opa', name, labels },
+      data: { 'a.rego': 'package a', 'b.json': '{}' },
+    });
+    const policy = { 'openpolicyagent.org/policy': 'rego' };
+    const data = { 'openpolicyagent.org/data': 'opa' };
+    expect(contentOf(labelled(policy), rules(true))?.origin.role).to.equal('policy');
+    expect(contentOf(labelled(data), rules(true))?.origin.role).to.equal('data');
+    // Both labels: data only, as in kube-mgmt.
+    expect(contentOf(labelled({ ...policy, ...data }), rules(true))?.origin.role).to.equal('data');
+    expect(contentOf(labelled({}), rules(true))).to.equal(undefined);
+    // Seed-era --policies: unlabelled ConfigMaps with .rego keys are policies (those keys only).
+    expect(contentOf(labelled({}), rules(false))?.modules.map((m) => m.id)).to.deep.equal(['opa/p/a.rego']);
+    expect(contentOf(labelled({}, 'kube-root-ca.crt'), rules(false))).to.equal(undefined);
+    expect(contentOf({ metadata: { namespace: 'opa', name: 'x' }, data: { k: 'v' } }, rules(false))).to.equal(
+      undefined,
+    );
+  });
+
   it('makes one module per key, id <ns>/<name>/<key>, in sorted key order', () => {
     const state = policyState(
       cm({ 'z.rego': 'package z', 'a.rego': 'package a', 'm-1.x.rego': 'package m' }),
