@@ -9,11 +9,14 @@ import { createBundleApp, listenBundleServer } from './bundles/server.js';
 import { Fleet } from './bundles/fleet.js';
 import { TokenFile } from './bundles/tokens.js';
 import { loadSigningKey } from './bundles/signing-key.js';
-import type { Config } from './config.js';
+import type { Config, OciConfig } from './config.js';
 import type { Metrics } from './http/metrics.js';
 import { ServerPart } from './http/server-part.js';
 import type { Part } from './lifecycle/part.js';
 import type { DesiredState } from './model/desired-state.js';
+import { OciClient } from './oci/client.js';
+import { Credentials } from './oci/credentials.js';
+import { OciPublisher, type OciBundleState } from './oci/oci-publisher.js';
 import { FolderSource } from './sources/folder.js';
 import { OpaSyncError } from './util/errors.js';
 import { findOnPath, isExecutable } from './util/find-binary.js';
@@ -24,6 +27,8 @@ export interface BundleParts {
   sinks: Part[];
   sources: Part[];
   closers: (() => void)[];
+  /** What OCI publishing did last, per bundle (read-only); undefined without --oci-repository. */
+  ociState?: (() => OciBundleState[]) | undefined;
 }
 
 export interface BundleWiring {
@@ -45,6 +50,7 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
   const sinks: Part[] = [];
   const sources: Part[] = [];
   const closers: (() => void)[] = [];
+  let ociState: (() => OciBundleState[]) | undefined;
   const b = config.bundles;
   if (b.addr !== undefined || b.dir !== undefined) {
     const opaBin =
@@ -59,6 +65,7 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
     }
     const registry = new BundleRegistry();
     const fleet = new Fleet(metrics, (name) => registry.get(name)?.revision);
+    const oci = config.oci === undefined ? undefined : ociPublisher(config.oci, registry, env);
     sinks.push(
       new BundlePublisher({
         state,
@@ -74,9 +81,16 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
         dir: b.dir,
         onOutcome: report('bundle'),
         metrics,
-        onPublished: () => fleet.updateGauges(),
+        onPublished: () => {
+          fleet.updateGauges();
+          oci?.notify();
+        },
       }),
     );
+    if (oci !== undefined) {
+      sinks.push(oci);
+      ociState = () => oci.snapshot();
+    }
     const addr = b.addr;
     if (addr !== undefined) {
       const tokens =
@@ -133,5 +147,23 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
       new FolderSource({ dir: config.folder, state, logger: logger.child({ component: 'folder' }) }),
     );
   }
-  return { servers, sinks, sources, closers };
+  return { servers, sinks, sources, closers, ociState };
+}
+
+/** The OCI sink of --oci-repository: one client per registry host, all with the same credentials. */
+function ociPublisher(oci: OciConfig, registry: BundleRegistry, env: BundleWiring): OciPublisher {
+  const credentials = new Credentials({
+    tokenFile: oci.tokenFile,
+    username: oci.username,
+    passwordFile: oci.passwordFile,
+    dockerConfig: oci.dockerConfig,
+  });
+  return new OciPublisher({
+    registry,
+    targets: oci.targets,
+    movingTag: oci.movingTag,
+    clientFor: (host) => new OciClient(host, { credentials, plainHttp: oci.plainHttp, caFile: oci.caFile }),
+    logger: env.logger.child({ component: 'oci' }),
+    metrics: env.metrics,
+  });
 }

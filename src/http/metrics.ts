@@ -129,6 +129,28 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Pushes of bundle revisions to OCI registries, by bundle and result (pushed, unchanged, error). */
+  readonly ociPushes = new Counter({
+    name: 'opa_sync_oci_pushes_total',
+    help: 'Bundle revisions pushed to an OCI registry, by bundle and result (pushed, unchanged, error)',
+    labelNames: ['bundle', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ociPushErrors = new Counter({
+    name: 'opa_sync_oci_push_errors_total',
+    help: 'Failed OCI pushes, by error code (each is retried with backoff)',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ociPushDuration = new Histogram({
+    name: 'opa_sync_oci_push_duration_seconds',
+    help: 'Duration of successful OCI pushes of one bundle revision (blobs, manifest and tags)',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+
   constructor({ processMetrics = true }: { processMetrics?: boolean } = {}) {
     if (processMetrics) collectDefaultMetrics({ register: this.registry });
   }

@@ -67,6 +67,7 @@ const DEFAULTS: Config = {
   },
   folder: undefined,
   configmaps: true,
+  oci: undefined,
 };
 
 // k8s.io/apimachinery's texts, as pinned by kube-mgmt's cmd/kube-mgmt/flag_test.go.
@@ -282,6 +283,24 @@ describe('configuration (parseArgs)', () => {
         'bundle-signing-keyid': ['--bundle-signing-keyid=k1', '--bundle-signing-key=/s', '--bundle-addr=:1'],
         'bundle-rego-version': ['--bundle-rego-version=1', '--bundles-dir=/b'],
         'opa-bin': ['--opa-bin=/usr/local/bin/opa'],
+        'oci-repository': ['--oci-repository=r.example/opa/x', '--bundles-dir=/b'],
+        'oci-tag': ['--oci-tag=stable', '--oci-repository=r.example/x', '--bundles-dir=/b'],
+        'oci-docker-config': ['--oci-docker-config=/d', '--oci-repository=r.example/x', '--bundles-dir=/b'],
+        'oci-username': [
+          '--oci-username=u',
+          '--oci-password-file=/p',
+          '--oci-repository=r.example/x',
+          '--bundles-dir=/b',
+        ],
+        'oci-password-file': [
+          '--oci-password-file=/p',
+          '--oci-username=u',
+          '--oci-repository=r.example/x',
+          '--bundles-dir=/b',
+        ],
+        'oci-token-file': ['--oci-token-file=/t', '--oci-repository=r.example/x', '--bundles-dir=/b'],
+        'oci-ca-file': ['--oci-ca-file=/ca', '--oci-repository=r.example/x', '--bundles-dir=/b'],
+        'oci-plain-http': ['--oci-plain-http', '--oci-repository=127.0.0.1:5000/x', '--bundles-dir=/b'],
         policies: ['--policies=n'],
         'require-policy-label': ['--require-policy-label'],
         'pod-name': ['--pod-name=p'],

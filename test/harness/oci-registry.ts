@@ -1,0 +1,96 @@
+// A real CNCF distribution registry for tests (the tools cache's `registry`): on a free loopback port,
+// plain http, a filesystem store in the run's folder, and htpasswd users when asked; ready once /v2/
+// answers. `oras()` runs the real oras CLI against it, as an independent client of what opa-sync pushed.
+import { execFile } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import bcrypt from 'bcryptjs';
+import getPort from 'get-port';
+import { requireTool } from '../../scripts/tools.js';
+import { httpRequest } from './http.js';
+import { logTail, startProcess, type ManagedProcess } from './processes.js';
+import { runDir } from './run-dir.js';
+import { StopWaiting, waitFor } from './wait.js';
+
+const execFileAsync = promisify(execFile);
+let counter = 0;
+
+export interface OciRegistry {
+  /** `127.0.0.1:<port>`: the host part of repository references. */
+  readonly host: string;
+  readonly process: ManagedProcess;
+  /** Runs oras with the given arguments (plain http, this registry's user if any); resolves with stdout. */
+  oras(args: string[], options?: { cwd?: string }): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export interface OciRegistryOptions {
+  /** htpasswd users (bcrypt); the registry then refuses anonymous requests. */
+  users?: Record<string, string>;
+}
+
+export async function startOciRegistry(options: OciRegistryOptions = {}): Promise<OciRegistry> {
+  const binary = requireTool('registry');
+  const orasBin = requireTool('oras');
+  const name = `registry-${++counter}`;
+  const dir = path.join(runDir(), name);
+  mkdirSync(path.join(dir, 'store'), { recursive: true });
+  const port = await getPort({ host: '127.0.0.1' });
+  const users = Object.entries(options.users ?? {});
+  const htpasswd = path.join(dir, 'htpasswd');
+  if (users.length > 0) {
+    writeFileSync(htpasswd, users.map(([u, p]) => `${u}:${bcrypt.hashSync(p, 4)}`).join('\n') + '\n');
+  }
+  const config = {
+    version: 0.1,
+    log: { level: 'info', accesslog: { disabled: true } },
+    storage: { filesystem: { rootdirectory: path.join(dir, 'store') }, delete: { enabled: true } },
+    http: { addr: `127.0.0.1:${port}`, secret: 'opa-sync-test' },
+    ...(users.length > 0 ? { auth: { htpasswd: { realm: 'opa-sync-test', path: htpasswd } } } : {}),
+  };
+  const configFile = path.join(dir, 'config.json');
+  // The registry reads YAML, and JSON is YAML.
+  writeFileSync(configFile, JSON.stringify(config));
+  const proc = startProcess(name, binary, ['serve', configFile], runDir(), { OTEL_TRACES_EXPORTER: 'none' });
+  const host = `127.0.0.1:${port}`;
+  try {
+    await waitFor(
+      `${name} to answer /v2/`,
+      async () => {
+        if (proc.hasExited())
+          throw new StopWaiting(`${name} exited before it was ready:\n${logTail(proc, 20)}`);
+        const res = await httpRequest(`http://${host}/v2/`, { timeoutMs: 1000 });
+        return res.status === 200 || res.status === 401 ? true : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 50 },
+    );
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+  const login = users[0];
+  const orasConfig = path.join(dir, 'oras-config.json');
+  writeFileSync(orasConfig, '{}');
+  return {
+    host,
+    process: proc,
+    async oras(args, { cwd } = {}) {
+      const full = [
+        ...args,
+        '--plain-http',
+        `--registry-config=${orasConfig}`,
+        ...(login === undefined ? [] : [`--username=${login[0]}`, `--password=${login[1]}`]),
+      ];
+      try {
+        return (
+          await execFileAsync(orasBin, full, { timeout: 60_000, ...(cwd === undefined ? {} : { cwd }) })
+        ).stdout;
+      } catch (err) {
+        const e = err as { stderr?: string; message: string };
+        throw new Error(`oras ${args.join(' ')} failed: ${e.stderr ?? e.message}`, { cause: err });
+      }
+    },
+    stop: () => proc.stop(),
+  };
+}
