@@ -4,6 +4,7 @@
 import type { OutcomeReporter } from './app.js';
 import { BundlePublisher } from './bundles/publisher.js';
 import { BundleRegistry } from './bundles/registry.js';
+import { ReplicatedBundlePublisher } from './bundles/replicated-bundle.js';
 import { serverUrl, showOpaHowTo } from './bundles/opa-howto.js';
 import { createBundleApp, listenBundleServer } from './bundles/server.js';
 import { Fleet } from './bundles/fleet.js';
@@ -66,6 +67,10 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
     const registry = new BundleRegistry();
     const fleet = new Fleet(metrics, (name) => registry.get(name)?.revision);
     const oci = config.oci === undefined ? undefined : ociPublisher(config.oci, registry, env);
+    const signing =
+      b.signingKeyFile === undefined
+        ? undefined
+        : loadSigningKey(b.signingKeyFile, b.signingAlg, b.signingKeyId);
     sinks.push(
       new BundlePublisher({
         state,
@@ -74,10 +79,7 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
         opaBin,
         defaultBundle: b.defaultName,
         regoVersion: b.regoVersion,
-        signing:
-          b.signingKeyFile === undefined
-            ? undefined
-            : loadSigningKey(b.signingKeyFile, b.signingAlg, b.signingKeyId),
+        signing,
         dir: b.dir,
         onOutcome: report('bundle'),
         metrics,
@@ -87,6 +89,22 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
         },
       }),
     );
+    if (b.replicated !== undefined) {
+      sinks.push(
+        new ReplicatedBundlePublisher({
+          state,
+          registry,
+          name: b.replicated,
+          logger: logger.child({ component: 'replicated-bundle' }),
+          signing,
+          dir: b.dir,
+          onPublished: () => {
+            fleet.updateGauges();
+            oci?.notify();
+          },
+        }),
+      );
+    }
     if (oci !== undefined) {
       sinks.push(oci);
       ociState = () => oci.snapshot();

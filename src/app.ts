@@ -95,8 +95,8 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
             : [],
       }),
     );
-  } else if (replicating) {
-    logger.warn('replicated resources go to a pushed OPA only: add --opa-url');
+  } else if (replicating && config.bundles.replicated === undefined) {
+    logger.warn('replicated resources go to a pushed OPA or to --bundle-replicated: add one of them');
   }
 
   // Bundles and the folder source: from a module loaded only when one of them is asked for.

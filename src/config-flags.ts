@@ -214,6 +214,11 @@ export const FLAGS = {
     default: undefined,
     help: 'rego_version written to the bundle manifest: 0 or 1; not written when not set',
   },
+  'bundle-replicated': {
+    kind: 'string',
+    default: undefined,
+    help: 'also serve the replicated resources as a data-only bundle of this name, laid out as pushed (data.kubernetes.<resource>…); off when not set',
+  },
   'oci-repository': {
     kind: 'list',
     default: [],

@@ -124,6 +124,8 @@ export interface Config {
     regoVersion: 0 | 1 | undefined;
     /** --opa-bin: the opa binary that validates bundles; undefined = found on PATH at run time. */
     opaBin: string | undefined;
+    /** --bundle-replicated: the name of the data bundle of the replicated collections; undefined = none. */
+    replicated: string | undefined;
   };
   /** Publishing the built bundles to OCI registries; undefined without --oci-repository. */
   oci: OciConfig | undefined;
@@ -691,6 +693,7 @@ function buildBundles(
     signingKeyId: unlessEmpty(values['bundle-signing-keyid']),
     regoVersion: buildRegoVersion(values['bundle-rego-version'], problems),
     opaBin: unlessEmpty(values['opa-bin']),
+    replicated: buildReplicatedBundle(values, problems),
   };
   checkBundleCombinations(bundles, values, given, problems);
   return bundles;
@@ -734,6 +737,24 @@ function checkBundleCombinations(
     if (bundles.signingKeyId !== undefined)
       problems.push('--bundle-signing-keyid needs --bundle-signing-key');
   }
+}
+
+/** --bundle-replicated: a bundle name of its own, for replicated resources, built for a server or folder. */
+function buildReplicatedBundle(values: FlagValues, problems: string[]): string | undefined {
+  const name = unlessEmpty(values['bundle-replicated']);
+  if (name === undefined) return undefined;
+  const errors = bundleNameErrors(name);
+  if (errors.length > 0) problems.push(fieldInvalid('--bundle-replicated', name, errors));
+  if (name === values['bundle-name']) {
+    problems.push(`--bundle-replicated: ${quote(name)} is already the --bundle-name bundle of the policies`);
+  }
+  if (values.replicate.length + values['replicate-cluster'].length === 0) {
+    problems.push('--bundle-replicated needs --replicate or --replicate-cluster (the resources it holds)');
+  }
+  if (unlessEmpty(values['bundle-addr']) === undefined && unlessEmpty(values['bundles-dir']) === undefined) {
+    problems.push('--bundle-replicated needs --bundle-addr or --bundles-dir');
+  }
+  return name;
 }
 
 /** --oci-*: where built bundles are pushed, and how opa-sync logs in. */

@@ -64,6 +64,7 @@ const DEFAULTS: Config = {
     signingKeyId: undefined,
     regoVersion: undefined,
     opaBin: undefined,
+    replicated: undefined,
   },
   folder: undefined,
   configmaps: true,
@@ -283,6 +284,7 @@ describe('configuration (parseArgs)', () => {
         'bundle-signing-keyid': ['--bundle-signing-keyid=k1', '--bundle-signing-key=/s', '--bundle-addr=:1'],
         'bundle-rego-version': ['--bundle-rego-version=1', '--bundles-dir=/b'],
         'opa-bin': ['--opa-bin=/usr/local/bin/opa'],
+        'bundle-replicated': ['--bundle-replicated=k8s', '--replicate=v1/pods', '--bundle-addr=:1'],
         'oci-repository': ['--oci-repository=r.example/opa/x', '--bundles-dir=/b'],
         'oci-tag': ['--oci-tag=stable', '--oci-repository=r.example/x', '--bundles-dir=/b'],
         'oci-docker-config': ['--oci-docker-config=/d', '--oci-repository=r.example/x', '--bundles-dir=/b'],
@@ -662,6 +664,7 @@ describe('configuration (parseArgs)', () => {
           signingKeyId: 'k1',
           regoVersion: 1,
           opaBin: '/bin/opa',
+          replicated: undefined,
         },
       },
     ];
