@@ -95,6 +95,7 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
           state,
           registry,
           name: b.replicated,
+          deltas: b.deltas,
           logger: logger.child({ component: 'replicated-bundle' }),
           signing,
           dir: b.dir,

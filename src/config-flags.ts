@@ -219,6 +219,11 @@ export const FLAGS = {
     default: undefined,
     help: 'also serve the replicated resources as a data-only bundle of this name, laid out as pushed (data.kubernetes.<resource>…); off when not set',
   },
+  'bundle-deltas': {
+    kind: 'bool',
+    default: false,
+    help: 'offer delta bundles of the --bundle-replicated bundle to OPAs that ask for them (not for OPAs with persist: true; not with signing)',
+  },
   'oci-repository': {
     kind: 'list',
     default: [],

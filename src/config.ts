@@ -126,6 +126,8 @@ export interface Config {
     opaBin: string | undefined;
     /** --bundle-replicated: the name of the data bundle of the replicated collections; undefined = none. */
     replicated: string | undefined;
+    /** --bundle-deltas: the replicated bundle offers delta bundles (only with `replicated`, unsigned). */
+    deltas: boolean;
   };
   /** Publishing the built bundles to OCI registries; undefined without --oci-repository. */
   oci: OciConfig | undefined;
@@ -694,7 +696,16 @@ function buildBundles(
     regoVersion: buildRegoVersion(values['bundle-rego-version'], problems),
     opaBin: unlessEmpty(values['opa-bin']),
     replicated: buildReplicatedBundle(values, problems),
+    deltas: values['bundle-deltas'],
   };
+  if (bundles.deltas && bundles.replicated === undefined) {
+    problems.push('--bundle-deltas needs --bundle-replicated (deltas are of the replicated data bundle)');
+  }
+  if (bundles.deltas && bundles.signingKeyFile !== undefined) {
+    problems.push(
+      'You can not use both --bundle-deltas and --bundle-signing-key (delta bundles are sent unsigned)',
+    );
+  }
   checkBundleCombinations(bundles, values, given, problems);
   return bundles;
 }

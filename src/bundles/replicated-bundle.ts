@@ -5,7 +5,8 @@
 // overlap a policy bundle's (`kubernetes/admission`). Each object is a `data.json` of its own, so a
 // rebuild after one change encodes and compresses only that object (the BundleBuilder's caches) and
 // large collections stay cheap. Changes that arrive during a build are built together in the next one,
-// after a short coalescing window; the first build waits for every source to have listed.
+// after a short coalescing window; the first build waits for every source to have listed. With deltas
+// on, each revision also carries the delta bundles from the last few revisions (delta.ts).
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Part } from '../lifecycle/part.js';
@@ -14,7 +15,9 @@ import type { DesiredState } from '../model/desired-state.js';
 import { sleep } from '../util/backoff.js';
 import { OpaSyncError, isSystemError, messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { jsonPointer } from '../opa/client.js';
 import { BundleBuilder, type BundleDocument } from './build.js';
+import { DeltaHistory, type SnapshotDocument } from './delta.js';
 import type { BundleRegistry } from './registry.js';
 import type { SigningOptions } from './signing-key.js';
 
@@ -31,7 +34,12 @@ export interface ReplicatedBundleOptions {
   onPublished?: () => void;
   /** Changes this close together go into one build (default 50 ms). */
   windowMs?: number;
+  /** Offer delta bundles from the last revisions (--bundle-deltas; never with signing). */
+  deltas?: boolean | undefined;
 }
+
+/** The value of an empty collection: one object, so that an unchanged empty collection is no change. */
+const EMPTY_COLLECTION = Object.freeze({});
 
 export class ReplicatedBundlePublisher implements Part {
   readonly name = 'replicated-bundle';
@@ -41,8 +49,11 @@ export class ReplicatedBundlePublisher implements Part {
   private readonly builder = new BundleBuilder();
   private dirty = true;
   private published = false;
+  private readonly history: DeltaHistory | undefined;
 
-  constructor(private readonly options: ReplicatedBundleOptions) {}
+  constructor(private readonly options: ReplicatedBundleOptions) {
+    this.history = options.deltas === true && options.signing === undefined ? new DeltaHistory() : undefined;
+  }
 
   ready(): boolean {
     return this.published;
@@ -84,24 +95,43 @@ export class ReplicatedBundlePublisher implements Part {
   async rebuild(): Promise<void> {
     const { state } = this.options;
     const documents: BundleDocument[] = [];
+    const snapshotDocs = new Map<string, SnapshotDocument>();
     const roots: string[] = [];
+    const add = (docPath: readonly string[], value: unknown, rootLength: number): void => {
+      documents.push({ path: docPath, value });
+      if (this.history !== undefined)
+        snapshotDocs.set(jsonPointer(docPath), { path: docPath, value, rootLength });
+    };
     for (const key of state.collectionKeys()) {
       const collection = state.collection(key);
       if (collection === undefined || !collection.synced) continue;
       roots.push(collection.path.join('/'));
       if (collection.entries.size === 0) {
-        documents.push({ path: collection.path, value: {} });
+        add(collection.path, EMPTY_COLLECTION, collection.path.length);
         continue;
       }
       for (const entry of collection.entries.values()) {
-        documents.push({ path: [...collection.path, ...entry.entryPath], value: entry.value });
+        add([...collection.path, ...entry.entryPath], entry.value, collection.path.length);
       }
     }
     const built = await this.builder.build({ modules: [], documents, roots, signing: this.options.signing });
     this.published = true;
     const name = this.options.name;
     if (this.options.registry.get(name)?.etag === built.etag) return;
-    this.options.registry.publish({ name, bytes: built.bytes, etag: built.etag, revision: built.revision });
+    const deltas =
+      this.history === undefined
+        ? undefined
+        : await this.history.add(
+            { etag: built.etag, revision: built.revision, roots: [...roots].sort(), documents: snapshotDocs },
+            built.bytes.length,
+          );
+    this.options.registry.publish({
+      name,
+      bytes: built.bytes,
+      etag: built.etag,
+      revision: built.revision,
+      deltas,
+    });
     this.options.logger.info(
       { bundle: name, revision: built.revision, bytes: built.bytes.length, objects: documents.length },
       'replicated data bundle published',

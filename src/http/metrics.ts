@@ -96,6 +96,21 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Delta bundles sent instead of a snapshot, and their bytes, by bundle. */
+  readonly bundleDeltas = new Counter({
+    name: 'opa_sync_bundle_deltas_total',
+    help: 'Delta bundles sent instead of the snapshot (200 answers counted in opa_sync_bundle_requests_total too), by bundle',
+    labelNames: ['bundle'] as const,
+    registers: [this.registry],
+  });
+
+  readonly bundleDeltaBytes = new Counter({
+    name: 'opa_sync_bundle_delta_bytes_total',
+    help: 'Bytes of the delta bundles sent, by bundle',
+    labelNames: ['bundle'] as const,
+    registers: [this.registry],
+  });
+
   readonly bundleLongPollsHeld = new Gauge({
     name: 'opa_sync_bundle_long_polls_held',
     help: 'Long-polling bundle requests currently held open by the bundle server',

@@ -65,6 +65,7 @@ const DEFAULTS: Config = {
     regoVersion: undefined,
     opaBin: undefined,
     replicated: undefined,
+    deltas: false,
   },
   folder: undefined,
   configmaps: true,
@@ -285,6 +286,12 @@ describe('configuration (parseArgs)', () => {
         'bundle-rego-version': ['--bundle-rego-version=1', '--bundles-dir=/b'],
         'opa-bin': ['--opa-bin=/usr/local/bin/opa'],
         'bundle-replicated': ['--bundle-replicated=k8s', '--replicate=v1/pods', '--bundle-addr=:1'],
+        'bundle-deltas': [
+          '--bundle-deltas',
+          '--bundle-replicated=k8s',
+          '--replicate=v1/pods',
+          '--bundle-addr=:1',
+        ],
         'oci-repository': ['--oci-repository=r.example/opa/x', '--bundles-dir=/b'],
         'oci-tag': ['--oci-tag=stable', '--oci-repository=r.example/x', '--bundles-dir=/b'],
         'oci-docker-config': ['--oci-docker-config=/d', '--oci-repository=r.example/x', '--bundles-dir=/b'],
@@ -665,6 +672,7 @@ describe('configuration (parseArgs)', () => {
           regoVersion: 1,
           opaBin: '/bin/opa',
           replicated: undefined,
+          deltas: false,
         },
       },
     ];
