@@ -18,6 +18,7 @@ npm run bench -- p1 --size 100000 --runs 3     # one size (creating 100,000 take
 npm run bench -- p2 --interval 300,50 --edits 100 --runs 3
 npm run bench -- p3 --rate 200,2000 --runs 3   # 30 s at 200/s, 5 s at 2,000/s; --duration S sets both
 npm run bench -- p9 --count 1000 --runs 3
+npm run bench -- p14 --runs 5                  # OCI push 1 MB / 10 MB vs oras; delta vs snapshot bundles
 npm run bench -- --help
 \`\`\`
 
@@ -65,4 +66,5 @@ export const NOTES: Readonly<Record<string, string>> = {
   p9: placeholder(
     'OPA’s share of the time (recompiling every module on each PUT) and what ordering or coalescing gives',
   ),
+  p14: placeholder('where an OCI push spends its time (upload vs round trips), and what a delta saves OPA'),
 };

@@ -127,7 +127,13 @@ export class OciPublisher implements Part {
       if (target === undefined) return true;
       if ('problem' in target) throw new OciPushRefused(target.problem);
       state.repository = `${target.registry}/${target.name}`;
-      const result = await this.push(target, bundle, signal);
+      const result = await pushArtifact(
+        this.client(target.registry),
+        target,
+        bundle,
+        this.options.movingTag,
+        signal,
+      );
       state.etag = bundle.etag;
       state.pushed = {
         revision: bundle.revision,
@@ -177,35 +183,39 @@ export class OciPublisher implements Part {
     }
     return client;
   }
+}
 
-  /** Blobs that are missing, then the manifest under the revision tag and the moving tag if they differ. */
-  private async push(
-    target: OciRepository,
-    bundle: PublishedBundle,
-    signal: AbortSignal,
-  ): Promise<{ digest: string; uploadedBytes: number; changed: boolean }> {
-    const client = this.client(target.registry);
-    const repo = target.name;
-    const artifact = bundleArtifact(bundle.name, bundle.revision, bundle.bytes);
-    let uploadedBytes = 0;
-    let changed = false;
-    const upload = async (blob: Blob): Promise<void> => {
-      if (await client.hasBlob(repo, blob.digest, signal)) return;
-      await client.putBlob(repo, blob.digest, blob.bytes, signal);
-      uploadedBytes += blob.bytes.length;
-      changed = true;
-    };
-    await upload(artifact.config);
-    await upload(artifact.layer);
-    const digest = artifact.manifest.digest;
-    for (const tag of [bundle.revision, this.options.movingTag]) {
-      if ((await client.manifestDigest(repo, tag, MANIFEST_MEDIA_TYPE, signal)) === digest) continue;
-      await client.putManifest(repo, tag, MANIFEST_MEDIA_TYPE, artifact.manifest.bytes, signal);
-      uploadedBytes += artifact.manifest.bytes.length;
-      changed = true;
-    }
-    return { digest, uploadedBytes, changed };
+/**
+ * Pushes one bundle revision: the blobs the repository lacks, then the manifest under the revision tag
+ * and the moving tag where they point elsewhere. `changed` is false when nothing had to be sent.
+ */
+export async function pushArtifact(
+  client: OciClient,
+  target: OciRepository,
+  bundle: Pick<PublishedBundle, 'name' | 'revision' | 'bytes'>,
+  movingTag: string,
+  signal?: AbortSignal,
+): Promise<{ digest: string; uploadedBytes: number; changed: boolean }> {
+  const repo = target.name;
+  const artifact = bundleArtifact(bundle.name, bundle.revision, bundle.bytes);
+  let uploadedBytes = 0;
+  let changed = false;
+  const upload = async (blob: Blob): Promise<void> => {
+    if (await client.hasBlob(repo, blob.digest, signal)) return;
+    await client.putBlob(repo, blob.digest, blob.bytes, signal);
+    uploadedBytes += blob.bytes.length;
+    changed = true;
+  };
+  await upload(artifact.config);
+  await upload(artifact.layer);
+  const digest = artifact.manifest.digest;
+  for (const tag of [bundle.revision, movingTag]) {
+    if ((await client.manifestDigest(repo, tag, MANIFEST_MEDIA_TYPE, signal)) === digest) continue;
+    await client.putManifest(repo, tag, MANIFEST_MEDIA_TYPE, artifact.manifest.bytes, signal);
+    uploadedBytes += artifact.manifest.bytes.length;
+    changed = true;
   }
+  return { digest, uploadedBytes, changed };
 }
 
 /** A bundle whose name gives no valid repository: reported, not retried until it is published again. */

@@ -28,13 +28,16 @@ export interface OciRegistry {
 export interface OciRegistryOptions {
   /** htpasswd users (bcrypt); the registry then refuses anonymous requests. */
   users?: Record<string, string>;
+  /** Where its store, configuration and log go (default: the test run's folder). */
+  dir?: string;
 }
 
 export async function startOciRegistry(options: OciRegistryOptions = {}): Promise<OciRegistry> {
   const binary = requireTool('registry');
   const orasBin = requireTool('oras');
   const name = `registry-${++counter}`;
-  const dir = path.join(runDir(), name);
+  const base = options.dir ?? runDir();
+  const dir = path.join(base, name);
   mkdirSync(path.join(dir, 'store'), { recursive: true });
   const port = await getPort({ host: '127.0.0.1' });
   const users = Object.entries(options.users ?? {});
@@ -52,7 +55,7 @@ export async function startOciRegistry(options: OciRegistryOptions = {}): Promis
   const configFile = path.join(dir, 'config.json');
   // The registry reads YAML, and JSON is YAML.
   writeFileSync(configFile, JSON.stringify(config));
-  const proc = startProcess(name, binary, ['serve', configFile], runDir(), { OTEL_TRACES_EXPORTER: 'none' });
+  const proc = startProcess(name, binary, ['serve', configFile], base, { OTEL_TRACES_EXPORTER: 'none' });
   const host = `127.0.0.1:${port}`;
   try {
     await waitFor(
