@@ -3,6 +3,7 @@
 // This is only wiring: what each part does lives in its own module, what happens when one fails in
 // lifecycle/supervisor.ts. Kubernetes modules (app-kube.ts) are loaded only when a Kubernetes source is
 // configured, and the bundle and folder modules (app-bundles.ts) only when bundles or a folder are.
+import type { OciBundleState } from './oci/oci-publisher.js';
 import type { Config } from './config.js';
 import { Metrics } from './http/metrics.js';
 import { createOpsApp, listen } from './http/ops-server.js';
@@ -35,6 +36,11 @@ export interface App {
   readonly supervisor: Supervisor;
   /** The parts, in start order. */
   readonly parts: readonly Part[];
+  /**
+   * What OCI publishing did last, per bundle (last pushed revision and digest, last error, times), as
+   * a read-only copy; undefined without --oci-repository.
+   */
+  readonly ociState: (() => OciBundleState[]) | undefined;
   /** Runs everything until the signal aborts; rejects with the failure that stopped it. */
   run(signal: AbortSignal): Promise<void>;
 }
@@ -99,9 +105,11 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
     logger.warn('replicated resources go to a pushed OPA or to --bundle-replicated: add one of them');
   }
 
+  let ociState: (() => OciBundleState[]) | undefined;
   // Bundles and the folder source: from a module loaded only when one of them is asked for.
   if (config.bundles.addr !== undefined || config.bundles.dir !== undefined || config.folder !== undefined) {
     const local = (await import('./app-bundles.js')).bundleParts(config, { ...env, state, metrics, report });
+    ociState = local.ociState;
     closers.push(...local.closers);
     servers.push(...local.servers);
     sinks.push(...local.sinks);
@@ -139,6 +147,7 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
     metrics,
     supervisor,
     parts,
+    ociState,
     async run(signal) {
       try {
         await supervisor.run(signal);

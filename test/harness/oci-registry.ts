@@ -1,5 +1,5 @@
 // A real CNCF distribution registry for tests (the tools cache's `registry`): on a free loopback port,
-// plain http, a filesystem store in the run's folder, and htpasswd users when asked; ready once /v2/
+// plain http (or HTTPS from a test CA), a filesystem store in the run's folder, and htpasswd users when asked; ready once /v2/
 // answers. `oras()` runs the real oras CLI against it, as an independent client of what opa-sync pushed.
 import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import bcrypt from 'bcryptjs';
 import getPort from 'get-port';
 import { requireTool } from '../../scripts/tools.js';
+import { createServingCert, type CertificateAuthority } from './certs.js';
 import { httpRequest } from './http.js';
 import { logTail, startProcess, type ManagedProcess } from './processes.js';
 import { runDir } from './run-dir.js';
@@ -30,6 +31,8 @@ export interface OciRegistryOptions {
   users?: Record<string, string>;
   /** Where its store, configuration and log go (default: the test run's folder). */
   dir?: string;
+  /** Serve HTTPS with a certificate from this CA (oras then trusts the CA instead of using plain http). */
+  tlsCa?: CertificateAuthority;
 }
 
 export async function startOciRegistry(options: OciRegistryOptions = {}): Promise<OciRegistry> {
@@ -45,11 +48,16 @@ export async function startOciRegistry(options: OciRegistryOptions = {}): Promis
   if (users.length > 0) {
     writeFileSync(htpasswd, users.map(([u, p]) => `${u}:${bcrypt.hashSync(p, 4)}`).join('\n') + '\n');
   }
+  const tls = options.tlsCa === undefined ? undefined : await createServingCert(options.tlsCa, name);
   const config = {
     version: 0.1,
     log: { level: 'info', accesslog: { disabled: true } },
     storage: { filesystem: { rootdirectory: path.join(dir, 'store') }, delete: { enabled: true } },
-    http: { addr: `127.0.0.1:${port}`, secret: 'opa-sync-test' },
+    http: {
+      addr: `127.0.0.1:${port}`,
+      secret: 'opa-sync-test',
+      ...(tls === undefined ? {} : { tls: { certificate: tls.certFile, key: tls.keyFile } }),
+    },
     ...(users.length > 0 ? { auth: { htpasswd: { realm: 'opa-sync-test', path: htpasswd } } } : {}),
   };
   const configFile = path.join(dir, 'config.json');
@@ -63,7 +71,10 @@ export async function startOciRegistry(options: OciRegistryOptions = {}): Promis
       async () => {
         if (proc.hasExited())
           throw new StopWaiting(`${name} exited before it was ready:\n${logTail(proc, 20)}`);
-        const res = await httpRequest(`http://${host}/v2/`, { timeoutMs: 1000 });
+        const res = await httpRequest(`${tls === undefined ? 'http' : 'https'}://${host}/v2/`, {
+          timeoutMs: 1000,
+          ...(options.tlsCa === undefined ? {} : { ca: options.tlsCa.pem }),
+        });
         return res.status === 200 || res.status === 401 ? true : undefined;
       },
       { timeoutMs: 30_000, intervalMs: 50 },
@@ -81,7 +92,7 @@ export async function startOciRegistry(options: OciRegistryOptions = {}): Promis
     async oras(args, { cwd } = {}) {
       const full = [
         ...args,
-        '--plain-http',
+        ...(options.tlsCa === undefined ? ['--plain-http'] : [`--ca-file=${options.tlsCa.certFile}`]),
         `--registry-config=${orasConfig}`,
         ...(login === undefined ? [] : [`--username=${login[0]}`, `--password=${login[1]}`]),
       ];

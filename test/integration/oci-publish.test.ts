@@ -14,7 +14,7 @@ import getPort from 'get-port';
 import { parse as parseYaml } from 'yaml';
 import { requireTool } from '../../scripts/tools.js';
 import { opaWithConfig } from '../harness/bundles.js';
-import { httpRequest, waitFor, type OpaServer } from '../harness/index.js';
+import { httpRequest, testCa, waitFor, type OpaServer } from '../harness/index.js';
 import { startOciRegistry, type OciRegistry } from '../harness/oci-registry.js';
 import { startOpaSync, type OpaSyncProcess } from '../harness/opa-sync.js';
 import { logTail } from '../harness/processes.js';
@@ -244,5 +244,46 @@ describe('OCI publishing: opa-sync → real distribution registry → oras and a
     expect((await httpRequest(`${url}/bundles/policies`)).status).to.equal(200);
     const metrics = await httpRequest(`${s.opsUrl}/metrics`);
     expect(metrics.body).to.match(/opa_sync_oci_push_errors_total\{code="oci_auth_failed"\} [1-9]/);
+  });
+
+  it('pushes over HTTPS to a registry whose certificate --oci-ca-file trusts, and names the TLS failure without it', async () => {
+    const ca = await testCa();
+    const tlsRegistry = await startOciRegistry({ users: { [USER]: PASSWORD }, tlsCa: ca });
+    running.add(tlsRegistry);
+    const port = await getPort({ host: '127.0.0.1' });
+    const common = [
+      `--policies-dir=${folder}`,
+      `--bundle-addr=127.0.0.1:${port}`,
+      `--opa-bin=${requireTool('opa')}`,
+      `--oci-repository=${tlsRegistry.host}/opa/{bundle}`,
+      `--oci-username=${USER}`,
+      `--oci-password-file=${passwordFile}`,
+    ];
+    const trusted = await startOpaSync([...common, `--oci-ca-file=${ca.certFile}`]);
+    running.add(trusted);
+    await waitFor('the HTTPS push', () =>
+      logged(trusted, 'bundle pushed to OCI').length > 0 ? true : undefined,
+    );
+    const manifest = JSON.parse(
+      await tlsRegistry.oras(['manifest', 'fetch', `${tlsRegistry.host}/opa/policies:latest`]),
+    ) as {
+      layers: unknown[];
+    };
+    expect(manifest.layers).to.have.length(1);
+    await stop(trusted);
+
+    const untrusted = await startOpaSync(common);
+    running.add(untrusted);
+    const [line] = await waitFor('the TLS failure', () => {
+      const lines = logged(
+        untrusted,
+        'OCI push failed; retrying with backoff (bundles are still served over HTTP)',
+      );
+      return lines.length > 0 ? lines : undefined;
+    });
+    expect(line?.code).to.equal('oci_unreachable');
+    expect(String(line?.err))
+      .to.include(tlsRegistry.host)
+      .and.match(/certificate/i);
   });
 });

@@ -1,10 +1,18 @@
 // The pure parts of OCI publishing: --oci-repository entries, the registry's WWW-Authenticate
 // challenge, docker config.json `auths` lookup, the deterministic artifact, and the flag checks.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { expect } from 'chai';
 import { parseArgs } from '../../src/config.js';
 import { ConfigError } from '../../src/util/errors.js';
 import { bundleArtifact, digestOf } from '../../src/oci/artifact.js';
-import { dockerAuthsHost, dockerConfigCredential, parseChallenge } from '../../src/oci/credentials.js';
+import {
+  Credentials,
+  dockerAuthsHost,
+  dockerConfigCredential,
+  parseChallenge,
+} from '../../src/oci/credentials.js';
 import { parseOciTargets, repositoryOf, tagProblem } from '../../src/oci/reference.js';
 
 describe('OCI publishing: repositories, challenges, credentials, artifacts', () => {
@@ -117,6 +125,42 @@ describe('OCI publishing: repositories, challenges, credentials, artifacts', () 
       expect(() => dockerConfigCredential('{"auths":{"h":{}}}', 'h', 'c.json')).to.throw(
         /the entry "h" has neither "auth" nor "username" and "password"/,
       );
+    });
+  });
+
+  describe('credential files', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'opa-sync-oci-creds-'));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('sends the token file as a bearer token, and the password file with the user', async () => {
+      const token = path.join(dir, 'token');
+      writeFileSync(token, 'abc123\n');
+      expect(await new Credentials({ tokenFile: token }).forHost('r.example')).to.deep.equal({
+        kind: 'bearer',
+        token: 'abc123',
+      });
+      const password = path.join(dir, 'password');
+      writeFileSync(password, 'pw\n');
+      expect(
+        await new Credentials({ username: 'me', passwordFile: password }).forHost('r.example'),
+      ).to.deep.equal({
+        kind: 'basic',
+        username: 'me',
+        password: 'pw',
+      });
+      expect(await new Credentials({}).forHost('r.example')).to.deep.equal({ kind: 'none' });
+    });
+
+    it('names a file that cannot be read', async () => {
+      const missing = path.join(dir, 'missing.json');
+      let err: unknown;
+      try {
+        await new Credentials({ dockerConfig: missing }).forHost('r.example');
+      } catch (e) {
+        err = e;
+      }
+      expect(err).to.have.property('code', 'oci_credentials_unusable');
+      expect((err as Error).message).to.include(missing);
     });
   });
 
