@@ -2,8 +2,10 @@
 // kube-apiserver and real OPAs: one opa-sync pushes NetworkPolicies into a sidecar OPA and serves them
 // as a data bundle; an OPA that only pulls that bundle (the README's configuration) holds the same
 // data.kubernetes.networkpolicies as the pushed OPA and as the cluster, and answers the article's
-// use-case-1 query the same, through creates, updates and deletes, and after 1,000 updates.
-import { readFileSync } from 'node:fs';
+// use-case-1 query the same, through creates, updates and deletes, and after 1,000 updates; with
+// deltas, one-object changes travel as small delta bundles; and the bundle is published to OCI too.
+import { mkdtempSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { expect } from 'chai';
 import { NetworkingV1Api, loadYaml, type V1NetworkPolicy } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
@@ -18,6 +20,8 @@ import {
   type OpaServer,
 } from '../harness/index.js';
 import { sortKeys } from '../harness/json.js';
+import { startOciRegistry } from '../harness/oci-registry.js';
+import { runDir } from '../harness/run-dir.js';
 
 const BUNDLE = 'kubernetes-data';
 const fixture = (name: string): string =>
@@ -243,5 +247,33 @@ describe('replicated data as a bundle: an OPA outside the cluster (real kube-api
       Object.fromEntries(list.items.map((np) => [np.metadata?.name ?? '', np.metadata?.resourceVersion])),
     );
     for (const name of names) await net.deleteNamespacedNetworkPolicy({ name, namespace });
+  });
+
+  it('publishes the data bundle to an OCI registry like the others, byte for byte what it serves', async () => {
+    const registry = stops.add(await startOciRegistry());
+    const sync = stops.add(
+      await startBundleSync({
+        args: [
+          '--enable-policies=false',
+          '--enable-data=false',
+          '--replicate-cluster=networking.k8s.io/v1/networkpolicies',
+          `--bundle-replicated=${BUNDLE}`,
+          `--oci-repository=${registry.host}/opa/{bundle}`,
+          '--oci-plain-http',
+        ],
+      }),
+    );
+    const served = await httpRequest(`${sync.bundleUrl}/bundles/${BUNDLE}`);
+    const out = mkdtempSync(path.join(runDir(), 'oras-data-'));
+    await waitFor('the data bundle in the registry', async () => {
+      await registry.oras([
+        'pull',
+        `${registry.host}/opa/${BUNDLE}:${String(served.headers.etag).replaceAll('"', '')}`,
+        '--output',
+        out,
+      ]);
+      return true;
+    });
+    expect(readFileSync(path.join(out, 'bundle.tar.gz')).equals(served.bytes)).to.equal(true);
   });
 });
