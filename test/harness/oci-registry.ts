@@ -33,6 +33,11 @@ export interface OciRegistryOptions {
   dir?: string;
   /** Serve HTTPS with a certificate from this CA (oras then trusts the CA instead of using plain http). */
   tlsCa?: CertificateAuthority;
+  /**
+   * Token-auth mode: tokens from this service (its CA is the registry's root bundle); `users` is then
+   * only the login oras uses (the token service checks it).
+   */
+  token?: { realm: string; service: string; issuer: string; rootCertFile: string };
 }
 
 export async function startOciRegistry(options: OciRegistryOptions = {}): Promise<OciRegistry> {
@@ -58,7 +63,21 @@ export async function startOciRegistry(options: OciRegistryOptions = {}): Promis
       secret: 'opa-sync-test',
       ...(tls === undefined ? {} : { tls: { certificate: tls.certFile, key: tls.keyFile } }),
     },
-    ...(users.length > 0 ? { auth: { htpasswd: { realm: 'opa-sync-test', path: htpasswd } } } : {}),
+    ...(users.length > 0 && options.token === undefined
+      ? { auth: { htpasswd: { realm: 'opa-sync-test', path: htpasswd } } }
+      : {}),
+    ...(options.token === undefined
+      ? {}
+      : {
+          auth: {
+            token: {
+              realm: options.token.realm,
+              service: options.token.service,
+              issuer: options.token.issuer,
+              rootcertbundle: options.token.rootCertFile,
+            },
+          },
+        }),
   };
   const configFile = path.join(dir, 'config.json');
   // The registry reads YAML, and JSON is YAML.

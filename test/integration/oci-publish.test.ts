@@ -16,6 +16,7 @@ import { requireTool } from '../../scripts/tools.js';
 import { opaWithConfig } from '../harness/bundles.js';
 import { httpRequest, testCa, waitFor, type OpaServer } from '../harness/index.js';
 import { startOciRegistry, type OciRegistry } from '../harness/oci-registry.js';
+import { startTokenService } from '../harness/registry-token-service.js';
 import { startOpaSync, type OpaSyncProcess } from '../harness/opa-sync.js';
 import { logTail } from '../harness/processes.js';
 import { runDir } from '../harness/run-dir.js';
@@ -285,5 +286,36 @@ describe('OCI publishing: opa-sync → real distribution registry → oras and a
     expect(String(line?.err))
       .to.include(tlsRegistry.host)
       .and.match(/certificate/i);
+  });
+
+  it("follows the registry's token-auth challenge (Bearer realm): a token fetched with the user and password", async () => {
+    const ca = await testCa();
+    const tokens = await startTokenService(ca, { [USER]: PASSWORD });
+    running.add(tokens);
+    const tokenRegistry = await startOciRegistry({
+      users: { [USER]: PASSWORD },
+      token: {
+        realm: tokens.realm,
+        service: tokens.service,
+        issuer: tokens.issuer,
+        rootCertFile: ca.certFile,
+      },
+    });
+    running.add(tokenRegistry);
+    const { sync: s } = await sync([
+      `--oci-repository=${tokenRegistry.host}/opa/{bundle}`,
+      `--oci-username=${USER}`,
+      `--oci-password-file=${passwordFile}`,
+    ]);
+    await waitFor('the push through the token service', () =>
+      logged(s, 'bundle pushed to OCI').length > 0 ? true : undefined,
+    );
+    expect(
+      tokens.requests.some((r) => r.granted && r.scope === 'repository:opa/policies:pull,push'),
+    ).to.equal(true);
+    const manifest = JSON.parse(
+      await tokenRegistry.oras(['manifest', 'fetch', `${tokenRegistry.host}/opa/policies:latest`]),
+    ) as { layers: unknown[] };
+    expect(manifest.layers).to.have.length(1);
   });
 });
