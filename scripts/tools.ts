@@ -1,9 +1,9 @@
 // The real components opa-sync is tested against (OPA, etcd, kube-apiserver, kube-controller-manager,
-// kubectl), built from Go modules once per machine into a versioned cache outside the work tree.
+// kubectl, the CNCF distribution registry and the oras client for OCI publishing), built from Go modules once per machine into a versioned cache outside the work tree.
 //
 // Run alone with `npm run tools`; `npm test` runs it first and it returns at once when nothing is
 // missing. Each binary can be brought by the user instead (OPA_BIN, ETCD_BIN, KUBE_APISERVER_BIN,
-// KUBE_CONTROLLER_MANAGER_BIN, KUBECTL_BIN), and OPA_SYNC_TOOLS_DIR moves the whole cache. A build
+// KUBE_CONTROLLER_MANAGER_BIN, KUBECTL_BIN, REGISTRY_BIN, ORAS_BIN), and OPA_SYNC_TOOLS_DIR moves the whole cache. A build
 // prints its steps with the time each took the last time here (build-progress.ts), and can be stopped.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -17,17 +17,41 @@ import { formatDuration, timedStep } from './build-progress.js';
 
 export { OPA_VERSION };
 export const KUBERNETES_VERSION = 'v1.34.4';
+/** The CNCF distribution registry that OCI publishing is tested against. */
+export const REGISTRY_VERSION = 'v3.1.2';
+/** The oras CLI: an independent client that fetches what opa-sync pushed. */
+export const ORAS_VERSION = 'v1.3.6';
+
+/** The tools that are one `go install` of a Go module each, into a cache folder of their own. */
+const GO_INSTALLED = {
+  registry: {
+    module: `github.com/distribution/distribution/v3/cmd/registry@${REGISTRY_VERSION}`,
+    dir: `registry-${REGISTRY_VERSION}`,
+    title: `building the distribution registry ${REGISTRY_VERSION}`,
+    version: REGISTRY_VERSION,
+  },
+  oras: {
+    module: `oras.land/oras/cmd/oras@${ORAS_VERSION}`,
+    dir: `oras-${ORAS_VERSION}`,
+    title: `building oras ${ORAS_VERSION}`,
+    version: ORAS_VERSION,
+  },
+} as const;
+type GoInstalled = keyof typeof GO_INSTALLED;
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const k8sModuleDir = path.join(repoRoot, 'tools', 'k8s');
 
-export type ToolName = 'opa' | 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kubectl';
+export type ToolName =
+  'opa' | 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kubectl' | 'registry' | 'oras';
 export const TOOL_NAMES: readonly ToolName[] = [
   'opa',
   'etcd',
   'kube-apiserver',
   'kube-controller-manager',
   'kubectl',
+  'registry',
+  'oras',
 ];
 
 /** The environment variable that points at a user-supplied binary for each tool. */
@@ -37,7 +61,13 @@ export const TOOL_ENV: Readonly<Record<ToolName, string>> = {
   'kube-apiserver': 'KUBE_APISERVER_BIN',
   'kube-controller-manager': 'KUBE_CONTROLLER_MANAGER_BIN',
   kubectl: 'KUBECTL_BIN',
+  registry: 'REGISTRY_BIN',
+  oras: 'ORAS_BIN',
 };
+
+function isGoInstalled(name: ToolName): name is GoInstalled {
+  return Object.hasOwn(GO_INSTALLED, name);
+}
 
 export interface ToolLocation {
   name: ToolName;
@@ -69,7 +99,8 @@ export function locateTools(env: Env = process.env): ToolLocation[] {
       const file = path.resolve(fromEnv);
       return { name, path: file, from: 'env', present: isExecutable(file) };
     }
-    const dir = name === 'opa' ? `opa-${OPA_VERSION}` : k8sDirName();
+    const dir =
+      name === 'opa' ? `opa-${OPA_VERSION}` : isGoInstalled(name) ? GO_INSTALLED[name].dir : k8sDirName();
     const file = path.join(cache, dir, name);
     return { name, path: file, from: 'cache', present: isExecutable(file) };
   });
@@ -201,6 +232,21 @@ async function buildOpa(b: Builder, targetDir: string, index: number, count: num
   );
 }
 
+async function buildGoInstalled(
+  b: Builder,
+  tool: GoInstalled,
+  targetDir: string,
+  index: number,
+  count: number,
+): Promise<void> {
+  const spec = GO_INSTALLED[tool];
+  await timedStep({ ...stepOptions(b, index, count), key: tool, title: spec.title, what: spec.version }, () =>
+    buildInto(targetDir, (scratch) =>
+      run(b, 'go', ['install', '-trimpath', '-ldflags=-s -w', spec.module], repoRoot, { GOBIN: scratch }),
+    ),
+  );
+}
+
 async function buildKubernetes(b: Builder, targetDir: string, index: number, count: number): Promise<void> {
   const minor = KUBERNETES_VERSION.split('.')[1] ?? '';
   const ldflags = [
@@ -292,7 +338,11 @@ export async function ensureTools(
   const dirs = [...new Set(missing.map((t) => path.dirname(t.path)))];
   for (const [i, dir] of dirs.entries()) {
     mkdirSync(path.dirname(dir), { recursive: true });
+    const goInstalled = (Object.keys(GO_INSTALLED) as GoInstalled[]).find(
+      (tool) => GO_INSTALLED[tool].dir === path.basename(dir),
+    );
     if (path.basename(dir).startsWith('opa-')) await buildOpa(b, dir, i + 1, dirs.length);
+    else if (goInstalled !== undefined) await buildGoInstalled(b, goInstalled, dir, i + 1, dirs.length);
     else await buildKubernetes(b, dir, i + 1, dirs.length);
   }
   const stillMissing = locateTools(env).filter((t) => only.includes(t.name) && !t.present);

@@ -4,16 +4,20 @@
 import type { OutcomeReporter } from './app.js';
 import { BundlePublisher } from './bundles/publisher.js';
 import { BundleRegistry } from './bundles/registry.js';
+import { ReplicatedBundlePublisher } from './bundles/replicated-bundle.js';
 import { serverUrl, showOpaHowTo } from './bundles/opa-howto.js';
 import { createBundleApp, listenBundleServer } from './bundles/server.js';
 import { Fleet } from './bundles/fleet.js';
 import { TokenFile } from './bundles/tokens.js';
 import { loadSigningKey } from './bundles/signing-key.js';
-import type { Config } from './config.js';
+import type { Config, OciConfig } from './config.js';
 import type { Metrics } from './http/metrics.js';
 import { ServerPart } from './http/server-part.js';
 import type { Part } from './lifecycle/part.js';
 import type { DesiredState } from './model/desired-state.js';
+import { OciClient } from './oci/client.js';
+import { Credentials } from './oci/credentials.js';
+import { OciPublisher, type OciBundleState } from './oci/oci-publisher.js';
 import { FolderSource } from './sources/folder.js';
 import type { UiSources } from './ui/snapshot.js';
 import { createUiRoute } from './ui/ui-route.js';
@@ -31,6 +35,8 @@ export interface BundleParts {
   fleet: Fleet | undefined;
   /** The bundle server's tokens (the web page is behind them too). */
   tokens: TokenFile | undefined;
+  /** What OCI publishing did last, per bundle (read-only); undefined without --oci-repository. */
+  ociState?: (() => OciBundleState[]) | undefined;
 }
 
 export interface BundleWiring {
@@ -57,6 +63,7 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
   let publisher: BundlePublisher | undefined;
   let fleet: Fleet | undefined;
   let tokens: TokenFile | undefined;
+  let ociState: (() => OciBundleState[]) | undefined;
   const b = config.bundles;
   if (b.addr !== undefined || b.dir !== undefined) {
     const opaBin = findOpa({ opaBin: b.opaBin, searchPath: env.searchPath, cachedOpa: env.cachedOpa });
@@ -69,6 +76,15 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
     const registry = new BundleRegistry();
     const theFleet = new Fleet(metrics, (name) => registry.get(name)?.revision);
     fleet = theFleet;
+    const oci = config.oci === undefined ? undefined : ociPublisher(config.oci, registry, env);
+    const signing =
+      b.signingKeyFile === undefined
+        ? undefined
+        : loadSigningKey(b.signingKeyFile, b.signingAlg, b.signingKeyId);
+    const onPublished = (): void => {
+      theFleet.updateGauges();
+      oci?.notify();
+    };
     publisher = new BundlePublisher({
       state,
       registry,
@@ -76,16 +92,31 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
       opaBin,
       defaultBundle: b.defaultName,
       regoVersion: b.regoVersion,
-      signing:
-        b.signingKeyFile === undefined
-          ? undefined
-          : loadSigningKey(b.signingKeyFile, b.signingAlg, b.signingKeyId),
+      signing,
       dir: b.dir,
       onOutcome: report('bundle'),
       metrics,
-      onPublished: () => theFleet.updateGauges(),
+      onPublished,
     });
     sinks.push(publisher);
+    if (b.replicated !== undefined) {
+      sinks.push(
+        new ReplicatedBundlePublisher({
+          state,
+          registry,
+          name: b.replicated,
+          deltas: b.deltas,
+          logger: logger.child({ component: 'replicated-bundle' }),
+          signing,
+          dir: b.dir,
+          onPublished,
+        }),
+      );
+    }
+    if (oci !== undefined) {
+      sinks.push(oci);
+      ociState = () => oci.snapshot();
+    }
     const addr = b.addr;
     if (addr !== undefined) {
       const fileTokens =
@@ -158,5 +189,23 @@ export function bundleParts(config: Config, env: BundleWiring): BundleParts {
       new FolderSource({ dir: config.folder, state, logger: logger.child({ component: 'folder' }) }),
     );
   }
-  return { servers, sinks, sources, closers, publisher, fleet, tokens };
+  return { servers, sinks, sources, closers, publisher, fleet, tokens, ociState };
+}
+
+/** The OCI sink of --oci-repository: one client per registry host, all with the same credentials. */
+function ociPublisher(oci: OciConfig, registry: BundleRegistry, env: BundleWiring): OciPublisher {
+  const credentials = new Credentials({
+    tokenFile: oci.tokenFile,
+    username: oci.username,
+    passwordFile: oci.passwordFile,
+    dockerConfig: oci.dockerConfig,
+  });
+  return new OciPublisher({
+    registry,
+    targets: oci.targets,
+    movingTag: oci.movingTag,
+    clientFor: (host) => new OciClient(host, { credentials, plainHttp: oci.plainHttp, caFile: oci.caFile }),
+    logger: env.logger.child({ component: 'oci' }),
+    metrics: env.metrics,
+  });
 }

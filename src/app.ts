@@ -3,6 +3,8 @@
 // This is only wiring: what each part does lives in its own module, what happens when one fails in
 // lifecycle/supervisor.ts. Kubernetes modules (app-kube.ts) are loaded only when a Kubernetes source is
 // configured, and the bundle and folder modules (app-bundles.ts) only when bundles or a folder are.
+import { ociStatusOf } from './bundles/oci-status.js';
+import type { OciBundleState } from './oci/oci-publisher.js';
 import type { Config } from './config.js';
 import { Metrics } from './http/metrics.js';
 import { createOpsApp, listen } from './http/ops-server.js';
@@ -38,6 +40,11 @@ export interface App {
   readonly supervisor: Supervisor;
   /** The parts, in start order. */
   readonly parts: readonly Part[];
+  /**
+   * What OCI publishing did last, per bundle (last pushed revision and digest, last error, times), as
+   * a read-only copy; undefined without --oci-repository.
+   */
+  readonly ociState: (() => OciBundleState[]) | undefined;
   /** Runs everything until the signal aborts; rejects with the failure that stopped it. */
   run(signal: AbortSignal): Promise<void>;
 }
@@ -102,10 +109,11 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
           : [],
     });
     sinks.push(pusher);
-  } else if (replicating) {
-    logger.warn('replicated resources go to a pushed OPA only: add --opa-url');
+  } else if (replicating && config.bundles.replicated === undefined) {
+    logger.warn('replicated resources go to a pushed OPA or to --bundle-replicated: add one of them');
   }
 
+  let ociState: (() => OciBundleState[]) | undefined;
   // What the web page shows: asked for when a server starts, once every part exists.
   const uiSources = (): UiSources => ({
     state,
@@ -115,6 +123,7 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
     bundles: local?.publisher,
     fleet: local?.fleet,
     replication: kube?.replication,
+    oci: ociState === undefined ? undefined : ociStatusOf(ociState),
   });
 
   // Bundles and the folder source: from a module loaded only when one of them is asked for.
@@ -127,6 +136,7 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
       report,
       uiSources,
     });
+    ociState = local.ociState;
     closers.push(...local.closers);
     servers.push(...local.servers);
     sinks.push(...local.sinks);
@@ -176,6 +186,7 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
     metrics,
     supervisor,
     parts,
+    ociState,
     async run(signal) {
       try {
         await supervisor.run(signal);

@@ -214,6 +214,56 @@ export const FLAGS = {
     default: undefined,
     help: 'rego_version written to the bundle manifest: 0 or 1; not written when not set',
   },
+  'bundle-replicated': {
+    kind: 'string',
+    default: undefined,
+    help: 'also serve the replicated resources as a data-only bundle of this name, laid out as pushed (data.kubernetes.<resource>…); off when not set',
+  },
+  'bundle-deltas': {
+    kind: 'bool',
+    default: false,
+    help: 'offer delta bundles of the --bundle-replicated bundle to OPAs that ask for them (not for OPAs with persist: true; not with signing)',
+  },
+  'oci-repository': {
+    kind: 'list',
+    default: [],
+    help: "push each bundle revision to an OCI registry: [BUNDLE=]HOST[:PORT]/REPO[/…] ('{bundle}' in the path: every bundle; without BUNDLE=: the --bundle-name bundle)",
+  },
+  'oci-tag': {
+    kind: 'string',
+    default: 'latest',
+    help: 'moving tag set on every pushed revision, beside the revision tag (with --oci-repository)',
+  },
+  'oci-docker-config': {
+    kind: 'string',
+    default: undefined,
+    help: 'docker config.json whose "auths" entry for the registry host logs in (with --oci-repository)',
+  },
+  'oci-username': {
+    kind: 'string',
+    default: undefined,
+    help: 'user for the OCI registry, basic auth or its token service (with --oci-password-file)',
+  },
+  'oci-password-file': {
+    kind: 'string',
+    default: undefined,
+    help: 'file whose first line is the OCI registry password (with --oci-username)',
+  },
+  'oci-token-file': {
+    kind: 'string',
+    default: undefined,
+    help: 'file whose first line is a Bearer token sent to the OCI registry as it is',
+  },
+  'oci-ca-file': {
+    kind: 'string',
+    default: undefined,
+    help: "PEM CA certificates trusted for the OCI registry's HTTPS, besides the system's",
+  },
+  'oci-plain-http': {
+    kind: 'bool',
+    default: false,
+    help: 'talk to the OCI registry over plain http (a registry on loopback); https otherwise',
+  },
   'opa-bin': {
     kind: 'string',
     default: undefined,

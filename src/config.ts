@@ -15,6 +15,7 @@ import {
 } from './config-flags.js';
 import { ConfigError } from './util/errors.js';
 import { SIGNING_ALGS, type SigningAlg } from './bundles/signing-key.js';
+import { parseOciTargets, tagProblem, type OciTargets } from './oci/reference.js';
 import { bundleNameErrors } from './util/safe-names.js';
 import type { LogFormat, LogLevel } from './util/logger.js';
 
@@ -123,6 +124,10 @@ export interface Config {
     regoVersion: 0 | 1 | undefined;
     /** --opa-bin: the opa binary that validates bundles; undefined = found on PATH at run time. */
     opaBin: string | undefined;
+    /** --bundle-replicated: the name of the data bundle of the replicated collections; undefined = none. */
+    replicated: string | undefined;
+    /** --bundle-deltas: the replicated bundle offers delta bundles (only with `replicated`, unsigned). */
+    deltas: boolean;
   };
   /** The validating admission webhook for policy and data ConfigMaps. */
   admission: {
@@ -141,6 +146,22 @@ export interface Config {
      */
     regoVersion: 0 | 1 | 'opa';
   };
+  /** Publishing the built bundles to OCI registries; undefined without --oci-repository. */
+  oci: OciConfig | undefined;
+}
+
+export interface OciConfig {
+  /** --oci-repository, parsed: the repository of each bundle, and the `{bundle}` template. */
+  targets: OciTargets;
+  /** --oci-tag: the moving tag, beside the revision tag. */
+  movingTag: string;
+  dockerConfig: string | undefined;
+  /** --oci-username and --oci-password-file: both or neither. */
+  username: string | undefined;
+  passwordFile: string | undefined;
+  tokenFile: string | undefined;
+  caFile: string | undefined;
+  plainHttp: boolean;
 }
 
 /** The signing algorithms of `opa build --signing-alg` (one list, the signer's). */
@@ -399,6 +420,7 @@ function buildConfig(
     replication: buildReplication(values, problems),
     bundles: buildBundles(values, given, problems),
     admission: buildAdmission(values, given, problems),
+    oci: buildOci(values, problems),
     folder: unlessEmpty(values['policies-dir']),
     // With a policies folder, ConfigMaps are read only when a Kubernetes flag asks for them.
     configmaps:
@@ -702,7 +724,17 @@ function buildBundles(
     signingKeyId: unlessEmpty(values['bundle-signing-keyid']),
     regoVersion: buildRegoVersion(values['bundle-rego-version'], problems),
     opaBin: unlessEmpty(values['opa-bin']),
+    replicated: buildReplicatedBundle(values, problems),
+    deltas: values['bundle-deltas'],
   };
+  if (bundles.deltas && bundles.replicated === undefined) {
+    problems.push('--bundle-deltas needs --bundle-replicated (deltas are of the replicated data bundle)');
+  }
+  if (bundles.deltas && bundles.signingKeyFile !== undefined) {
+    problems.push(
+      'You can not use both --bundle-deltas and --bundle-signing-key (delta bundles are sent unsigned)',
+    );
+  }
   checkBundleCombinations(bundles, values, given, problems);
   return bundles;
 }
@@ -745,6 +777,73 @@ function checkBundleCombinations(
     if (bundles.signingKeyId !== undefined)
       problems.push('--bundle-signing-keyid needs --bundle-signing-key');
   }
+}
+
+/** --bundle-replicated: a bundle name of its own, for replicated resources, built for a server or folder. */
+function buildReplicatedBundle(values: FlagValues, problems: string[]): string | undefined {
+  const name = unlessEmpty(values['bundle-replicated']);
+  if (name === undefined) return undefined;
+  const errors = bundleNameErrors(name);
+  if (errors.length > 0) problems.push(fieldInvalid('--bundle-replicated', name, errors));
+  if (name === values['bundle-name']) {
+    problems.push(`--bundle-replicated: ${quote(name)} is already the --bundle-name bundle of the policies`);
+  }
+  if (values.replicate.length + values['replicate-cluster'].length === 0) {
+    problems.push('--bundle-replicated needs --replicate or --replicate-cluster (the resources it holds)');
+  }
+  if (unlessEmpty(values['bundle-addr']) === undefined && unlessEmpty(values['bundles-dir']) === undefined) {
+    problems.push('--bundle-replicated needs --bundle-addr or --bundles-dir');
+  }
+  return name;
+}
+
+/** --oci-*: where built bundles are pushed, and how opa-sync logs in. */
+function buildOci(values: FlagValues, problems: string[]): OciConfig | undefined {
+  const others = [
+    ['--oci-docker-config', unlessEmpty(values['oci-docker-config'])],
+    ['--oci-username', unlessEmpty(values['oci-username'])],
+    ['--oci-password-file', unlessEmpty(values['oci-password-file'])],
+    ['--oci-token-file', unlessEmpty(values['oci-token-file'])],
+    ['--oci-ca-file', unlessEmpty(values['oci-ca-file'])],
+    ['--oci-plain-http', values['oci-plain-http'] ? 'true' : undefined],
+  ] as const;
+  const entries = values['oci-repository'].filter((e) => e !== '');
+  if (entries.length === 0) {
+    for (const [flag, set] of others) if (set !== undefined) problems.push(`${flag} needs --oci-repository`);
+    return undefined;
+  }
+  // Bundles are built only for a bundle server or a bundles folder.
+  if (unlessEmpty(values['bundle-addr']) === undefined && unlessEmpty(values['bundles-dir']) === undefined) {
+    problems.push(
+      '--oci-repository needs --bundle-addr or --bundles-dir (the bundles it pushes are built for them)',
+    );
+  }
+  const movingTag = values['oci-tag'] ?? '';
+  const tagError = tagProblem(movingTag);
+  if (tagError !== undefined) problems.push(`--oci-tag: ${tagError}`);
+  const oci: OciConfig = {
+    targets: parseOciTargets(entries, values['bundle-name'] ?? '', problems),
+    movingTag,
+    dockerConfig: unlessEmpty(values['oci-docker-config']),
+    username: unlessEmpty(values['oci-username']),
+    passwordFile: unlessEmpty(values['oci-password-file']),
+    tokenFile: unlessEmpty(values['oci-token-file']),
+    caFile: unlessEmpty(values['oci-ca-file']),
+    plainHttp: values['oci-plain-http'],
+  };
+  if (oci.username !== undefined && oci.passwordFile === undefined) {
+    problems.push('--oci-username needs --oci-password-file');
+  }
+  if (oci.passwordFile !== undefined && oci.username === undefined) {
+    problems.push('--oci-password-file needs --oci-username');
+  }
+  if (oci.tokenFile !== undefined && oci.username !== undefined) {
+    problems.push('You can not use both --oci-token-file and --oci-username');
+  }
+  if (oci.plainHttp && oci.caFile !== undefined) {
+    problems.push('You can not use both --oci-plain-http and --oci-ca-file');
+  }
+  return oci;
 }
 
 /** The bundle-name rule is safe-names' (the same for the flag, the label, the registry and requests). */

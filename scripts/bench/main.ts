@@ -17,10 +17,11 @@ import { p1 } from './scenarios/p1-replication.js';
 import { p2 } from './scenarios/p2-edit-annotation.js';
 import { p3 } from './scenarios/p3-churn.js';
 import { p9 } from './scenarios/p9-many-policies.js';
+import { p14 } from './scenarios/p14-oci-delta.js';
 import { p15 } from './scenarios/p15-admission.js';
 import { HEADER, NOTES } from './report-text.js';
 
-const SCENARIOS: readonly Scenario[] = [startup, p1, p2, p3, p9, p15];
+const SCENARIOS: readonly Scenario[] = [startup, p1, p2, p3, p9, p14, p15];
 const ORDER = SCENARIOS.map((s) => s.id);
 
 function log(line: string): void {

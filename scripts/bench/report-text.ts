@@ -20,6 +20,7 @@ npm run bench -- p3 --rate 200,2000 --runs 3   # 30 s at 200/s, 5 s at 2,000/s; 
 npm run bench -- p9 --count 1000 --runs 3      # pushed, and (in turn) OPA pulling the bundle
 npm run bench -- p1 --size 10000 --profile /tmp/prof   # also CPU profile, heap snapshot, event-loop delay
 npx tsx scripts/bench/perf-profile.ts /tmp/prof          # … summarised (self time by package, heap by type)
+npm run bench -- p14 --runs 5                  # OCI push 1 MB / 10 MB vs oras; delta vs snapshot bundles
 npm run bench -- p15 --count 1000 --edits 300 --runs 3   # admission webhook latency
 npm run bench -- --help
 \`\`\`
@@ -68,6 +69,7 @@ export const NOTES: Readonly<Record<string, string>> = {
   p9: placeholder(
     'OPA’s share of the time (recompiling every module on each PUT) and what ordering or coalescing gives',
   ),
+  p14: placeholder('where an OCI push spends its time (upload vs round trips), and what a delta saves OPA'),
   p15: placeholder(
     'where an admission answer spends its time (the checker’s parse, opa check, the helper process)',
   ),

@@ -35,7 +35,7 @@ export interface ScenarioFile {
   points: Record<string, Point>;
 }
 
-export const SECTION_ORDER = ['summary', 'startup', 'p1', 'p2', 'p3', 'p9', 'p15'] as const;
+export const SECTION_ORDER = ['summary', 'startup', 'p1', 'p2', 'p3', 'p9', 'p14', 'p15'] as const;
 
 export const begin = (id: string): string => `<!-- bench:${id}:begin -->`;
 export const end = (id: string): string => `<!-- bench:${id}:end -->`;

@@ -15,6 +15,16 @@ export function parsePreferWait(prefer: string | undefined): number | undefined 
   return match?.[1] === undefined ? undefined : Number(match[1]);
 }
 
+/**
+ * Whether a `Prefer` header asks for delta bundles: OPA sends `modes=snapshot,delta` (with `;wait=N`
+ * when long polling). Without `delta` among the modes, a client never gets one.
+ */
+export function prefersDelta(prefer: string | undefined): boolean {
+  if (prefer === undefined) return false;
+  const match = /(?:^|[\s;])modes\s*=\s*"?([A-Za-z,\s]*)"?\s*(?=$|;)/i.exec(prefer);
+  return (match?.[1] ?? '').split(',').some((mode) => mode.trim().toLowerCase() === 'delta');
+}
+
 /** How long a long poll asking for `waitSeconds` is held: a little under the wait, so OPA gets the 304 first. */
 export function holdMilliseconds(waitSeconds: number): number {
   return waitSeconds * 1000 - Math.min(1000, waitSeconds * 100);

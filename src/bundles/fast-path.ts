@@ -12,7 +12,14 @@ import { statusOf, type ErrorCode } from '../util/error-codes.js';
 import { InvalidInputError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { BUNDLE_FILE_SUFFIX } from '../util/safe-names.js';
-import { etagMatches, holdMilliseconds, nameFromPath, parsePreferWait, pathOf } from './bundle-request.js';
+import {
+  etagMatches,
+  holdMilliseconds,
+  nameFromPath,
+  parsePreferWait,
+  pathOf,
+  prefersDelta,
+} from './bundle-request.js';
 import { writeErrorAnswer } from './error-answer.js';
 import { HeldPolls, type HeldPoll } from './held-polls.js';
 import type { BundleRegistry, PublishedBundle } from './registry.js';
@@ -146,12 +153,14 @@ export class BundleFastPath {
     }
 
     const ifNoneMatch = headers['if-none-match'];
-    if (ifNoneMatch === undefined || !etagMatches(ifNoneMatch, bundle.etag)) {
-      this.sendBundle(res, head, bundle, this.closing);
-      return;
-    }
     // Node joins repeated headers it does not know with ', ': a string whenever it is there.
     const prefer = headers.prefer;
+    const delta =
+      bundle.deltas !== undefined && prefersDelta(typeof prefer === 'string' ? prefer : undefined);
+    if (ifNoneMatch === undefined || !etagMatches(ifNoneMatch, bundle.etag)) {
+      this.sendBundle(res, head, bundle, this.closing, delta ? ifNoneMatch : undefined);
+      return;
+    }
     const asked = parsePreferWait(typeof prefer === 'string' ? prefer : undefined);
     if (asked === undefined || asked <= 0 || this.closing) {
       // Shutting down: Connection: close makes the client reconnect (to another replica).
@@ -160,7 +169,7 @@ export class BundleFastPath {
     }
     // A client that left while its request was queued would otherwise be held for nothing.
     if (req.socket.destroyed) return;
-    this.polls.hold(res, head, bundle, holdMilliseconds(Math.min(asked, this.maxWait)));
+    this.polls.hold(res, head, bundle, holdMilliseconds(Math.min(asked, this.maxWait)), delta);
   }
 
   /** `bundles/<name>` and `bundles/<name>.tar.gz` both work; a name that itself ends in .tar.gz wins. */
@@ -182,13 +191,29 @@ export class BundleFastPath {
     return counters;
   }
 
-  private sendBundle(res: ServerResponse, head: boolean, bundle: PublishedBundle, close: boolean): void {
+  /**
+   * A 200 with the bundle; with `from` (the ETag of a client that asked for deltas), the delta bundle
+   * from that revision if there is one, else the snapshot.
+   */
+  private sendBundle(
+    res: ServerResponse,
+    head: boolean,
+    bundle: PublishedBundle,
+    close: boolean,
+    from?: string,
+  ): void {
+    const delta = from === undefined ? undefined : bundle.deltas?.get(from);
+    const bytes = delta ?? bundle.bytes;
     this.countersOf(bundle.name).ok.inc();
+    if (delta !== undefined) {
+      this.metrics.bundleDeltas.inc({ bundle: bundle.name });
+      this.metrics.bundleDeltaBytes.inc({ bundle: bundle.name }, delta.length);
+    }
     const headers = [
       'Content-Type',
       BUNDLE_CONTENT_TYPE,
       'Content-Length',
-      String(bundle.bytes.length),
+      String(bytes.length),
       'ETag',
       bundle.etag,
       'Cache-Control',
@@ -197,7 +222,7 @@ export class BundleFastPath {
     if (close) headers.push('Connection', 'close');
     res.writeHead(200, headers);
     if (head) res.end();
-    else res.end(bundle.bytes);
+    else res.end(bytes);
   }
 
   private sendNotModified(res: ServerResponse, bundle: PublishedBundle, close: boolean): void {
@@ -216,8 +241,15 @@ export class BundleFastPath {
   private answerHeld(poll: HeldPoll, woken: PublishedBundle | undefined, closing: boolean): void {
     const current = this.registry.get(poll.bundle.name);
     try {
-      if (woken !== undefined) this.sendBundle(poll.res, poll.head, current ?? woken, closing);
-      else this.sendNotModified(poll.res, current ?? poll.bundle, closing);
+      if (woken !== undefined) {
+        this.sendBundle(
+          poll.res,
+          poll.head,
+          current ?? woken,
+          closing,
+          poll.delta ? poll.bundle.etag : undefined,
+        );
+      } else this.sendNotModified(poll.res, current ?? poll.bundle, closing);
     } catch (err) {
       this.logger.error({ err, bundle: poll.bundle.name }, 'answering a held long poll failed');
       poll.res.destroy();

@@ -36,6 +36,8 @@ export class HeldPoll implements BundleWaiter {
     /** The bundle as it was when the hold began: its ETag is the one the client has. */
     readonly bundle: PublishedBundle,
     readonly holdMs: number,
+    /** The client asked for delta bundles (`Prefer: modes=…delta`). */
+    readonly delta = false,
   ) {}
 
   get etag(): string {
@@ -87,8 +89,8 @@ export class HeldPolls {
    * Holds `res` until `bundle`'s ETag changes (then the new bundle, 200) or for `holdMs` (then a 304).
    * The caller has checked that the client has the current ETag and that the server is not closing.
    */
-  hold(res: ServerResponse, head: boolean, bundle: PublishedBundle, holdMs: number): void {
-    const poll = new HeldPoll(this, res, head, bundle, holdMs);
+  hold(res: ServerResponse, head: boolean, bundle: PublishedBundle, holdMs: number, delta = false): void {
+    const poll = new HeldPoll(this, res, head, bundle, holdMs, delta);
     poll.deadline = performance.now() + holdMs;
     let queue = this.queues.get(holdMs);
     if (queue === undefined) {

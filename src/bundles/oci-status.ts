@@ -1,6 +1,6 @@
-// What the web page shows of a bundle's publication to an OCI registry. opa-sync does not publish to
-// one yet: this is the seam that work fills. The OCI publisher implements OciStatusSource; until it
-// exists the page says "not configured" for every bundle.
+// What the web page shows of a bundle's publication to an OCI registry: read from the OCI publisher's
+// states (src/oci/oci-publisher.ts) with --oci-repository; "not configured" for every bundle without it.
+import type { OciBundleState } from '../oci/oci-publisher.js';
 
 /** The OCI publication of one bundle. */
 export type OciPublishStatus =
@@ -25,3 +25,21 @@ export interface OciStatusSource {
 
 /** The state of every bundle when no OCI registry is configured. */
 export const OCI_NOT_CONFIGURED: OciStatusSource = { ociStatus: () => ({ configured: false }) };
+
+/** The page's view of the OCI publisher's states (read anew each time the page asks). */
+export function ociStatusOf(states: () => readonly OciBundleState[]): OciStatusSource {
+  return {
+    ociStatus(bundle) {
+      const state = states().find((s) => s.bundle === bundle);
+      if (state === undefined) return { configured: false };
+      return {
+        configured: true,
+        reference: state.repository ?? '(no valid repository for this bundle name)',
+        pushedRevision: state.pushed?.revision,
+        pushedAt: state.pushed?.at,
+        digest: state.pushed?.digest,
+        error: state.error === undefined ? undefined : `${state.error.code}: ${state.error.message}`,
+      };
+    },
+  };
+}

@@ -13,6 +13,11 @@ export interface PublishedBundle {
   /** A quoted, strong ETag derived from the content (the same on every replica). */
   etag: string;
   revision: string;
+  /**
+   * Delta bundles to this revision, by the ETag (the earlier revision) each applies to: sent instead of
+   * `bytes` to a client that asks for deltas and names that ETag (only the replicated data bundle has them).
+   */
+  deltas?: ReadonlyMap<string, Buffer> | undefined;
 }
 
 /** Something waiting for a bundle's ETag to change: a held long poll, or a waitForChange(). */

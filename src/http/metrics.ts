@@ -96,6 +96,21 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Delta bundles sent instead of a snapshot, and their bytes, by bundle. */
+  readonly bundleDeltas = new Counter({
+    name: 'opa_sync_bundle_deltas_total',
+    help: 'Delta bundles sent instead of the snapshot (200 answers counted in opa_sync_bundle_requests_total too), by bundle',
+    labelNames: ['bundle'] as const,
+    registers: [this.registry],
+  });
+
+  readonly bundleDeltaBytes = new Counter({
+    name: 'opa_sync_bundle_delta_bytes_total',
+    help: 'Bytes of the delta bundles sent, by bundle',
+    labelNames: ['bundle'] as const,
+    registers: [this.registry],
+  });
+
   readonly bundleLongPollsHeld = new Gauge({
     name: 'opa_sync_bundle_long_polls_held',
     help: 'Long-polling bundle requests currently held open by the bundle server',
@@ -141,6 +156,28 @@ export class Metrics {
     name: 'opa_sync_admission_duration_seconds',
     help: 'Time the admission webhook took to answer an AdmissionReview request, compilation included',
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
+  /** Pushes of bundle revisions to OCI registries, by bundle and result (pushed, unchanged, error). */
+  readonly ociPushes = new Counter({
+    name: 'opa_sync_oci_pushes_total',
+    help: 'Bundle revisions pushed to an OCI registry, by bundle and result (pushed, unchanged, error)',
+    labelNames: ['bundle', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ociPushErrors = new Counter({
+    name: 'opa_sync_oci_push_errors_total',
+    help: 'Failed OCI pushes, by error code (each is retried with backoff)',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ociPushDuration = new Histogram({
+    name: 'opa_sync_oci_push_duration_seconds',
+    help: 'Duration of successful OCI pushes of one bundle revision (blobs, manifest and tags)',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
 

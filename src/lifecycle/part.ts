@@ -34,4 +34,9 @@ export interface Part {
   run(signal: AbortSignal): Promise<void>;
   /** True once the part has done its initial work (listed, loaded, listening) and can serve. */
   ready(): boolean;
+  /**
+   * True for a part whose readiness is shown in /ready's checks without deciding /ready's answer: one
+   * whose failure must not take the servers out of service (publishing to an OCI registry).
+   */
+  readonly advisory?: boolean;
 }

@@ -86,12 +86,16 @@ export class Supervisor {
     return { healthy, parts };
   }
 
-  /** /ready: each part's own readiness, false for a part that is not running. */
+  /**
+   * /ready: each part's own readiness, false for a part that is not running. An advisory part's check
+   * is shown but does not make the whole unready.
+   */
   readiness(): { ready: boolean; checks: Record<string, boolean> } {
-    const checks = Object.fromEntries(
-      this.running.map((r) => [r.part.name, r.health.phase === 'running' && r.part.ready()]),
+    const entries = this.running.map(
+      (r) => [r.part, r.health.phase === 'running' && r.part.ready()] as const,
     );
-    return { ready: Object.values(checks).every(Boolean), checks };
+    const checks = Object.fromEntries(entries.map(([part, ok]) => [part.name, ok]));
+    return { ready: entries.every(([part, ok]) => ok || part.advisory === true), checks };
   }
 
   private async keepRunning(entry: Running): Promise<void> {

@@ -116,6 +116,32 @@ export const ERROR_CODES = {
   invalid_max_wait: { meaning: 'the long-poll cap must be a whole number of seconds ≥ 1', retryable: false },
   opa_check_failed: { meaning: 'opa check or opa inspect could not run or gave no report', retryable: true },
 
+  // Publishing to an OCI registry (each push is retried with backoff; bundles are served over HTTP meanwhile)
+  oci_unreachable: {
+    meaning: 'the OCI registry did not answer (connection refused or reset, DNS, TLS, timeout)',
+    retryable: true,
+  },
+  oci_auth_failed: {
+    meaning: 'the OCI registry (or its token service) refused the credentials, or none are configured',
+    retryable: true,
+  },
+  oci_credentials_unusable: {
+    meaning: 'an OCI credentials file (docker config, password or token file) cannot be read or parsed',
+    retryable: true,
+  },
+  oci_registry_error: {
+    meaning: 'the OCI registry answered 5xx, 429 or an unusable answer',
+    retryable: true,
+  },
+  oci_refused: {
+    meaning: 'the OCI registry refused a push with a 4xx (its reason is in the message)',
+    retryable: false,
+  },
+  invalid_oci_reference: {
+    meaning: 'a bundle name gives a repository path the OCI distribution spec does not allow',
+    retryable: false,
+  },
+
   // Answers of the bundle server
   bundles_not_ready: { meaning: 'the first bundles are still being built', status: 503, retryable: true },
   bundle_not_found: { meaning: 'no bundle has that name', status: 404, retryable: false },

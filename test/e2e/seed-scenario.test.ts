@@ -1,9 +1,11 @@
 // The network-policy article end to end (use cases 1 and 2), on the real kube-apiserver and
 // kube-controller-manager with OPA as a real TLS admission webhook and opa-sync as its sidecar: once
-// with the article's own flags and Rego, once with today's flags and Rego v1.
+// with the article's own flags and Rego, once with today's flags and Rego v1, and once with the OPA
+// pulling its policies and the NetworkPolicy data as bundles from opa-sync (nothing pushed).
 import { expect } from 'chai';
 import {
   ARTICLE_VARIANT,
+  BUNDLES_VARIANT,
   POD_DENIAL,
   RISKY_DENIAL,
   TODAY_VARIANT,
@@ -41,4 +43,5 @@ function scenario(variant: SeedVariant): void {
 describe('the network-policy article end to end (real control plane, OPA webhook, opa-sync)', () => {
   scenario(ARTICLE_VARIANT);
   scenario(TODAY_VARIANT);
+  scenario(BUNDLES_VARIANT);
 });

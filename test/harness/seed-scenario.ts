@@ -1,9 +1,14 @@
 // The network-policy article, replayed step by step on the real control plane with OPA as a real TLS
 // admission webhook and opa-sync as its sidecar. The e2e test and `npm run demo` both run this one
 // scenario: the test asserts what it records, the demo prints each kubectl command and its output.
+// A variant may have the webhook OPA pull its policies and the NetworkPolicy data as bundles from
+// opa-sync (--bundle-replicated) instead of opa-sync pushing them.
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import getPort from 'get-port';
+import { requireTool } from '../../scripts/tools.js';
+import { runDir } from './run-dir.js';
 import {
   controlPlane,
   extraOpa,
@@ -32,6 +37,8 @@ export interface SeedVariant {
   policies: { ensureNap: string; enforceNap: string };
   /** Today's flags need the policy label; the seed-era --policies mode takes plain ConfigMaps. */
   labelPolicies: boolean;
+  /** The OPA pulls `policies` and this data bundle from opa-sync's bundle server; nothing is pushed. */
+  dataBundle?: string;
 }
 
 export const ARTICLE_VARIANT: SeedVariant = {
@@ -58,6 +65,19 @@ export const TODAY_VARIANT: SeedVariant = {
     enforceNap: 'policies/network-policies/enforce-correct-nap.rego',
   },
   labelPolicies: true,
+};
+
+export const BUNDLES_VARIANT: SeedVariant = {
+  name: "today's flags, the webhook OPA pulling its policies and the NetworkPolicy data as bundles from opa-sync (no push)",
+  opaArgs: [],
+  syncArgs: [
+    '--namespaces=opa',
+    '--replicate-cluster=networking.k8s.io/v1/networkpolicies',
+    '--bundle-replicated=kubernetes-data',
+  ],
+  policies: TODAY_VARIANT.policies,
+  labelPolicies: true,
+  dataBundle: 'kubernetes-data',
 };
 
 /** Where the scenario reports: the demo prints, the test keeps quiet. */
@@ -108,12 +128,38 @@ export async function runSeedScenario(variant: SeedVariant, io: ScenarioIO): Pro
     const ca = await testCa();
     await cleanUp(quiet);
     await quiet(['create', 'namespace', POLICY_NAMESPACE]);
-    const opa = await extraOpa({ tlsCa: ca, extraArgs: variant.opaArgs });
-    started.push(opa);
-    const sync: OpaSyncProcess = await startSync({
-      opa,
-      args: [`--opa-ca-file=${ca.certFile}`, '--opa-resync-interval=2s', ...variant.syncArgs],
-    });
+    let opa: OpaServer;
+    let sync: OpaSyncProcess;
+    if (variant.dataBundle === undefined) {
+      opa = await extraOpa({ tlsCa: ca, extraArgs: variant.opaArgs });
+      started.push(opa);
+      sync = await startSync({
+        opa,
+        args: [`--opa-ca-file=${ca.certFile}`, '--opa-resync-interval=2s', ...variant.syncArgs],
+      });
+    } else {
+      // The OPA first (it waits for the bundle server), then opa-sync as a pure bundle server.
+      const port = await getPort({ host: '127.0.0.1' });
+      const poll = { long_polling_timeout_seconds: 10 };
+      const config = {
+        services: { 'opa-sync': { url: `http://127.0.0.1:${port}` } },
+        bundles: {
+          policies: { service: 'opa-sync', resource: 'bundles/policies', polling: poll },
+          [variant.dataBundle]: {
+            service: 'opa-sync',
+            resource: `bundles/${variant.dataBundle}`,
+            polling: poll,
+          },
+        },
+      };
+      const configFile = path.join(runDir(), `seed-opa-bundles-${port}.json`);
+      writeFileSync(configFile, JSON.stringify(config));
+      opa = await extraOpa({ tlsCa: ca, extraArgs: [...variant.opaArgs, `--config-file=${configFile}`] });
+      started.push(opa);
+      sync = await startSync({
+        args: [`--bundle-addr=127.0.0.1:${port}`, `--opa-bin=${requireTool('opa')}`, ...variant.syncArgs],
+      });
+    }
     started.push(sync);
     io.note(
       `OPA ${opa.url} (${variant.opaArgs.join(' ') || 'Rego v1'}); opa-sync ${variant.syncArgs.join(' ')}`,

@@ -71,6 +71,8 @@ const DEFAULTS: Config = {
     signingKeyId: undefined,
     regoVersion: undefined,
     opaBin: undefined,
+    replicated: undefined,
+    deltas: false,
   },
   admission: {
     addr: undefined,
@@ -82,6 +84,7 @@ const DEFAULTS: Config = {
   },
   folder: undefined,
   configmaps: true,
+  oci: undefined,
 };
 
 // k8s.io/apimachinery's texts, as pinned by kube-mgmt's cmd/kube-mgmt/flag_test.go.
@@ -303,6 +306,31 @@ describe('configuration (parseArgs)', () => {
         'admission-mode': ['--admission-mode=warn'],
         'admission-protect-dependents': ['--admission-protect-dependents'],
         'admission-rego-version': ['--admission-rego-version=0'],
+        'bundle-replicated': ['--bundle-replicated=k8s', '--replicate=v1/pods', '--bundle-addr=:1'],
+        'bundle-deltas': [
+          '--bundle-deltas',
+          '--bundle-replicated=k8s',
+          '--replicate=v1/pods',
+          '--bundle-addr=:1',
+        ],
+        'oci-repository': ['--oci-repository=r.example/opa/x', '--bundles-dir=/b'],
+        'oci-tag': ['--oci-tag=stable', '--oci-repository=r.example/x', '--bundles-dir=/b'],
+        'oci-docker-config': ['--oci-docker-config=/d', '--oci-repository=r.example/x', '--bundles-dir=/b'],
+        'oci-username': [
+          '--oci-username=u',
+          '--oci-password-file=/p',
+          '--oci-repository=r.example/x',
+          '--bundles-dir=/b',
+        ],
+        'oci-password-file': [
+          '--oci-password-file=/p',
+          '--oci-username=u',
+          '--oci-repository=r.example/x',
+          '--bundles-dir=/b',
+        ],
+        'oci-token-file': ['--oci-token-file=/t', '--oci-repository=r.example/x', '--bundles-dir=/b'],
+        'oci-ca-file': ['--oci-ca-file=/ca', '--oci-repository=r.example/x', '--bundles-dir=/b'],
+        'oci-plain-http': ['--oci-plain-http', '--oci-repository=127.0.0.1:5000/x', '--bundles-dir=/b'],
         policies: ['--policies=n'],
         'require-policy-label': ['--require-policy-label'],
         'pod-name': ['--pod-name=p'],
@@ -711,6 +739,8 @@ describe('configuration (parseArgs)', () => {
           signingKeyId: 'k1',
           regoVersion: 1,
           opaBin: '/bin/opa',
+          replicated: undefined,
+          deltas: false,
         },
       },
     ];

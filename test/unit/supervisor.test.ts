@@ -50,6 +50,22 @@ function part(name: string, events: string[], onFailure: Part['onFailure'] = 're
 }
 
 describe('Supervisor', () => {
+  it("shows an advisory part's readiness in /ready's checks without making /ready fail", async () => {
+    const events: string[] = [];
+    const server = part('server', events);
+    const advisory = { ...part('oci', events), advisory: true, ready: () => false } satisfies Part;
+    const supervisor = new Supervisor([server, advisory], {
+      logger: capturingLogger().logger,
+      backoff: FAST,
+    });
+    const stop = new AbortController();
+    const running = supervisor.run(stop.signal);
+    await waitFor('both started', () => (events.length === 2 ? true : undefined));
+    expect(supervisor.readiness()).to.deep.equal({ ready: true, checks: { server: true, oci: false } });
+    stop.abort();
+    await running;
+  });
+
   it('starts parts in order and stops them in reverse order', async () => {
     const events: string[] = [];
     const parts = [part('server', events), part('sink', events), part('source', events)];
