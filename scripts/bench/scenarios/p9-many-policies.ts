@@ -170,7 +170,7 @@ export const p9: Scenario = {
     const goals: Goal[] = [
       {
         measure: `P9 ${fmt(count, 0)} policy ConfigMaps at once → all loaded + annotated (s, median)`,
-        kubeMgmt: '–',
+        peer: '–',
         ours: all
           ? `${fmt(secs, 2)} (OPA CPU ${fmt(s.opaCpuS?.median)} s)`
           : `not all: ${fmt(s.okSeen?.min, 0)} ok within ${TIMEOUT_MS / 1000} s`,
