@@ -17,9 +17,12 @@ import { p1 } from './scenarios/p1-replication.js';
 import { p2 } from './scenarios/p2-edit-annotation.js';
 import { p3 } from './scenarios/p3-churn.js';
 import { p9 } from './scenarios/p9-many-policies.js';
+import { serve } from './scenarios/serve.js';
+import { polls } from './scenarios/polls.js';
+import { rebuild } from './scenarios/rebuild.js';
 import { HEADER, NOTES } from './report-text.js';
 
-const SCENARIOS: readonly Scenario[] = [startup, p1, p2, p3, p9];
+const SCENARIOS: readonly Scenario[] = [startup, p1, p2, p3, p9, serve, polls, rebuild];
 const ORDER = SCENARIOS.map((s) => s.id);
 
 function log(line: string): void {
@@ -28,7 +31,7 @@ function log(line: string): void {
 
 function usage(): string {
   return [
-    'npm run bench -- [scenario …] [--size N[,N…]] [--runs K] [--rate R[,R…]] [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--keep-logs] [--render-only]',
+    "npm run bench -- [scenario …] [--size N[,N…]] [--runs K] [--rate R[,R…]] [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--node-args 'FLAGS'] [--profile] [--keep-logs] [--render-only]",
     '',
     ...SCENARIOS.map((s) => `  ${s.id.padEnd(8)} ${s.title}\n           defaults: ${s.defaults}`),
     '',
@@ -74,6 +77,8 @@ async function main(argv: string[]): Promise<number> {
     ...(args.durationS ? { durationS: args.durationS } : {}),
     ...(args.edits ? { edits: args.edits } : {}),
     ...(args.count ? { count: args.count } : {}),
+    ...(args.nodeArgs ? { nodeArgs: args.nodeArgs } : {}),
+    ...(args.profile ? { profile: true } : {}),
   };
   let failures = 0;
   for (const scenario of SCENARIOS.filter((s) => args.scenarios.includes(s.id))) {
