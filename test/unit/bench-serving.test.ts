@@ -249,7 +249,9 @@ describe('bench: polls and rebuild goals', () => {
       firstBundleMs: 3000,
       editMs: edits,
       loopDelayMaxMs: [20, 60],
+      idleLoopDelayMaxMs: [12],
       during: { n: 40, p99: 30, max: 45 },
+      outside: { n: 400, p99: 3, max: 20 },
       allMedianMs: 0.5,
       loopErrors: 0,
       rssMiB: 200,
@@ -259,6 +261,8 @@ describe('bench: polls and rebuild goals', () => {
     expect(s.editMs).to.deep.equal({ min: 150, median: 165, max: 180, n: 2 });
     expect(s.ratio?.median).to.be.closeTo((0.1 + 0.15) / 2, 1e-9);
     expect(s.loopDelayMaxMs?.median).to.equal(60);
+    expect(s.idleLoopDelayMaxMs?.median).to.equal(12);
+    expect(s.outside304MaxMs?.median).to.equal(20);
     const goals = rebuildGoals(1000, s);
     expect(goals.map((g) => g.verdict)).to.deep.equal(['met', 'met', 'met', 'missed']);
     const md = rebuild.render({
