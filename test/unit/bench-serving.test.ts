@@ -9,6 +9,7 @@ import { pollGoals, polls, summarizePolls, type PollRun } from '../../scripts/be
 import {
   rebuild,
   rebuildGoals,
+  stagesOf,
   summarizeRebuild,
   type RebuildRun,
 } from '../../scripts/bench/scenarios/rebuild.js';
@@ -250,6 +251,7 @@ describe('bench: polls and rebuild goals', () => {
       editMs: edits,
       loopDelayMaxMs: [20, 60],
       idleLoopDelayMaxMs: [12],
+      stages: [{ watchMs: 110, queueMs: 1, checkMs: 30, buildMs: 40, answerMs: 2 }, undefined],
       during: { n: 40, p99: 30, max: 45 },
       outside: { n: 400, p99: 3, max: 20 },
       allMedianMs: 0.5,
@@ -262,6 +264,7 @@ describe('bench: polls and rebuild goals', () => {
     expect(s.ratio?.median).to.be.closeTo((0.1 + 0.15) / 2, 1e-9);
     expect(s.loopDelayMaxMs?.median).to.equal(60);
     expect(s.idleLoopDelayMaxMs?.median).to.equal(12);
+    expect(s['stage.watchMs']).to.deep.equal({ min: 110, median: 110, max: 110, n: 2 });
     expect(s.outside304MaxMs?.median).to.equal(20);
     const goals = rebuildGoals(1000, s);
     expect(goals.map((g) => g.verdict)).to.deep.equal(['met', 'met', 'met', 'missed']);
@@ -271,5 +274,25 @@ describe('bench: polls and rebuild goals', () => {
     });
     expect(md).to.include('### 1,000 policies + 10 MB data.json');
     expect(md).to.include('Edits run by run (ms): run 1: 100.');
+    expect(md).to.match(/\| the check of the changed module[^|]*\| 30\.0 \/ \*\*30\.0\*\* \/ 30\.0 \|/);
+  });
+
+  it('rebuild: an edit’s stages from the debug log lines that follow its write', () => {
+    const lines = [
+      { msg: 'file changed', time: 900, file: 'team1/svc1/policy.rego' },
+      { msg: 'file changed', time: 1110, file: 'team0/svc0/policy.rego' },
+      { msg: 'file changed', time: 1120, file: 'team1/svc1/policy.rego' },
+      { msg: 'bundle published', time: 1195 },
+      { msg: 'bundles rebuilt', time: 1200, tookMs: 75, checkMs: 30, publishMs: 45 },
+    ];
+    expect(stagesOf(lines, 'team1/svc1/policy.rego', 1000, 1210)).to.deep.equal({
+      watchMs: 120,
+      queueMs: 5,
+      checkMs: 30,
+      buildMs: 45,
+      answerMs: 15,
+    });
+    expect(stagesOf(lines, 'team2/svc2/policy.rego', 1000, 1210)).to.equal(undefined);
+    expect(stagesOf(lines.slice(0, 3), 'team1/svc1/policy.rego', 1000, 1210)).to.equal(undefined);
   });
 });

@@ -78,6 +78,66 @@ function request(agent: http.Agent, url: string, headers: Record<string, string>
   });
 }
 
+/** One edit's way from the file write to the answered poll, from opa-sync's debug log lines (ms). */
+export interface EditStages {
+  /** File write → 'file changed' (the watcher, the folder source's 100 ms quiet time, the read). */
+  watchMs: number;
+  /** → the rebuild started ('bundles rebuilt' time − its tookMs). */
+  queueMs: number;
+  /** The modules' check (checkMs). */
+  checkMs: number;
+  /** Building, compressing and publishing the bundle (publishMs). */
+  buildMs: number;
+  /** 'bundle published' → the held poll's answer arrived. */
+  answerMs: number;
+}
+
+interface LogLine {
+  msg?: string;
+  time?: number;
+  file?: string;
+  tookMs?: number;
+  checkMs?: number;
+  publishMs?: number;
+}
+
+/** The stages of an edit written at `writtenAt` (epoch ms) to `file`, answered at `answeredAt`. Pure. */
+export function stagesOf(
+  lines: readonly LogLine[],
+  file: string,
+  writtenAt: number,
+  answeredAt: number,
+): EditStages | undefined {
+  const after = (msg: string, from: number, also: (l: LogLine) => boolean = () => true) =>
+    lines.find((l) => l.msg === msg && (l.time ?? -1) >= from && also(l));
+  const changed = after('file changed', writtenAt, (l) => l.file === file);
+  if (changed?.time === undefined) return undefined;
+  const rebuilt = after('bundles rebuilt', changed.time);
+  const published = after('bundle published', changed.time);
+  if (rebuilt?.time === undefined || published?.time === undefined) return undefined;
+  const { tookMs = NaN, checkMs = NaN, publishMs = NaN } = rebuilt;
+  return {
+    watchMs: changed.time - writtenAt,
+    queueMs: rebuilt.time - tookMs - changed.time,
+    checkMs,
+    buildMs: publishMs,
+    answerMs: answeredAt - published.time,
+  };
+}
+
+function logLines(text: string): LogLine[] {
+  const out: LogLine[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      out.push(JSON.parse(line) as LogLine);
+    } catch {
+      // a line cut by the output's size bound
+    }
+  }
+  return out;
+}
+
 export interface RebuildRun {
   run: number;
   coldBuildMs: number;
@@ -91,6 +151,8 @@ export interface RebuildRun {
   idleLoopDelayMaxMs: number[];
   /** The 304s that overlapped a rebuild window: how many, p99 and max (ms); and all 304s' median. */
   during: { n: number; p99: number; max: number };
+  /** Where each edit's time went, from opa-sync's debug log (ms); undefined where a line was missing. */
+  stages: (EditStages | undefined)[];
   /** The 304s that overlapped no rebuild, for comparison. */
   outside: { n: number; p99: number; max: number };
   allMedianMs: number;
@@ -139,7 +201,8 @@ async function session(
   const target = await startOpaSync(ctx.env, {
     dir: folder,
     nodeArgs: ctx.options.nodeArgs ?? [],
-    args: ['--log-level=warn'],
+    // debug: the 'file changed', 'bundles rebuilt' and 'bundle published' lines time each edit's stages.
+    args: ['--log-level=debug'],
   });
   const firstBundleMs = performance.now() - t0;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -149,6 +212,7 @@ async function session(
   const editMs: number[] = [];
   const loopDelays: number[] = [];
   const idleLoopDelays: number[] = [];
+  const stages: (EditStages | undefined)[] = [];
   let looping = true;
   let loopErrors = 0;
   const loop = (async () => {
@@ -180,6 +244,7 @@ async function session(
       await sleep(100); // the poll is held by now
       version.next += 1;
       const w0 = performance.now();
+      const writtenAt = Date.now();
       writeFileSync(policyFile(folder, i), policyText(i, version.next));
       const answer = await poll;
       const w1 = performance.now();
@@ -188,7 +253,15 @@ async function session(
       etag = answer.etag ?? etag;
       editMs.push(w1 - w0);
       windows.push([w0, w1]);
+      const answeredAt = Date.now();
       loopDelays.push(await loopDelayMaxMs(target));
+      const rel = path.relative(folder, policyFile(folder, i));
+      let stage: EditStages | undefined;
+      for (let tries = 0; tries < 20 && stage === undefined; tries++) {
+        stage = stagesOf(logLines(target.output()), rel, writtenAt, answeredAt);
+        if (stage === undefined) await sleep(50); // the log line may not have arrived yet
+      }
+      stages.push(stage);
       await sleep(700);
     }
   } finally {
@@ -210,6 +283,7 @@ async function session(
     editMs,
     loopDelayMaxMs: loopDelays,
     idleLoopDelayMaxMs: idleLoopDelays,
+    stages,
     during: { n: during.length, p99: percentile(during, 99), max: stat(during).max },
     outside: { n: outside.length, p99: percentile(outside, 99), max: stat(outside).max },
     allMedianMs: median(answers.map(([, took]) => took)),
@@ -234,6 +308,12 @@ export function summarizeRebuild(runs: readonly RebuildRun[]): Record<string, St
     all304MedianMs: stat(runs.map((r) => r.allMedianMs)),
     loopDelayMaxMs: stat(runs.map((r) => Math.max(...r.loopDelayMaxMs))),
     idleLoopDelayMaxMs: stat(runs.map((r) => Math.max(...r.idleLoopDelayMaxMs))),
+    ...Object.fromEntries(
+      STAGES.map(([key]) => [
+        `stage.${key}`,
+        stat(runs.flatMap((r) => r.stages.map((x) => x?.[key] ?? NaN))),
+      ]),
+    ),
     outside304MaxMs: stat(runs.map((r) => r.outside.max)),
     outside304P99Ms: stat(runs.map((r) => r.outside.p99)),
     firstBundleMs: stat(runs.map((r) => r.firstBundleMs)),
@@ -241,6 +321,14 @@ export function summarizeRebuild(runs: readonly RebuildRun[]): Record<string, St
     childRssMiB: stat(runs.map((r) => r.childRssMiB)),
   };
 }
+
+const STAGES: readonly [keyof EditStages, string][] = [
+  ['watchMs', 'file write → the folder source read it (watcher + its 100 ms quiet time)'],
+  ['queueMs', '… → the rebuild started'],
+  ['checkMs', 'the check of the changed module (the warm opa helper)'],
+  ['buildMs', 'building, compressing and publishing the bundle'],
+  ['answerMs', 'published → the held poll’s answer arrived'],
+];
 
 export function rebuildGoals(policies: number, s: Record<string, Stat>): Goal[] {
   const m = (k: string): number => s[k]?.median ?? NaN;
@@ -319,7 +407,7 @@ export const rebuild: Scenario = {
       '## Rebuild: one edit in a large folder',
       '',
       'A folder of N policies (20 team folders, one package each) and a 10 MB `data.json`, served by',
-      '`node dist/main.js --policies-dir=<folder> --bundle-addr=… --log-level=warn`. Each run starts a fresh',
+      '`node dist/main.js --policies-dir=<folder> --bundle-addr=… --log-level=debug`. Each run starts a fresh',
       'opa-sync (its first bundle timed from the spawn) and makes a few edits, 0.8 s apart, each to another',
       'policy. Per edit: a long poll is held, the file is written, and the time runs until that poll is',
       'answered with the new ETag (so it includes the file watcher’s latency). Beside it a cold',
@@ -357,6 +445,13 @@ export const rebuild: Scenario = {
         `| first bundle from the spawn (ms) | ${fmtStat(s.firstBundleMs, 0)} |`,
         `| opa-sync RSS after the edits (MiB) | ${fmtStat(s.rssMiB, 0)} |`,
         `| its child processes' RSS (the opa helper; MiB) | ${fmtStat(s.childRssMiB, 0)} |`,
+        '',
+        'Where an edit’s time goes (opa-sync’s debug log: `file changed`, `bundles rebuilt` with its',
+        '`checkMs`/`publishMs`, `bundle published`; every edit of every run):',
+        '',
+        '| stage (ms) | min / **median** / max |',
+        '| --- | --- |',
+        ...STAGES.map(([key, label]) => `| ${label} | ${fmtStat(s[`stage.${key}`])} |`),
         '',
         'Edits run by run (ms): ' +
           runs.map((r) => `run ${r.run}: ${r.editMs.map((x) => fmt(x, 0)).join(', ')}`).join('; ') +
