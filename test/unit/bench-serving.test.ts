@@ -175,6 +175,9 @@ describe('bench: serve scenario goals', () => {
     ]);
     expect(goals[0]?.peer).to.equal('nginx 40,000; node:http 30,000');
     expect(goals[1]?.detail).to.equal('by 50 %');
+    expect(serveGoals(s, ['--max-semi-space-size=2'])[2]?.measure).to.equal(
+      'server CPU per 304 (µs) (node --max-semi-space-size=2)',
+    );
   });
 
   it('renders the runs, the paired ratios and the goals', () => {

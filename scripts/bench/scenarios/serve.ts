@@ -93,32 +93,33 @@ async function profile(
 }
 
 /** The issue's goals for serving, from the medians of the paired ratios. */
-export function serveGoals(s: Record<string, Stat>): Goal[] {
+export function serveGoals(s: Record<string, Stat>, nodeArgs: readonly string[] = []): Goal[] {
   const m = (k: string): number => s[k]?.median ?? NaN;
+  const flags = nodeArgs.length ? ` (node ${nodeArgs.join(' ')})` : '';
   return [
     {
-      measure: '304s/s, keep-alive, 50 connections (wrk, 1 thread)',
+      measure: `304s/s, keep-alive, 50 connections (wrk, 1 thread)${flags}`,
       peer: `nginx ${fmt(m('nginx.r304.rps'), 0)}; node:http ${fmt(m('node:http.r304.rps'), 0)}`,
       ours: `${fmt(m('opa-sync.r304.rps'), 0)} (${fmt(m('ratio.nginx.r304.rps'), 2)}× nginx)`,
       goal: '≥ 0.6× nginx',
       ...verdictAtLeast(m('ratio.nginx.r304.rps'), 0.6),
     },
     {
-      measure: '304 p99 latency (ms), same runs',
+      measure: `304 p99 latency (ms), same runs${flags}`,
       peer: `nginx ${fmt(m('nginx.r304.p99Ms'), 2)}`,
       ours: `${fmt(m('opa-sync.r304.p99Ms'), 2)} (${fmt(m('ratio.nginx.r304.p99Ms'), 2)}× nginx)`,
       goal: '≤ 2× nginx',
       ...verdictOf(m('ratio.nginx.r304.p99Ms'), 2),
     },
     {
-      measure: 'server CPU per 304 (µs)',
+      measure: `server CPU per 304 (µs)${flags}`,
       peer: `nginx ${fmt(m('nginx.r304.cpuUs'))}; node:http ${fmt(m('node:http.r304.cpuUs'))}`,
       ours: fmt(m('opa-sync.r304.cpuUs')),
       goal: '≤ 40 µs',
       ...verdictOf(m('opa-sync.r304.cpuUs'), 40),
     },
     {
-      measure: '200s/s of a 1 MB bundle',
+      measure: `200s/s of a 1 MB bundle${flags}`,
       peer: `nginx ${fmt(m('nginx.r200.rps'), 0)}`,
       ours: `${fmt(m('opa-sync.r200.rps'), 0)} (${fmt(m('ratio.nginx.r200.rps'), 2)}× nginx)`,
       goal: 'keep ≥ 0.8× nginx',
@@ -202,7 +203,7 @@ export const serve: Scenario = {
         machine,
         runs: results,
         summary,
-        goals: serveGoals(summary as Record<string, Stat>),
+        goals: serveGoals(summary as Record<string, Stat>, nodeArgs),
         notes: [],
       },
     ];
