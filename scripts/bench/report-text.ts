@@ -11,7 +11,7 @@ own section between the \`bench:<id>\` markers, and stores its raw results in \`
 ## How to run
 
 \`\`\`sh
-npm run bench                                  # every scenario at its default sizes (~16 min on 2 cores)
+npm run bench                                  # every scenario at its default sizes (~25 min on 2 cores)
 npm run bench -- startup                       # --version and folder mode
 npm run bench -- p1                            # initial replication + RSS (P1, P7) at 1,000, 10,000, 100,000
 npm run bench -- p1 --size 100000 --runs 3     # one size (creating 100,000 takes about a minute)

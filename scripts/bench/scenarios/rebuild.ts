@@ -324,7 +324,7 @@ export function summarizeRebuild(runs: readonly RebuildRun[]): Record<string, St
 
 const STAGES: readonly [keyof EditStages, string][] = [
   ['watchMs', 'file write → the folder source read it (watcher + its 100 ms quiet time)'],
-  ['queueMs', '… → the rebuild started'],
+  ['queueMs', '… → the rebuild started (log times are whole ms: ±1)'],
   ['checkMs', 'the check of the changed module (the warm opa helper)'],
   ['buildMs', 'building, compressing and publishing the bundle'],
   ['answerMs', 'published → the held poll’s answer arrived'],
