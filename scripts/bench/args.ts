@@ -1,5 +1,6 @@
 // The bench's command line: `npm run bench -- [scenario …] [--size N[,N…]] [--runs K] [--rate R[,R…]]
-// [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--keep-logs] [--render-only] [--profile DIR]`. Pure, so that it is unit-tested.
+// [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--node-args 'FLAGS'] [--profile DIR] [--keep-logs]
+// [--render-only]`. Pure, so that it is unit-tested.
 
 export interface BenchArgs {
   scenarios: string[];
@@ -10,8 +11,13 @@ export interface BenchArgs {
   durationS?: number;
   edits?: number;
   count?: number;
+  /** Flags for the node running opa-sync in the serving scenarios (space-separated), e.g. `--max-semi-space-size=2`. */
+  nodeArgs?: string[];
   keepLogs: boolean;
-  /** A folder for CPU profiles, heap snapshots and event-loop delays of every opa-sync started. */
+  /**
+   * --profile DIR: CPU profiles, heap snapshots (P1) and event-loop delays of every opa-sync the sidecar
+   * scenarios start, in DIR; serve also profiles opa-sync and the bare node:http server and summarises.
+   */
   profileDir?: string;
   /** Only rewrite the sections from the stored JSON (after a change of the report's layout). */
   renderOnly: boolean;
@@ -34,7 +40,12 @@ function positive(flag: string, text: string): number {
 }
 
 export function parseArgs(argv: readonly string[], known: readonly string[]): BenchArgs {
-  const out: BenchArgs = { scenarios: [], keepLogs: false, renderOnly: false, help: false };
+  const out: BenchArgs = {
+    scenarios: [],
+    keepLogs: false,
+    renderOnly: false,
+    help: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     const [flag, inline] =
@@ -50,7 +61,16 @@ export function parseArgs(argv: readonly string[], known: readonly string[]): Be
     else if (flag === '--keep-logs') out.keepLogs = true;
     else if (flag === '--render-only') out.renderOnly = true;
     else if (flag === '--profile') out.profileDir = value();
-    else if (flag in LISTS) {
+    else if (flag === '--node-args') {
+      // Its value starts with "--": taken as is, never as an option of the bench.
+      out.nodeArgs = value()
+        .split(' ')
+        .filter((s) => s !== '');
+      if (out.nodeArgs.some((a) => !a.startsWith('-')))
+        throw new Error(
+          `--node-args: node flags only (each starting with -): ${JSON.stringify(out.nodeArgs.join(' '))}`,
+        );
+    } else if (flag in LISTS) {
       out[LISTS[flag as keyof typeof LISTS]] = value()
         .split(',')
         .filter((s) => s !== '')

@@ -146,6 +146,11 @@ export class BenchEnv {
     };
   }
 
+  /** Registers how to stop something started outside these helpers (a server of the serving scenarios). */
+  onClose(stop: () => Promise<void>): void {
+    this.stops.push(stop);
+  }
+
   /** Stops whatever is still running (in reverse order of start) and removes the folder unless kept. */
   async close({ keep = false }: { keep?: boolean } = {}): Promise<void> {
     for (const stop of this.stops.reverse()) {

@@ -19,9 +19,12 @@ import { p3 } from './scenarios/p3-churn.js';
 import { p9 } from './scenarios/p9-many-policies.js';
 import { p14 } from './scenarios/p14-oci-delta.js';
 import { p15 } from './scenarios/p15-admission.js';
+import { serve } from './scenarios/serve.js';
+import { polls } from './scenarios/polls.js';
+import { rebuild } from './scenarios/rebuild.js';
 import { HEADER, NOTES } from './report-text.js';
 
-const SCENARIOS: readonly Scenario[] = [startup, p1, p2, p3, p9, p14, p15];
+const SCENARIOS: readonly Scenario[] = [startup, p1, p2, p3, p9, serve, polls, rebuild, p14, p15];
 const ORDER = SCENARIOS.map((s) => s.id);
 
 function log(line: string): void {
@@ -30,13 +33,14 @@ function log(line: string): void {
 
 function usage(): string {
   return [
-    'npm run bench -- [scenario …] [--size N[,N…]] [--runs K] [--rate R[,R…]] [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--keep-logs] [--render-only] [--profile DIR]',
+    "npm run bench -- [scenario …] [--size N[,N…]] [--runs K] [--rate R[,R…]] [--interval MS[,MS…]] [--duration S] [--edits E] [--count C] [--node-args 'FLAGS'] [--profile DIR] [--keep-logs] [--render-only]",
     '',
     ...SCENARIOS.map((s) => `  ${s.id.padEnd(8)} ${s.title}\n           defaults: ${s.defaults}`),
     '',
     'Writes docs/benchmarks.md (only the sections of the scenarios run) and docs/benchmarks/<scenario>.json.',
-    '--profile DIR: every opa-sync under --cpu-prof, with its event-loop delay and (P1) a heap snapshot once',
-    'OPA holds everything, in DIR/<opa-sync-N>/; read them with npx tsx scripts/bench/perf-profile.ts DIR.',
+    '--profile DIR: every opa-sync of the sidecar scenarios under --cpu-prof, with its event-loop delay and',
+    '(P1) a heap snapshot once OPA holds everything, in DIR/<opa-sync-N>/ (read them with',
+    'npx tsx scripts/bench/perf-profile.ts DIR); serve also profiles opa-sync and node:http and summarises.',
   ].join('\n');
 }
 
@@ -78,6 +82,8 @@ async function main(argv: string[]): Promise<number> {
     ...(args.durationS ? { durationS: args.durationS } : {}),
     ...(args.edits ? { edits: args.edits } : {}),
     ...(args.count ? { count: args.count } : {}),
+    ...(args.nodeArgs ? { nodeArgs: args.nodeArgs } : {}),
+    ...(args.profileDir !== undefined ? { profile: true } : {}),
   };
   let failures = 0;
   for (const scenario of SCENARIOS.filter((s) => args.scenarios.includes(s.id))) {

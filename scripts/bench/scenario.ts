@@ -12,6 +12,8 @@ export interface Options {
   durationS?: number;
   edits?: number;
   count?: number;
+  nodeArgs?: string[];
+  profile?: boolean;
 }
 
 export interface Context {

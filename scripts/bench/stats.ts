@@ -67,3 +67,8 @@ export function fmtStat(s: Stat | undefined, digits = 1): string {
   if (!s || s.n === 0) return '–';
   return `${fmt(s.min, digits)} / **${fmt(s.median, digits)}** / ${fmt(s.max, digits)}`;
 }
+
+/** `min / median / max×` of a ratio's stat, or – when there is none. */
+export function fmtRatio(s: Stat | undefined, digits = 2): string {
+  return !s || s.n === 0 ? '–' : `${fmtStat(s, digits)}×`;
+}

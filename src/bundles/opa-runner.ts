@@ -2,7 +2,7 @@
 // (opa-runner-child.ts) instead of from opa-sync's own. Starting a process forks the one that starts
 // it, and a fork costs in proportion to its memory: with 1,000 policies and 10 MB of data in memory
 // (~400 MB), each `opa check` started here held the event loop 30–40 ms and took 50–120 ms to start;
-// from the helper, 2–5 ms and 25 ms (scripts/bench/rebuild-edit.ts measures the effect on 304s).
+// from the helper, 2–5 ms and 25 ms (`npm run bench -- rebuild` measures the effect on 304s).
 //
 // Lifecycle: the publisher's run() owns one runner; the helper starts with the first command and is
 // stopped by `stop()` when run() ends. It exits by itself when opa-sync goes away (its IPC channel

@@ -71,4 +71,10 @@ describe('bench: report sections', () => {
     const doc = replaceSection('# Benchmarks\n', 'p9', 'body');
     expect(doc).to.match(/^# Benchmarks\n\n<!-- bench:p9:begin -->\nbody\n<!-- bench:p9:end -->\n/);
   });
+
+  it('gives a section added to an existing document its notes area with the placeholder', () => {
+    const doc = replaceSection('# Benchmarks\n', 'serve', 'body', '> notes to write');
+    expect(doc).to.match(/<!-- bench:serve:end -->\n\n<!-- bench:serve:notes [^\n]*-->\n> notes to write\n$/);
+    expect(replaceSection(doc, 'serve', 'again', '> other')).not.to.include('> other');
+  });
 });

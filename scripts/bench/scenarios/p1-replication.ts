@@ -158,7 +158,7 @@ function goals(size: number, s: Record<string, Stat>, runs: number): Goal[] {
   if (size === 1000 && km !== undefined) {
     g.push({
       measure: `P1 spawn → OPA holds all ${n} NetworkPolicies (ms, median)`,
-      kubeMgmt: fmt(km),
+      peer: fmt(km),
       ours: `${fmt(ms)} (${fmt(ms / km, 2)}×)`,
       goal: '≤ 0.8× kube-mgmt',
       ...verdictOf(ms, 0.8 * km),
@@ -167,7 +167,7 @@ function goals(size: number, s: Record<string, Stat>, runs: number): Goal[] {
   if (size === 10000 && km !== undefined) {
     g.push({
       measure: `P1 same, ${n} (ms, median)`,
-      kubeMgmt: fmt(km),
+      peer: fmt(km),
       ours: `${fmt(ms)} (${fmt(ms / km, 2)}×)`,
       goal: '≤ 0.7× kube-mgmt',
       ...verdictOf(ms, 0.7 * km),
@@ -175,7 +175,7 @@ function goals(size: number, s: Record<string, Stat>, runs: number): Goal[] {
     const r = s.ratio?.median ?? NaN;
     g.push({
       measure: `P1 same, ${n}: paired ratio to the floor (LIST + PUT, median)`,
-      kubeMgmt: '–',
+      peer: '–',
       ours: `${fmt(r, 2)}× (floor ${fmt(s.floorMs?.median)} ms)`,
       goal: '≤ 1.3× the floor',
       ...verdictOf(r, 1.3),
@@ -187,7 +187,7 @@ function goals(size: number, s: Record<string, Stat>, runs: number): Goal[] {
     const factor = size === 1000 ? 1.0 : 0.6;
     g.push({
       measure: `P7 tool RSS with ${n} replicated (MiB, 2 s after OPA holds all)`,
-      kubeMgmt: fmt(kmRss),
+      peer: fmt(kmRss),
       ours: `${fmt(rss)} (${fmt(rss / kmRss, 2)}×)`,
       goal: `≤ ${factor.toFixed(1)}×`,
       ...verdictOf(rss, factor * kmRss),
@@ -197,7 +197,7 @@ function goals(size: number, s: Record<string, Stat>, runs: number): Goal[] {
     const worked = (s.opaSyncMs?.n ?? 0) === runs;
     g.push({
       measure: `P1 ${n}: it works within OPA's 256 MB request limit`,
-      kubeMgmt: '–',
+      peer: '–',
       ours: `${fmt(ms)} ms, opa-sync ${fmt(rss)} MiB, OPA ${fmt(s.opaRssMiB?.median)} MiB, PUT body ${fmt(s.putBodyMiB?.median)} MiB`,
       goal: 'works',
       verdict: worked ? 'met' : 'missed',

@@ -235,7 +235,7 @@ export const p15: Scenario = {
     const goals: Goal[] = [
       {
         measure: `P15 admission answer with ${fmt(count, 0)} policy modules loaded (p99 ms, median of runs)`,
-        kubeMgmt: '–',
+        peer: '–',
         ours: `${fmt(p99)} (p50 ${fmt(s.p50Ms?.median)}; cold opa check ${fmt(s.peerMs?.median, 0)})`,
         goal: '≤ 300 ms',
         ...verdictOf(p99, 300),

@@ -212,7 +212,7 @@ export const p2: Scenario = {
         const both = a.verdict === 'met' && b.verdict === 'met';
         goals.push({
           measure: `P2 policy edit → annotation back, one edit per ${interval} ms (p50 / p99 ms)`,
-          kubeMgmt: `${fmt(km.p50)} / ${fmt(km.p99)}`,
+          peer: `${fmt(km.p50)} / ${fmt(km.p99)}`,
           ours: `${fmt(p50)} / ${fmt(p99)} (${fmt(p50 / km.p50, 2)}× / ${fmt(p99 / km.p99, 2)}×)`,
           goal:
             interval === 300

@@ -384,21 +384,21 @@ export const p3: Scenario = {
         goals.push(
           {
             measure: `${label}: tool CPU s`,
-            kubeMgmt: fmt(KUBE_MGMT.p3.toolCpuS, 2),
+            peer: fmt(KUBE_MGMT.p3.toolCpuS, 2),
             ours: `${fmt(tool, 2)} (${fmt(tool / KUBE_MGMT.p3.toolCpuS, 2)}×)`,
             goal: '≤ 0.8×',
             ...verdictOf(tool, 0.8 * KUBE_MGMT.p3.toolCpuS),
           },
           {
             measure: 'P3 same: OPA CPU s',
-            kubeMgmt: fmt(KUBE_MGMT.p3.opaCpuS, 2),
+            peer: fmt(KUBE_MGMT.p3.opaCpuS, 2),
             ours: `${fmt(o, 2)} (${fmt(o / KUBE_MGMT.p3.opaCpuS, 2)}×; ${fmt(s.opaPatches?.median, 0)} PATCH requests)`,
             goal: '≤ 0.5× (coalesce)',
             ...verdictOf(o, 0.5 * KUBE_MGMT.p3.opaCpuS),
           },
           {
             measure: 'P3 same: an update visible in OPA (p50 / p99 ms)',
-            kubeMgmt: `${fmt(KUBE_MGMT.p3.p50Ms)} / ${fmt(KUBE_MGMT.p3.p99Ms)}`,
+            peer: `${fmt(KUBE_MGMT.p3.p50Ms)} / ${fmt(KUBE_MGMT.p3.p99Ms)}`,
             ours: `${fmt(s.p50?.median)} / ${fmt(s.p99?.median)}`,
             goal: 'p99 ≤ 25 ms',
             ...verdictOf(s.p99?.median ?? NaN, 25),
@@ -407,7 +407,7 @@ export const p3: Scenario = {
       }
       goals.push({
         measure: `${label}: every update accounted for (OPA = cluster after the churn)`,
-        kubeMgmt: '–',
+        peer: '–',
         ours: accountedFor
           ? 'yes'
           : `no: ${fmt(s.mismatched?.max, 0)} objects differ, ${fmt(s.notVisible?.max, 0)} updates never visible`,

@@ -230,7 +230,7 @@ export const p9: Scenario = {
       const goals: Goal[] = [
         {
           measure: what,
-          kubeMgmt: '–',
+          peer: '–',
           ours: all
             ? `${fmt(secs, 2)} (OPA CPU ${fmt(s.opaCpuS?.median)} s)`
             : `not all: ${fmt(s.okSeen?.min, 0)} ok within ${TIMEOUT_MS / 1000} s`,

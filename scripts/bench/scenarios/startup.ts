@@ -88,7 +88,7 @@ async function versionPoint(ctx: Context, runs: number): Promise<Point> {
   const goals: Goal[] = [
     {
       measure: '`--version`: wall time (ms, median) / peak RSS (MiB) — no goal of its own, it bounds P1',
-      kubeMgmt: `${fmt(KUBE_MGMT.versionS * 1000)} / ${fmt(KUBE_MGMT.versionMiB)}`,
+      peer: `${fmt(KUBE_MGMT.versionS * 1000)} / ${fmt(KUBE_MGMT.versionMiB)}`,
       ours: `${fmt(s.opaSyncMs?.median)} / ${fmt(s.opaSyncMaxRssMiB?.median)}`,
       goal: '–',
       verdict: 'n/a',

@@ -1,9 +1,7 @@
 // Reads a V8 .cpuprofile (node --cpu-prof) and says where the time went: the functions with the most
 // self time, and the share of the process's busy time each top-level area took (our src/, express,
-// prom-client, node:http's JavaScript, native code and GC). Standalone:
-// `npx tsx scripts/bench/serve-profile.ts <file.cpuprofile> [--top=25]`.
+// prom-client, node:http's JavaScript, native code and GC). Used by `npm run bench -- serve --profile DIR`.
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 
 interface ProfileNode {
   id: number;
@@ -81,23 +79,22 @@ export function summarize(file: string, topN = 25): ProfileSummary {
   };
 }
 
-export function printSummary(title: string, s: ProfileSummary, requests?: number): void {
-  const per = requests === undefined ? '' : ` (${((s.busyMs * 1000) / requests).toFixed(1)} µs per request)`;
-  console.log(`\n### ${title}: busy ${s.busyMs.toFixed(0)} ms, idle ${s.idleMs.toFixed(0)} ms${per}`);
-  console.log('\n| area | self ms | share |\n| --- | ---: | ---: |');
-  for (const a of s.areas)
-    console.log(`| ${a.area} | ${a.selfMs.toFixed(0)} | ${(a.share * 100).toFixed(1)}% |`);
-  console.log('\n| function (self time) | ms | share |\n| --- | ---: | ---: |');
-  for (const t of s.top)
-    console.log(`| \`${t.name}\` | ${t.selfMs.toFixed(0)} | ${(t.share * 100).toFixed(1)}% |`);
-}
-
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const file = process.argv[2];
-  if (file === undefined) {
-    console.error('usage: npx tsx scripts/bench/serve-profile.ts <file.cpuprofile> [--top=25]');
-    process.exit(2);
-  }
-  const top = Number(process.argv.find((a) => a.startsWith('--top='))?.slice(6) ?? 25);
-  printSummary(file, summarize(file, top));
+/** The summary as markdown tables: the largest areas (the rest in one row), then the top functions. */
+export function summaryTables(s: ProfileSummary, areas = 8): string[] {
+  const pct = (share: number): string => `${(share * 100).toFixed(1)} %`;
+  const rest = s.areas.slice(areas);
+  const restMs = rest.reduce((sum, a) => sum + a.selfMs, 0);
+  const restShare = rest.reduce((sum, a) => sum + a.share, 0);
+  return [
+    `busy ${s.busyMs.toFixed(0)} ms, idle ${s.idleMs.toFixed(0)} ms`,
+    '',
+    '| area | self ms | share of busy |',
+    '| --- | ---: | ---: |',
+    ...s.areas.slice(0, areas).map((a) => `| ${a.area} | ${a.selfMs.toFixed(0)} | ${pct(a.share)} |`),
+    ...(rest.length ? [`| ${rest.length} more areas | ${restMs.toFixed(0)} | ${pct(restShare)} |`] : []),
+    '',
+    '| function (self time) | ms | share of busy |',
+    '| --- | ---: | ---: |',
+    ...s.top.map((t) => `| \`${t.name.replace(/\|/g, '\\|')}\` | ${t.selfMs.toFixed(0)} | ${pct(t.share)} |`),
+  ];
 }

@@ -2,7 +2,7 @@
 // once, each sending one prebuilt GET with If-None-Match and `Prefer: …;wait=60`, and notes when each
 // answer has fully arrived. Raw sockets, so that it costs little of the cores it shares with the server.
 import net from 'node:net';
-import { BUNDLE_NAME } from './serve-common.js';
+import { BUNDLE_NAME } from './serving.js';
 
 export interface Poll {
   socket: net.Socket;
