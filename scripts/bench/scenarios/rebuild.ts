@@ -80,7 +80,7 @@ function request(agent: http.Agent, url: string, headers: Record<string, string>
 
 /** One edit's way from the file write to the answered poll, from opa-sync's debug log lines (ms). */
 export interface EditStages {
-  /** File write → 'file changed' (the watcher, the folder source's 100 ms quiet time, the read). */
+  /** File write → 'file changed' (the watcher, the folder source's 30 ms quiet time, the read). */
   watchMs: number;
   /** → the rebuild started ('bundles rebuilt' time − its tookMs). */
   queueMs: number;
@@ -323,7 +323,7 @@ export function summarizeRebuild(runs: readonly RebuildRun[]): Record<string, St
 }
 
 const STAGES: readonly [keyof EditStages, string][] = [
-  ['watchMs', 'file write → the folder source read it (watcher + its 100 ms quiet time)'],
+  ['watchMs', 'file write → the folder source read it (watcher + its 30 ms quiet time)'],
   ['queueMs', '… → the rebuild started (log times are whole ms: ±1)'],
   ['checkMs', 'the check of the changed module (the warm opa helper)'],
   ['buildMs', 'building, compressing and publishing the bundle'],
