@@ -1,4 +1,4 @@
-// A scene for the web page, shared by `npm run screenshots` and scripts/measure-ui.ts: a local control
+// A scene for the web page, shared by `npm run screenshots` and `npm run bench -- ui`: a local control
 // plane (the test harness's), opa-sync pushing into an OPA, serving bundles behind a token, replicating
 // NetworkPolicies, with one broken policy ConfigMap and three OPAs pulling the bundle, one of them left
 // on an old revision. Everything is real; stop() ends all of it.

@@ -22,9 +22,10 @@ import { p15 } from './scenarios/p15-admission.js';
 import { serve } from './scenarios/serve.js';
 import { polls } from './scenarios/polls.js';
 import { rebuild } from './scenarios/rebuild.js';
+import { ui } from './scenarios/ui.js';
 import { HEADER, NOTES } from './report-text.js';
 
-const SCENARIOS: readonly Scenario[] = [startup, p1, p2, p3, p9, serve, polls, rebuild, p14, p15];
+const SCENARIOS: readonly Scenario[] = [startup, p1, p2, p3, p9, serve, polls, rebuild, p14, p15, ui];
 const ORDER = SCENARIOS.map((s) => s.id);
 
 function log(line: string): void {

@@ -27,6 +27,7 @@ npm run bench -- polls --size 10000 --node-args=--max-semi-space-size=2   # opa-
 npm run bench -- rebuild --count 1000 --edits 5 --runs 3   # edit 1 of 1,000 policies + 10 MB data → served
 npm run bench -- p14 --runs 5                  # OCI push 1 MB / 10 MB vs oras; delta vs snapshot bundles
 npm run bench -- p15 --count 1000 --edits 300 --runs 3   # admission webhook latency
+npm run bench -- ui --runs 3 --edits 10         # the web page: first load size, edit → shown on an open page
 npm run bench -- --help
 \`\`\`
 
@@ -90,5 +91,8 @@ export const NOTES: Readonly<Record<string, string>> = {
   p14: placeholder('where an OCI push spends its time (upload vs round trips), and what a delta saves OPA'),
   p15: placeholder(
     'where an admission answer spends its time (the checker’s parse, opa check, the helper process)',
+  ),
+  ui: placeholder(
+    'where an edit’s time goes between opa-sync’s outcome and the page (the look interval, the render)',
   ),
 };

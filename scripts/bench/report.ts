@@ -51,6 +51,7 @@ export const SECTION_ORDER = [
   'rebuild',
   'p14',
   'p15',
+  'ui',
 ] as const;
 
 export const begin = (id: string): string => `<!-- bench:${id}:begin -->`;
