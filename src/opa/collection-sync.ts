@@ -35,11 +35,12 @@ export interface CoalesceWindow {
 }
 
 /**
- * P3 (`npm run bench -- p3`, 10k objects, 200 updates/s, changes ~5 ms apart): 10 ms makes
- * ~2.5 ops per request (2,400 requests for 6,000 updates) and about halves OPA's CPU; 5 ms and less
- * hardly coalesce at that rate. It adds at most 10 ms to a change.
+ * P3 (`npm run bench -- p3`, 10k objects, 200 updates/s, changes ~5 ms apart), on a quiet machine: 10 ms
+ * made ~2 ops per request (3,080 requests for 6,000 updates; opa-sync 3.0–3.8 s and OPA 1.4–1.65 s of
+ * CPU), 15 ms ~3 (2,026–2,046 requests; 2.2–2.6 s and 0.8–1.0 s) with the p99 of "visible in OPA" still
+ * 19 ms; 5 ms and less hardly coalesce at that rate. It adds at most 15 ms to a change.
  */
-export const DEFAULT_WINDOW: CoalesceWindow = { windowMs: 10, windowOps: 500 };
+export const DEFAULT_WINDOW: CoalesceWindow = { windowMs: 15, windowOps: 500 };
 
 function buildTree(entries: Iterable<CollectionEntry>): Record<string, unknown> {
   const root: Record<string, unknown> = {};
