@@ -5,8 +5,10 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { expect } from 'chai';
+import getPort from 'get-port';
 import { requireTool } from '../../scripts/tools.js';
 import { OpaRunner } from '../../src/bundles/opa-runner.js';
+import { httpRequest, waitFor } from '../harness/index.js';
 
 /** The processes whose parent is `pid` (from /proc). */
 function childrenOf(pid: number): number[] {
@@ -76,16 +78,32 @@ describe('opa runner (real opa)', () => {
     expect((missing as { code?: unknown }).code).to.be.a('string');
 
     const stop = new AbortController();
-    const started = Date.now();
-    // `opa run --server` would run for ever: the abort kills it.
-    const held = runner.exec(opaBin, ['run', '--server', '--addr=127.0.0.1:0'], {
+    // `opa run --server` would run for ever: once it answers, the abort kills it.
+    const port = await getPort({ host: '127.0.0.1' });
+    const held = runner.exec(opaBin, ['run', '--server', `--addr=127.0.0.1:${port}`], {
       timeoutMs: 60_000,
       signal: stop.signal,
     });
-    setTimeout(() => stop.abort(), 300);
-    const aborted = await held.catch((e: unknown) => e);
+    const outcome = held.catch((e: unknown) => e);
+    await waitFor('the opa server run by the helper to answer', async () =>
+      (await httpRequest(`http://127.0.0.1:${port}/health`, { timeoutMs: 1000 })).status === 200
+        ? true
+        : undefined,
+    );
+    const started = Date.now();
+    stop.abort();
+    const aborted = await outcome;
     expect((aborted as { code?: unknown }).code).to.equal('ABORT_ERR');
     expect(Date.now() - started).to.be.below(5000);
+    // Killed, not only given up on: its port no longer answers.
+    await waitFor('the aborted opa server to be gone', async () =>
+      (await httpRequest(`http://127.0.0.1:${port}/health`, { timeoutMs: 1000 }).then(
+        () => false,
+        () => true,
+      ))
+        ? true
+        : undefined,
+    );
   });
 
   it('kills a command past its time limit', async () => {
