@@ -1,7 +1,7 @@
 // The admission webhook's HTTPS server (--admission-addr): `POST /validate/configmaps` takes an
 // AdmissionReview v1 and answers with the validator's judgement; anything else is 404, a body that is
 // not an AdmissionReview 400, one over the limit 413. Plain node:https (one route needs no framework),
-// with the certificate reloaded when its files change (tls-files.ts).
+// with the certificate reloaded when its files change (src/http/tls-files.ts).
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,7 +11,7 @@ import { statusOf, type ErrorCode } from '../util/error-codes.js';
 import { messageOf } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { BadReviewError, parseReview, reviewAnswer } from './review.js';
-import { readTlsPair, reloadOnChange, type TlsFilePair } from './tls-files.js';
+import { readTlsPair, reloadOnChange, type TlsFilePair } from '../http/tls-files.js';
 import type { AdmissionValidator } from './validator.js';
 
 /** A ConfigMap holds at most 1 MiB; an UPDATE's review carries two of them, and JSON escapes. */

@@ -9,7 +9,7 @@
 // what a from-scratch check and build give. Their work folder is made by run() and removed when it ends;
 // every opa they start is a short-lived process, started from a small helper process (opa-runner.ts)
 // that run() owns and stops, and killed if run() is stopped.
-import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Metrics } from '../http/metrics.js';
@@ -30,6 +30,7 @@ import { RegoChecker } from './rego-checker.js';
 import type { BundleRegistry } from './registry.js';
 import type { SigningOptions } from './signing-key.js';
 import type { CheckResult, PackagePath } from './validate.js';
+import { writeBundleFile } from './bundles-dir.js';
 
 export interface PublisherOptions {
   state: DesiredState;
@@ -426,13 +427,7 @@ export class BundlePublisher implements Part {
       'bundle published',
     );
     this.options.onPublished?.();
-    if (this.options.dir !== undefined) {
-      const file = path.join(this.options.dir, `${bundle}.tar.gz`);
-      await mkdir(path.dirname(file), { recursive: true });
-      const partial = `${file}.partial-${process.pid}`;
-      await writeFile(partial, built.bytes);
-      await rename(partial, file);
-    }
+    if (this.options.dir !== undefined) await writeBundleFile(this.options.dir, bundle, built.bytes);
   }
 
   /**

@@ -7,8 +7,6 @@
 // large collections stay cheap. Changes that arrive during a build are built together in the next one,
 // after a short coalescing window; the first build waits for every source to have listed. With deltas
 // on, each revision also carries the delta bundles from the last few revisions (delta.ts).
-import { mkdir, rename, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { Part } from '../lifecycle/part.js';
 import { Wake } from '../lifecycle/wake.js';
 import type { DesiredState } from '../model/desired-state.js';
@@ -20,6 +18,7 @@ import { BundleBuilder, type BundleDocument } from './build.js';
 import { DeltaHistory, type SnapshotDocument } from './delta.js';
 import type { BundleRegistry } from './registry.js';
 import type { SigningOptions } from './signing-key.js';
+import { writeBundleFile } from './bundles-dir.js';
 
 export interface ReplicatedBundleOptions {
   state: DesiredState;
@@ -137,12 +136,6 @@ export class ReplicatedBundlePublisher implements Part {
       'replicated data bundle published',
     );
     this.options.onPublished?.();
-    if (this.options.dir !== undefined) {
-      const file = path.join(this.options.dir, `${name}.tar.gz`);
-      await mkdir(path.dirname(file), { recursive: true });
-      const partial = `${file}.partial-${process.pid}`;
-      await writeFile(partial, built.bytes);
-      await rename(partial, file);
-    }
+    if (this.options.dir !== undefined) await writeBundleFile(this.options.dir, name, built.bytes);
   }
 }

@@ -5,14 +5,13 @@
 // of them) are answered by the node:http fast path (fast-path.ts); express answers the rest (/status,
 // /v1/fleet, and every other route's 404). Request paths are hostile input: a bundle name is checked
 // before it is ever looked up.
-import { readFile } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Metrics } from '../http/metrics.js';
 import type { RunningServer } from '../http/server-part.js';
-import { InvalidInputError, OpaSyncError, messageOf } from '../util/errors.js';
+import { InvalidInputError, OpaSyncError } from '../util/errors.js';
 import type { UiRoute } from '../ui/ui-route.js';
 import type { Logger } from '../util/logger.js';
 import { nameFromPath, pathOf } from './bundle-request.js';
@@ -21,6 +20,7 @@ import { BundleFastPath, isBundleRequest } from './fast-path.js';
 import type { Fleet } from './fleet.js';
 import type { BundleRegistry } from './registry.js';
 import type { TokenFile } from './tokens.js';
+import { readTlsPair } from '../http/tls-files.js';
 
 export { etagMatches, holdMilliseconds, nameFromPath, parsePreferWait } from './bundle-request.js';
 export { BUNDLE_CONTENT_TYPE } from './fast-path.js';
@@ -143,16 +143,6 @@ export function createBundleApp(options: BundleServerOptions): BundleApp {
   return handler;
 }
 
-async function readTlsFile(file: string): Promise<Buffer> {
-  try {
-    return await readFile(file);
-  } catch (err) {
-    throw new InvalidInputError('tls_file_unreadable', `cannot read ${file}: ${messageOf(err)}`, {
-      cause: err,
-    });
-  }
-}
-
 /** Listens on host:port (0 = any free port), over TLS when `tls` names a certificate and key file. */
 export async function listenBundleServer(
   app: BundleApp,
@@ -160,13 +150,7 @@ export async function listenBundleServer(
   port: number,
   tls?: { certFile: string; keyFile: string },
 ): Promise<RunningServer> {
-  const server =
-    tls === undefined
-      ? http.createServer(app)
-      : https.createServer(
-          { cert: await readTlsFile(tls.certFile), key: await readTlsFile(tls.keyFile) },
-          app,
-        );
+  const server = tls === undefined ? http.createServer(app) : https.createServer(await readTlsPair(tls), app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {

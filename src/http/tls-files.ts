@@ -2,7 +2,8 @@
 // change (`setSecureContext`), so that a rotated certificate (cert-manager, a Secret volume's symlink
 // swap) is served without a restart. Change detection is stat-based, as for token files: inode, size,
 // mtime and ctime of both files (following symlinks), checked every `recheckMs`. A pair that cannot be
-// read or does not fit together is logged and the last good one kept.
+// read or does not fit together is logged and the last good one kept. The bundle server reads its pair
+// with `readTlsPair` too (once, at start).
 import { statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import type { Server } from 'node:https';
