@@ -4,8 +4,6 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { parseArgs } from '../../src/config.js';
-import { ConfigError } from '../../src/util/errors.js';
 import { bundleArtifact, digestOf } from '../../src/oci/artifact.js';
 import {
   Credentials,
@@ -14,6 +12,7 @@ import {
   parseChallenge,
 } from '../../src/oci/credentials.js';
 import { parseOciTargets, repositoryOf, tagProblem } from '../../src/oci/reference.js';
+import { configProblems } from '../harness/config.js';
 
 describe('OCI publishing: repositories, challenges, credentials, artifacts', () => {
   describe('--oci-repository', () => {
@@ -188,15 +187,7 @@ describe('OCI publishing: repositories, challenges, credentials, artifacts', () 
   });
 
   describe('flags', () => {
-    const problemsOf = (...argv: string[]): string[] => {
-      try {
-        parseArgs(argv);
-      } catch (err) {
-        if (err instanceof ConfigError) return [...err.problems];
-        throw err;
-      }
-      return [];
-    };
+    const problemsOf = configProblems;
 
     it('needs --oci-repository for the other --oci-* flags, and bundles to push', () => {
       expect(problemsOf('--policies-dir=/p', '--oci-plain-http', '--oci-token-file=/t')).to.include.members([

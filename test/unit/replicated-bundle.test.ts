@@ -4,11 +4,10 @@
 import { expect } from 'chai';
 import { BundleRegistry } from '../../src/bundles/registry.js';
 import { ReplicatedBundlePublisher } from '../../src/bundles/replicated-bundle.js';
-import { parseArgs } from '../../src/config.js';
 import { DesiredState } from '../../src/model/desired-state.js';
-import { ConfigError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { bundleFiles } from '../harness/bundles.js';
+import { configProblems } from '../harness/config.js';
 
 describe('--bundle-replicated: replicated collections as a data bundle', () => {
   function setup(): { state: DesiredState; registry: BundleRegistry; publisher: ReplicatedBundlePublisher } {
@@ -60,15 +59,7 @@ describe('--bundle-replicated: replicated collections as a data bundle', () => {
   });
 
   it('checks the flag: a valid name, other than --bundle-name, replicated resources, and a server or folder', () => {
-    const problemsOf = (...argv: string[]): string[] => {
-      try {
-        parseArgs(argv);
-      } catch (err) {
-        if (err instanceof ConfigError) return [...err.problems];
-        throw err;
-      }
-      return [];
-    };
+    const problemsOf = configProblems;
     expect(problemsOf('--bundle-replicated=k8s', '--replicate=v1/pods', '--bundle-addr=:1')).to.deep.equal(
       [],
     );
