@@ -10,10 +10,10 @@ import { fileURLToPath } from 'node:url';
 import getPort from 'get-port';
 import { createCa, type CertificateAuthority } from '../../test/harness/certs.js';
 import { startControlPlane, type ControlPlane } from '../../test/harness/control-plane.js';
-import { httpRequest } from '../../test/harness/http.js';
 import { startOpa, type OpaOptions, type OpaServer } from '../../test/harness/opa.js';
-import { logTail, startProcess, type ManagedProcess } from '../../test/harness/processes.js';
-import { StopWaiting, waitFor } from '../../test/harness/wait.js';
+import { waitOpaSyncReady } from '../../test/harness/opa-sync.js';
+import { startProcess, type ManagedProcess } from '../../test/harness/processes.js';
+import { waitFor } from '../../test/harness/wait.js';
 import { KubeHttp } from './kube.js';
 import { OpaHttp } from './opa-http.js';
 
@@ -128,15 +128,7 @@ export class BenchEnv {
       spawnedAt,
       opsUrl,
       async waitReady(timeoutMs = 120_000) {
-        await waitFor(
-          `${name} /ready`,
-          async () => {
-            if (proc.hasExited()) throw new StopWaiting(`${name} exited:\n${logTail(proc, 30)}`);
-            const res = await httpRequest(`${opsUrl}/ready`, { timeoutMs: 1000 });
-            return res.status === 200 ? true : undefined;
-          },
-          { timeoutMs, intervalMs: 5 },
-        );
+        await waitOpaSyncReady(proc, opsUrl, { timeoutMs, intervalMs: 5 });
         return performance.now();
       },
       async heapSnapshot() {

@@ -13,6 +13,23 @@ const mainTs = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 const tsxLoader = import.meta.resolve('tsx');
 let counter = 0;
 
+/** Waits until opa-sync's /ready answers 200; fails at once, with its log's tail, if it exits. */
+export async function waitOpaSyncReady(
+  proc: ManagedProcess,
+  opsUrl: string,
+  { timeoutMs, intervalMs }: { timeoutMs: number; intervalMs: number },
+): Promise<void> {
+  await waitFor(
+    `${proc.name} /ready`,
+    async () => {
+      if (proc.hasExited()) throw new StopWaiting(`${proc.name} exited:\n${logTail(proc, 30)}`);
+      const res = await httpRequest(`${opsUrl}/ready`, { timeoutMs: 1000 });
+      return res.status === 200 ? true : undefined;
+    },
+    { timeoutMs, intervalMs },
+  );
+}
+
 export interface OpaSyncProcess {
   readonly process: ManagedProcess;
   /** http://127.0.0.1:<port> of --health-endpoint. */
@@ -50,17 +67,7 @@ export async function startOpaSync(
         .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as Record<string, unknown>);
     },
-    async waitReady(timeoutMs = 60_000) {
-      await waitFor(
-        `${name} /ready`,
-        async () => {
-          if (proc.hasExited()) throw new StopWaiting(`${name} exited:\n${logTail(proc, 30)}`);
-          const res = await httpRequest(`${opsUrl}/ready`, { timeoutMs: 1000 });
-          return res.status === 200 ? true : undefined;
-        },
-        { timeoutMs, intervalMs: 200 },
-      );
-    },
+    waitReady: (timeoutMs = 60_000) => waitOpaSyncReady(proc, opsUrl, { timeoutMs, intervalMs: 200 }),
     stop: () => proc.stop(),
   };
   if (waitReady) {
