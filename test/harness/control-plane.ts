@@ -27,7 +27,29 @@ export interface ControlPlane {
   kubeConfig(): KubeConfig;
   /** Stops the API server only (etcd keeps the data), for restart tests; `startApiServer` brings it back. */
   stopApiServer(): Promise<void>;
+  /** Kills the API server (SIGKILL: no graceful end of its watches); `startApiServer` brings it back. */
+  killApiServer(): Promise<void>;
   startApiServer(): Promise<void>;
+  /**
+   * Freezes the API server (SIGSTOP): its connections stay open and answer nothing; `resumeApiServer`
+   * (SIGCONT) lets it go on. A test that pauses it resumes it in a `finally`.
+   */
+  pauseApiServer(): void;
+  resumeApiServer(): void;
+  /**
+   * A second API server on the same etcd (as in a highly available control plane), through which a
+   * test changes the cluster while the first one is paused or down. Its kubeconfig is the admin's.
+   */
+  startApiServerReplica(): Promise<ApiServerReplica>;
+  stop(): Promise<void>;
+}
+
+export interface ApiServerReplica {
+  /** https://127.0.0.1:<port> */
+  readonly server: string;
+  readonly kubeconfigFile: string;
+  /** A fresh client-node KubeConfig for the admin user, on this API server. */
+  kubeConfig(): KubeConfig;
   stop(): Promise<void>;
 }
 
@@ -104,13 +126,12 @@ export async function startControlPlane(runFolder: string, ca: CertificateAuthor
   ];
 
   let apiserver = startProcess('kube-apiserver', apiserverBin, apiserverArgs, dir);
-  const waitApiServer = async (): Promise<void> => {
-    const proc = apiserver;
+  const waitApiServer = async (proc = apiserver, url = server): Promise<void> => {
     await waitFor(
       'kube-apiserver /readyz',
       async () => {
         if (proc.hasExited()) fail(proc);
-        const res = await httpRequest(`${server}/readyz`, { ca: ca.pem, timeoutMs: 2000 });
+        const res = await httpRequest(`${url}/readyz`, { ca: ca.pem, timeoutMs: 2000 });
         return res.status === 200 ? true : undefined;
       },
       { timeoutMs: 90_000, intervalMs: 250 },
@@ -166,9 +187,46 @@ export async function startControlPlane(runFolder: string, ca: CertificateAuthor
     },
     kubeConfig,
     stopApiServer: () => apiserver.stop(),
+    async killApiServer() {
+      if (apiserver.hasExited()) return;
+      process.kill(apiserver.pid, 'SIGKILL');
+      await apiserver.exited;
+    },
     async startApiServer() {
       apiserver = startProcess('kube-apiserver', apiserverBin, apiserverArgs, dir);
       await waitApiServer();
+    },
+    pauseApiServer: () => process.kill(apiserver.pid, 'SIGSTOP'),
+    resumeApiServer: () => process.kill(apiserver.pid, 'SIGCONT'),
+    async startApiServerReplica() {
+      const port = await getPort({ host: '127.0.0.1' });
+      const url = `https://127.0.0.1:${port}`;
+      const args = apiserverArgs.map((arg) =>
+        arg.startsWith('--secure-port=')
+          ? `--secure-port=${port}`
+          : arg.startsWith('--cert-dir=')
+            ? `--cert-dir=${path.join(dir, `apiserver-certs-${port}`)}`
+            : arg,
+      );
+      const proc = startProcess(`kube-apiserver-${port}`, apiserverBin, args, dir);
+      try {
+        await waitApiServer(proc, url);
+      } catch (err) {
+        await proc.stop();
+        throw err;
+      }
+      const file = path.join(dir, `kubeconfig-${port}.json`);
+      writeKubeconfig(file, url, ca.pem, 'admin', adminToken);
+      return {
+        server: url,
+        kubeconfigFile: file,
+        kubeConfig() {
+          const kc = new KubeConfig();
+          kc.loadFromFile(file);
+          return kc;
+        },
+        stop: () => proc.stop(),
+      };
     },
     async stop() {
       await controllerManager.stop();
