@@ -60,6 +60,11 @@ export const FLAGS = {
     source: true,
     help: 'kubeconfig file; the in-cluster configuration when not set',
   },
+  'kube-watch-idle-timeout': {
+    kind: 'duration',
+    default: '60s',
+    help: 'a Kubernetes watch silent this long (no event, bookmark or end) is taken for dead and reopened, /ready 503 meanwhile; watches end within half of it',
+  },
 
   'opa-url': {
     kind: 'string',

@@ -56,6 +56,8 @@ export interface OpaConnection {
 
 export interface Config {
   kubeconfig: string | undefined;
+  /** --kube-watch-idle-timeout: a watch silent this long is taken for dead (at least 2 s). */
+  kubeWatchIdleTimeoutMs: number;
   /** The connection fields are `OpaConnection`'s, with its rules; its token fields are `authToken*` here. */
   opa: {
     url: string;
@@ -399,6 +401,7 @@ function buildConfig(
 ): Config {
   const config: Config = {
     kubeconfig: unlessEmpty(values.kubeconfig),
+    kubeWatchIdleTimeoutMs: buildWatchIdleTimeout(values['kube-watch-idle-timeout'], problems),
     opa: buildOpa(values, given, problems, warnings),
     log: buildLog(values, problems),
     policies: {
@@ -942,7 +945,18 @@ function isIPv6(text: string): boolean {
 /** setTimeout fires at once for delays above 2^31-1 ms; refuse them instead. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-function buildDuration(name: 'opa-timeout' | 'opa-resync-interval', raw: string, problems: string[]): number {
+/** The watch asks the server for a deadline of half the timeout, at least 1 s: so at least 2 s. */
+function buildWatchIdleTimeout(raw: string, problems: string[]): number {
+  const ms = buildDuration('kube-watch-idle-timeout', raw, problems);
+  if (ms > 0 && ms < 2000) problems.push(`--kube-watch-idle-timeout must be at least 2s, got ${quote(raw)}`);
+  return ms;
+}
+
+function buildDuration(
+  name: 'opa-timeout' | 'opa-resync-interval' | 'kube-watch-idle-timeout',
+  raw: string,
+  problems: string[],
+): number {
   const ms = parseDurationMs(raw);
   if (ms === undefined) {
     problems.push(

@@ -7,7 +7,7 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 // The module of KubeConfig alone, not the package's index (every API and model besides).
 import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
-import { StreamingListWatch } from './list-watch.js';
+import { DEFAULT_IDLE_TIMEOUT_MS, StreamingListWatch } from './list-watch.js';
 import type { KubeAdapters, WatchTarget } from './ports.js';
 import { KubeRawClient } from './raw-client.js';
 import { RestartingWatcher } from './watch-collection.js';
@@ -25,6 +25,11 @@ export interface KubeAdapterOptions {
   listPageSize?: number;
   /** Delays between restarts of a failed list or watch. */
   watchBackoff?: BackoffOptions;
+  /**
+   * A watch that hears nothing for this long is taken for dead, and its source not ready until it is
+   * back (--kube-watch-idle-timeout; 60 s by default).
+   */
+  watchIdleTimeoutMs?: number;
 }
 
 function loadKubeConfig(from: KubeConfigSource): KubeConfig {
@@ -46,14 +51,17 @@ function loadKubeConfig(from: KubeConfigSource): KubeConfig {
 export function createKubeAdapters(from: KubeConfigSource, options: KubeAdapterOptions): KubeAdapters {
   const kubeConfig = loadKubeConfig(from);
   const raw = new KubeRawClient(kubeConfig, options.timeoutMs);
+  const idleTimeoutMs = options.watchIdleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
   const watcher = new RestartingWatcher({
     informer: <T extends KubernetesObject>(target: WatchTarget) =>
       new StreamingListWatch<T>(raw, target, {
         ...(options.listPageSize === undefined ? {} : { pageSize: options.listPageSize }),
         watchTimeoutSeconds: options.watchTimeoutSeconds ?? 300,
+        idleTimeoutMs,
       }),
     ...(options.watchBackoff === undefined ? {} : { backoff: options.watchBackoff }),
     stopGraceMs: options.timeoutMs,
+    staleAfterMs: idleTimeoutMs,
   });
   return { watcher, patcher: raw, api: raw };
 }

@@ -9,6 +9,13 @@
 // resolves once the list is delivered and the watch answered; any failure reaches the 'error' callbacks
 // and the informer stops; 410 Gone relists; a watch the server ends (timeoutSeconds) is opened again from
 // the last resourceVersion. Unlike client-node it reports nothing for its own aborts.
+// A watch that hears nothing for the idle timeout (no event, no bookmark, no end) is taken for dead, as
+// a connection a NAT or load balancer forgot stays open without a word: its socket is destroyed, the
+// agent's idle sockets with it (they went through the same path), and the error (WatchSilentError)
+// says since when nothing came. The API server's bookmarks come only when the collection's
+// resourceVersion moved (none at all on a quiet collection), so what keeps a healthy watch heard is
+// the server-side deadline: each watch asks for one of at most half the idle timeout, and the
+// server's clean end of it counts as heard.
 import type { IncomingMessage } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import type { Informer, KubernetesObject } from '@kubernetes/client-node';
@@ -24,17 +31,40 @@ export interface ListWatchApi {
   ): Promise<T>;
   stream(
     path: string,
-    options: { query?: Readonly<Record<string, string | undefined>>; signal: AbortSignal },
+    options: {
+      query?: Readonly<Record<string, string | undefined>>;
+      signal: AbortSignal;
+      timeoutMs?: number;
+    },
   ): Promise<IncomingMessage>;
+  /** Closes the kept-alive connections no request uses now (after a watch was found dead). */
+  dropIdleConnections?(): void;
 }
 
 export interface ListWatchOptions {
   /** Objects per list page (`limit`). */
   pageSize?: number;
-  /** Server-side bound on one watch request (`timeoutSeconds`); it is then opened again. */
+  /**
+   * Server-side bound on one watch request (`timeoutSeconds`); it is then opened again. At most half
+   * the idle timeout is asked for, whatever this says.
+   */
   watchTimeoutSeconds?: number;
-  /** A watch that sends nothing (not even a bookmark) for this long is taken for dead. */
+  /**
+   * A watch that hears nothing (no event, no bookmark, no end) for this long is taken for dead; so is
+   * one whose answer does not come within it.
+   */
   idleTimeoutMs?: number;
+}
+
+/** A watch that heard nothing for the idle timeout: taken for dead (a frozen connection). */
+export class WatchSilentError extends RetryableError {
+  constructor(
+    message: string,
+    /** When the watch last heard from the API server (ms since the epoch). */
+    readonly silentSince: number,
+  ) {
+    super('kube_timeout', message);
+  }
 }
 
 type Verb = 'add' | 'update' | 'delete' | 'change' | 'connect' | 'error';
@@ -53,6 +83,13 @@ interface WatchEvent<T> {
 }
 
 const DEFAULT_PAGE_SIZE = 500;
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+const DEFAULT_WATCH_TIMEOUT_SECONDS = 300;
+
+/** The server-side deadline a watch asks for: at most half the idle timeout, at least one second. */
+export function watchDeadlineSeconds(watchTimeoutSeconds: number, idleTimeoutMs: number): number {
+  return Math.max(1, Math.min(watchTimeoutSeconds, Math.floor(idleTimeoutMs / 2000)));
+}
 /** 410 Gone answers in a row (a list's continue token expired, a watch's version too old) before failing. */
 const MAX_GONE = 3;
 
@@ -82,6 +119,8 @@ export class StreamingListWatch<T extends KubernetesObject> implements Informer<
   private readonly pageSize: number;
   private readonly watchTimeoutSeconds: number;
   private readonly idleTimeoutMs: number;
+  /** When the API server was last heard from: a list page, a watch's answer, a line or its end. */
+  private heardAt: number | undefined;
 
   constructor(
     private readonly api: ListWatchApi,
@@ -89,8 +128,20 @@ export class StreamingListWatch<T extends KubernetesObject> implements Informer<
     options: ListWatchOptions = {},
   ) {
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
-    this.watchTimeoutSeconds = options.watchTimeoutSeconds ?? 300;
-    this.idleTimeoutMs = options.idleTimeoutMs ?? (this.watchTimeoutSeconds + 60) * 1000;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.watchTimeoutSeconds = watchDeadlineSeconds(
+      options.watchTimeoutSeconds ?? DEFAULT_WATCH_TIMEOUT_SECONDS,
+      this.idleTimeoutMs,
+    );
+  }
+
+  /** When the API server was last heard from by this informer (ms since the epoch), if ever. */
+  lastHeardAt(): number | undefined {
+    return this.heardAt;
+  }
+
+  private heard(): void {
+    this.heardAt = Date.now();
   }
 
   on(verb: Verb, cb: ObjectCallback<T> | ErrorCallback): void {
@@ -151,7 +202,9 @@ export class StreamingListWatch<T extends KubernetesObject> implements Informer<
           fieldSelector: this.target.fieldSelector,
         },
         signal: controller.signal,
+        timeoutMs: this.idleTimeoutMs,
       });
+      this.heard();
       this.consume(res, controller);
     } catch (err) {
       if (isGone(err) && !controller.signal.aborted && gone < MAX_GONE) {
@@ -192,6 +245,7 @@ export class StreamingListWatch<T extends KubernetesObject> implements Informer<
     for (;;) {
       const current = await coming;
       if (signal.aborted) return;
+      this.heard();
       // Every page is of the first page's snapshot; its resourceVersion is the one to watch from.
       if (first) version = current.metadata?.resourceVersion ?? '';
       first = false;
@@ -229,21 +283,23 @@ export class StreamingListWatch<T extends KubernetesObject> implements Informer<
   private consume(res: IncomingMessage, controller: AbortController): void {
     const decoder = new StringDecoder('utf8');
     let rest = '';
-    const idle = setTimeout(
-      () =>
-        res.destroy(
-          new RetryableError(
-            'kube_timeout',
-            `watch ${this.target.path}: nothing received for ${this.idleTimeoutMs} ms`,
-          ),
+    const idle = setTimeout(() => {
+      const since = this.heardAt ?? Date.now() - this.idleTimeoutMs;
+      res.destroy(
+        new WatchSilentError(
+          `watch ${this.target.path}: nothing received for ${this.idleTimeoutMs} ms (the connection is taken for dead)`,
+          since,
         ),
-      this.idleTimeoutMs,
-    );
+      );
+      // The kept-alive connections went the same way as this one: new requests get new connections.
+      this.api.dropIdleConnections?.();
+    }, this.idleTimeoutMs);
     const onAbort = (): void => {
       res.destroy();
     };
     controller.signal.addEventListener('abort', onAbort, { once: true });
     res.on('data', (chunk: Buffer) => {
+      this.heard();
       idle.refresh();
       const text = rest + decoder.write(chunk);
       let start = 0;
@@ -275,6 +331,7 @@ export class StreamingListWatch<T extends KubernetesObject> implements Informer<
         return;
       }
       // The server ended the watch (timeoutSeconds, or after an ERROR event): go on from where it was.
+      this.heard();
       void this.connect();
     });
   }

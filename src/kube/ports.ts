@@ -32,6 +32,14 @@ export interface WatchHandlers<T> {
   listed(): void;
   /** A list or watch request failed; the watcher tries again after `retryInMs`. For logs and metrics. */
   retrying?(err: unknown, retryInMs: number): void;
+  /**
+   * The watch has heard nothing from the API server since `since`, for longer than the idle timeout
+   * (a frozen connection, the API server down), and is not listed and watching again yet: what was
+   * delivered may be out of date. `err` is the failure that ended it. Once per such time.
+   */
+  stale?(since: Date, err: unknown): void;
+  /** After `stale`: the watch is listed and watching again, its objects up to date. */
+  fresh?(): void;
 }
 
 export interface CollectionWatcher {

@@ -23,6 +23,8 @@ interface RequestOptions {
 export interface StreamOptions {
   query?: Readonly<Record<string, string | undefined>> | undefined;
   signal: AbortSignal;
+  /** How long to wait for the answer, when shorter than the client's timeout. */
+  timeoutMs?: number | undefined;
 }
 
 /** The request options that applyToHTTPSOptions sets and an agent must be made with. */
@@ -74,7 +76,8 @@ export class KubeRawClient implements KubeReader, StatusPatcher {
       const onAbort = (): void => controller.abort(options.signal.reason);
       options.signal.addEventListener('abort', onAbort, { once: true });
       let answered = false;
-      const timer = setTimeout(() => controller.abort(), this.timeoutMs);
+      const timeoutMs = Math.min(this.timeoutMs, options.timeoutMs ?? this.timeoutMs);
+      const timer = setTimeout(() => controller.abort(), timeoutMs);
       const req = this.transport(prepared.url).request(
         prepared.url,
         { ...prepared.options, signal: controller.signal },
@@ -97,7 +100,7 @@ export class KubeRawClient implements KubeReader, StatusPatcher {
       req.on('error', (err) => {
         clearTimeout(timer);
         options.signal.removeEventListener('abort', onAbort);
-        if (!answered) reject(this.failed(what, err, options.signal, controller.signal.aborted));
+        if (!answered) reject(this.failed(what, err, options.signal, controller.signal.aborted, timeoutMs));
       });
       req.end();
     });
@@ -145,15 +148,34 @@ export class KubeRawClient implements KubeReader, StatusPatcher {
     });
   }
 
+  /**
+   * Destroys the kept-alive connections that no request uses now. A connection that stopped
+   * forwarding without closing (a NAT or load balancer entry gone) looks idle and healthy in the pool;
+   * once a watch found its own connection dead, the next requests must not pick such a one and wait for
+   * their whole timeout.
+   */
+  dropIdleConnections(): void {
+    const agent = this.agent?.agent;
+    if (agent === undefined) return;
+    for (const sockets of Object.values(agent.freeSockets))
+      for (const socket of sockets ?? []) socket.destroy();
+  }
+
   private transport(url: URL): typeof https | typeof http {
     return url.protocol === 'https:' ? https : http;
   }
 
   /** The caller's own abort is passed on as it is; our timeout and the rest are worth a retry. */
-  private failed(what: string, err: Error, signal: AbortSignal | undefined, timedOut: boolean): Error {
+  private failed(
+    what: string,
+    err: Error,
+    signal: AbortSignal | undefined,
+    timedOut: boolean,
+    timeoutMs = this.timeoutMs,
+  ): Error {
     if (signal?.aborted === true) return err;
     if (timedOut) {
-      return new RetryableError('kube_timeout', `${what}: no answer within ${this.timeoutMs} ms`, {
+      return new RetryableError('kube_timeout', `${what}: no answer within ${timeoutMs} ms`, {
         cause: err,
       });
     }

@@ -3,12 +3,20 @@
 // list-watch.ts). Such an informer stops for good on any error other than 410 (client-node 1.4's also
 // fires its error callbacks for its own aborts, and lets a throwing handler vanish into its watch-line
 // parser's catch); this wrapper restarts it with backoff, ignores aborts after stop, closes a watch
-// opened after stop, and turns a throwing handler into a rejection of watch().
+// opened after stop, and turns a throwing handler into a rejection of watch(). It also tells the
+// handlers when a watch has heard nothing from the API server for longer than `staleAfterMs` (a
+// connection frozen, the API server down) and is not back yet (`stale`), and when it is (`fresh`).
 import type { Informer, KubernetesObject } from '@kubernetes/client-node';
 import { Wake } from '../lifecycle/wake.js';
 import { Backoff, sleep, type BackoffOptions } from '../util/backoff.js';
 import { isAbortError } from '../util/errors.js';
+import { DEFAULT_IDLE_TIMEOUT_MS, WatchSilentError } from './list-watch.js';
 import type { CollectionWatcher, WatchHandlers, WatchTarget } from './ports.js';
+
+/** An informer, and (StreamingListWatch) when it last heard from the API server. */
+export type WatchInformer<T extends KubernetesObject> = Informer<T> & {
+  lastHeardAt?(): number | undefined;
+};
 
 /**
  * Makes the informer for one target (StreamingListWatch in production). `signal` aborts when the watch
@@ -17,7 +25,7 @@ import type { CollectionWatcher, WatchHandlers, WatchTarget } from './ports.js';
 export type InformerFactory = <T extends KubernetesObject>(
   target: WatchTarget,
   signal: AbortSignal,
-) => Informer<T>;
+) => WatchInformer<T>;
 
 export interface RestartingWatcherOptions {
   informer: InformerFactory;
@@ -28,6 +36,11 @@ export interface RestartingWatcherOptions {
    * while it waits for the watch's response headers) before leaving it to be closed when it ends.
    */
   stopGraceMs?: number;
+  /**
+   * A watch that has heard nothing from the API server for this long, and is not listed and watching
+   * again, is reported `stale` (the informer's idle timeout, --kube-watch-idle-timeout).
+   */
+  staleAfterMs?: number;
 }
 
 const DEFAULT_BACKOFF: BackoffOptions = { minMs: 500, maxMs: 30_000, factor: 2, jitter: 0.2 };
@@ -83,6 +96,31 @@ export class RestartingWatcher implements CollectionWatcher {
     const onAbort = (): void => local.abort();
 
     const informer = this.options.informer<T>(target, local.signal);
+    // Staleness: since when nothing was heard (set at a failure, cleared once started again).
+    const staleAfterMs = this.options.staleAfterMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    let silentSince: number | undefined;
+    let staleTimer: NodeJS.Timeout | undefined;
+    let reportedStale = false;
+    const wentSilent = (failure: unknown): void => {
+      if (silentSince !== undefined) return;
+      const since =
+        failure instanceof WatchSilentError ? failure.silentSince : (informer.lastHeardAt?.() ?? Date.now());
+      silentSince = since;
+      staleTimer = setTimeout(
+        () => {
+          reportedStale = true;
+          guard(() => handlers.stale?.(new Date(since), failure));
+        },
+        Math.max(0, since + staleAfterMs - Date.now()),
+      );
+    };
+    const heardAgain = (): void => {
+      clearTimeout(staleTimer);
+      silentSince = undefined;
+      if (!reportedStale) return;
+      reportedStale = false;
+      guard(() => handlers.fresh?.());
+    };
     informer.on('add', onAdd);
     informer.on('update', onUpdate);
     informer.on('delete', onDelete);
@@ -113,6 +151,7 @@ export class RestartingWatcher implements CollectionWatcher {
         if (local.signal.aborted) break;
         if (attemptError === undefined) {
           backoff.reset();
+          heardAgain();
           if (!listed) {
             listed = true;
             guard(() => handlers.listed());
@@ -121,11 +160,13 @@ export class RestartingWatcher implements CollectionWatcher {
           if (local.signal.aborted) break;
         }
         const failure: unknown = (attemptError as { error: unknown } | undefined)?.error;
+        wentSilent(failure);
         const delay = backoff.next();
         guard(() => handlers.retrying?.(failure, delay));
         await sleep(delay, local.signal).catch(() => undefined);
       }
     } finally {
+      clearTimeout(staleTimer);
       stopping = true;
       signal.removeEventListener('abort', onAbort);
       local.abort();

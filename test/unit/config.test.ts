@@ -29,6 +29,7 @@ const ADMISSION = [
 
 const DEFAULTS: Config = {
   kubeconfig: undefined,
+  kubeWatchIdleTimeoutMs: 60_000,
   opa: {
     url: 'http://localhost:8181/v1',
     authToken: undefined,
@@ -158,6 +159,7 @@ describe('configuration (parseArgs)', () => {
       { argv: ['--opa-timeout=1h2m3s4ms'], pick: (c) => c.opa.timeoutMs, expected: 3_723_004 },
       { argv: ['--opa-timeout=250us'], pick: (c) => c.opa.timeoutMs, expected: 0.25 },
       { argv: ['--opa-timeout=1500000ns'], pick: (c) => c.opa.timeoutMs, expected: 1.5 },
+      { argv: ['--kube-watch-idle-timeout=5s'], pick: (c) => c.kubeWatchIdleTimeoutMs, expected: 5_000 },
       { argv: ['--opa-resync-interval=1m'], pick: (c) => c.opa.resyncIntervalMs, expected: 60_000 },
       { argv: ['--opa-resync-interval', '.5s'], pick: (c) => c.opa.resyncIntervalMs, expected: 500 },
       { argv: ['--log-level=debug'], pick: (c) => c.log.level, expected: 'debug' },
@@ -258,6 +260,7 @@ describe('configuration (parseArgs)', () => {
         help: ['--help=false'],
         version: ['--version=false'],
         kubeconfig: ['--kubeconfig=/k'],
+        'kube-watch-idle-timeout': ['--kube-watch-idle-timeout=10s'],
         'opa-url': ['--opa-url=http://opa/v1'],
         'opa-auth-token': ['--opa-auth-token=t'],
         'opa-auth-token-file': ['--opa-auth-token-file=/t'],
@@ -1220,6 +1223,10 @@ describe('configuration (parseArgs)', () => {
         problem: '--opa-auth-token is blank: give a token, or leave the flag out',
       },
       { argv: ['--opa-timeout=0'], problem: '--opa-timeout must be greater than 0, got "0"' },
+      {
+        argv: ['--kube-watch-idle-timeout=1s'],
+        problem: '--kube-watch-idle-timeout must be at least 2s, got "1s"',
+      },
       { argv: ['--opa-timeout', '-5s'], problem: '--opa-timeout must be greater than 0, got "-5s"' },
       {
         argv: ['--opa-resync-interval=1000h'],

@@ -7,7 +7,12 @@ import { PassThrough } from 'node:stream';
 import { expect } from 'chai';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { KubeApiError } from '../../src/kube/errors.js';
-import { StreamingListWatch, type ListWatchApi } from '../../src/kube/list-watch.js';
+import {
+  StreamingListWatch,
+  WatchSilentError,
+  watchDeadlineSeconds,
+  type ListWatchApi,
+} from '../../src/kube/list-watch.js';
 import { until } from './kube-fakes.js';
 
 type Query = Readonly<Record<string, string | undefined>>;
@@ -208,6 +213,39 @@ describe('StreamingListWatch: paginated list, streamed watch', () => {
       expect(api.watches, fault).to.have.length(1);
       await informer.stop();
     }
+  });
+
+  it('a silent watch says since when it heard nothing, and drops the idle kept-alive connections', async () => {
+    const api = new FakeApi();
+    let dropped = 0;
+    const dropping = Object.assign(api, { dropIdleConnections: () => (dropped += 1) });
+    api.pages.push({ items: [], rv: '10' });
+    const informer = new StreamingListWatch(dropping, target, { idleTimeoutMs: 60 });
+    const seen = record(informer);
+    await informer.start();
+    api.streams[0]?.send({ type: 'BOOKMARK', object: obj('', '11') });
+    const heard = informer.lastHeardAt() ?? 0;
+    await until('seen.errors.length === 1', () => seen.errors.length === 1);
+    const err = seen.errors[0];
+    expect(err).to.be.instanceOf(WatchSilentError);
+    expect((err as WatchSilentError).silentSince).to.equal(heard);
+    expect((err as WatchSilentError).code).to.equal('kube_timeout');
+    expect(dropped).to.equal(1);
+    await informer.stop();
+  });
+
+  it('asks the server to end each watch within half the idle timeout (5 minutes at most)', async () => {
+    expect(watchDeadlineSeconds(300, 60_000)).to.equal(30);
+    expect(watchDeadlineSeconds(300, 3_600_000)).to.equal(300);
+    expect(watchDeadlineSeconds(10, 60_000)).to.equal(10);
+    expect(watchDeadlineSeconds(300, 2000)).to.equal(1);
+    const api = new FakeApi();
+    api.pages.push({ items: [], rv: '10' });
+    const informer = new StreamingListWatch(api, target, { idleTimeoutMs: 8000 });
+    await informer.start();
+    expect(api.watches[0]?.timeoutSeconds).to.equal('4');
+    expect(api.watches[0]?.allowWatchBookmarks).to.equal('true');
+    await informer.stop();
   });
 
   it('a handler that throws ends the watch with that error', async () => {

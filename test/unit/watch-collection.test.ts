@@ -4,6 +4,7 @@
 import { expect } from 'chai';
 import type { Informer, KubernetesObject } from '@kubernetes/client-node';
 import type { WatchHandlers, WatchTarget } from '../../src/kube/ports.js';
+import { WatchSilentError } from '../../src/kube/list-watch.js';
 import { RestartingWatcher } from '../../src/kube/watch-collection.js';
 import { until } from './kube-fakes.js';
 
@@ -115,7 +116,7 @@ describe('RestartingWatcher', () => {
   let scripts: StartScript[];
   let controller: AbortController;
 
-  function watcher(stopGraceMs = 5000): RestartingWatcher {
+  function watcher(stopGraceMs = 5000, staleAfterMs?: number): RestartingWatcher {
     return new RestartingWatcher({
       informer: (target: WatchTarget, signal: AbortSignal) => {
         const informer = new FakeInformer(target, signal);
@@ -125,6 +126,7 @@ describe('RestartingWatcher', () => {
       },
       backoff: { minMs: 1, maxMs: 4, factor: 2, jitter: 0 },
       stopGraceMs,
+      ...(staleAfterMs === undefined ? {} : { staleAfterMs }),
     });
   }
 
@@ -174,6 +176,61 @@ describe('RestartingWatcher', () => {
     controller.abort();
     await done;
     expect(informers).to.have.lengthOf(1);
+  });
+
+  it('reports a watch found silent as stale since it last heard, and fresh once it is watching again', async () => {
+    let release = (): void => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    scripts.push({ kind: 'ok' }, { kind: 'hold', release: held });
+    const stale: { since: Date; err: unknown }[] = [];
+    let fresh = 0;
+    const { handlers, seen } = recorder({
+      stale: (since, err) => stale.push({ since, err }),
+      fresh: () => (fresh += 1),
+    });
+    const done = watcher(5000, 60_000).watch(TARGET, handlers, controller.signal);
+    await until('listed', () => seen.listed === 1);
+    const informer = informers[0] as FakeInformer;
+    // Silent for the idle timeout: stale at once, since it last heard (not since now).
+    const since = Date.now() - 60_000;
+    const silent = new WatchSilentError('watch: nothing received for 60000 ms', since);
+    informer.die(silent);
+    await until('stale', () => stale.length === 1);
+    expect(stale[0]?.since.getTime()).to.equal(since);
+    expect(stale[0]?.err).to.equal(silent);
+    expect(fresh, 'not fresh while the restart is in flight').to.equal(0);
+    release();
+    await until('fresh', () => fresh === 1);
+    expect(stale).to.have.lengthOf(1);
+    controller.abort();
+    await done;
+  });
+
+  it('reports a watch that keeps failing past staleAfterMs as stale (the API server down), not one back sooner', async () => {
+    const refused = new Error('connect ECONNREFUSED 127.0.0.1:6443');
+    scripts.push({ kind: 'ok' }, { kind: 'fail', error: refused }, { kind: 'ok' });
+    for (let i = 0; i < 100; i++) scripts.push({ kind: 'fail', error: refused });
+    scripts.push({ kind: 'ok' });
+    const stale: Date[] = [];
+    let fresh = 0;
+    const { handlers, seen } = recorder({ stale: (since) => stale.push(since), fresh: () => (fresh += 1) });
+    const done = watcher(5000, 200).watch(TARGET, handlers, controller.signal);
+    await until('listed', () => seen.listed === 1);
+    const informer = informers[0] as FakeInformer;
+    // One failure, back within a few ms: never stale.
+    informer.die(refused);
+    await until('the third start', () => informer.starts === 3 && informer.watchOpen);
+    expect(stale).to.deep.equal([]);
+    // A hundred failures in a row, up to 4 ms apart: stale past 200 ms, fresh once it is back.
+    const diedAt = Date.now();
+    informer.die(refused);
+    await until('fresh', () => fresh === 1, 10_000);
+    expect(stale).to.have.lengthOf(1);
+    expect(stale[0]?.getTime()).to.be.within(diedAt, diedAt + 100);
+    controller.abort();
+    await done;
   });
 
   it('takes a rejected start() for a failure too', async () => {
