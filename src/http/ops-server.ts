@@ -13,7 +13,7 @@ import type { RunningServer } from './server-part.js';
 import type { Metrics } from './metrics.js';
 
 export interface OpsViews {
-  readiness(): { ready: boolean; checks: Record<string, boolean> };
+  readiness(): { ready: boolean; checks: Record<string, boolean>; reasons?: Record<string, string[]> };
   health(): { healthy: boolean; parts: Record<string, PartHealth> };
 }
 
@@ -58,8 +58,8 @@ export function createOpsApp(metrics: Metrics, views: OpsViews, logger: Logger, 
         const { healthy, parts } = views.health();
         sendJson(req, res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'failing', parts });
       } else if (path === '/ready') {
-        const { ready, checks } = views.readiness();
-        sendJson(req, res, ready ? 200 : 503, { ready, checks });
+        const { ready, checks, reasons } = views.readiness();
+        sendJson(req, res, ready ? 200 : 503, reasons ? { ready, checks, reasons } : { ready, checks });
       } else {
         metrics.registry.metrics().then(
           (text) => send(req, res, 200, metrics.registry.contentType, text),

@@ -34,6 +34,8 @@ export interface Part {
   run(signal: AbortSignal): Promise<void>;
   /** True once the part has done its initial work (listed, loaded, listening) and can serve. */
   ready(): boolean;
+  /** While not ready, why (one line each), for /ready's `reasons`; e.g. a watch that went stale. */
+  notReady?(): string[];
   /**
    * True for a part whose readiness is shown in /ready's checks without deciding /ready's answer: one
    * whose failure must not take the servers out of service (publishing to an OCI registry).

@@ -88,14 +88,19 @@ export class Supervisor {
 
   /**
    * /ready: each part's own readiness, false for a part that is not running. An advisory part's check
-   * is shown but does not make the whole unready.
+   * is shown but does not make the whole unready. `reasons`, when a part not ready says why.
    */
-  readiness(): { ready: boolean; checks: Record<string, boolean> } {
+  readiness(): { ready: boolean; checks: Record<string, boolean>; reasons?: Record<string, string[]> } {
     const entries = this.running.map(
       (r) => [r.part, r.health.phase === 'running' && r.part.ready()] as const,
     );
     const checks = Object.fromEntries(entries.map(([part, ok]) => [part.name, ok]));
-    return { ready: entries.every(([part, ok]) => ok || part.advisory === true), checks };
+    const ready = entries.every(([part, ok]) => ok || part.advisory === true);
+    const said = entries.flatMap(([part, ok]) => {
+      const why = ok ? [] : (part.notReady?.() ?? []);
+      return why.length === 0 ? [] : [[part.name, why] as const];
+    });
+    return said.length === 0 ? { ready, checks } : { ready, checks, reasons: Object.fromEntries(said) };
   }
 
   private async keepRunning(entry: Running): Promise<void> {

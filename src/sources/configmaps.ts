@@ -6,6 +6,7 @@
 import type { V1ConfigMap } from '@kubernetes/client-node';
 import type { Metrics } from '../http/metrics.js';
 import type { CollectionWatcher, WatchHandlers, WatchTarget } from '../kube/ports.js';
+import { StaleWatches } from '../kube/stale-watches.js';
 import { runTogether } from '../lifecycle/run-together.js';
 import type { Part } from '../lifecycle/part.js';
 import type { DesiredState, OriginState } from '../model/desired-state.js';
@@ -49,15 +50,25 @@ export class ConfigMapSource implements Part {
   private readonly log: Logger;
   private readonly announceListed: () => void;
   private listed = false;
+  private readonly stale: StaleWatches;
 
   constructor(private readonly options: ConfigMapSourceOptions) {
     this.log = options.logger;
     this.announceListed = options.state.registerSource(this.name);
+    this.stale = new StaleWatches(this.log);
   }
 
-  /** True once every watch has listed (and stays so across restarts: the state stays usable). */
+  /**
+   * True once every watch has listed (and stays so across restarts: the state stays usable), while
+   * no watch is stale (heard nothing from the API server past the idle timeout, not back yet).
+   */
   ready(): boolean {
-    return this.listed;
+    return this.listed && this.stale.size === 0;
+  }
+
+  /** Why not ready: the stale watches, and since when. */
+  notReady(): string[] {
+    return [...(this.listed ? [] : ['the ConfigMaps are not listed yet']), ...this.stale.reasons()];
   }
 
   async run(signal: AbortSignal): Promise<void> {
@@ -134,6 +145,7 @@ export class ConfigMapSource implements Part {
   private handlers(target: Target, unseen: Set<string>, listed: () => void): WatchHandlers<V1ConfigMap> {
     const { role } = target;
     const log = this.log.child({ role, namespace: target.namespace });
+    const watchName = `${role} ConfigMaps of ${target.namespace === '*' ? 'all namespaces' : target.namespace}`;
     const upsert = (cm: V1ConfigMap): void => {
       unseen.delete(originKey(this.originOf(cm, role)));
       this.options.onAnnotations?.(refOf(cm), cm.metadata?.annotations ?? {});
@@ -158,6 +170,8 @@ export class ConfigMapSource implements Part {
         this.options.metrics?.watchErrors.inc();
         log.warn({ err: messageOf(err), retryInMs }, 'ConfigMap watch failed, restarting');
       },
+      stale: (since, err) => this.stale.mark(watchName, since, err),
+      fresh: () => this.stale.clear(watchName),
     };
   }
 

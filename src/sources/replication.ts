@@ -7,6 +7,7 @@ import { formatResource, type ResourceRef } from '../config.js';
 import type { Metrics } from '../http/metrics.js';
 import { KubeApiError } from '../kube/errors.js';
 import type { CollectionWatcher, KubeReader, WatchHandlers } from '../kube/ports.js';
+import { StaleWatches } from '../kube/stale-watches.js';
 import { runTogether } from '../lifecycle/run-together.js';
 import type { Part } from '../lifecycle/part.js';
 import type { DesiredState } from '../model/desired-state.js';
@@ -129,9 +130,11 @@ export class ReplicationSource implements Part {
   private readonly log: Logger;
   private readonly announceListed: () => void;
   private readonly stats = new Map<string, WatchStats>();
+  private readonly stale: StaleWatches;
 
   constructor(private readonly options: ReplicationOptions) {
     this.log = options.logger;
+    this.stale = new StaleWatches(this.log);
     this.resources = [
       ...options.namespaced.map((ref) => ({ ref, clusterFlag: false, key: formatResource(ref) })),
       ...options.cluster.map((ref) => ({ ref, clusterFlag: true, key: formatResource(ref) })),
@@ -139,9 +142,27 @@ export class ReplicationSource implements Part {
     this.announceListed = options.state.registerSource(this.name);
   }
 
-  /** True once every resource has been listed, a resource not served yet included. */
+  /**
+   * True once every resource has been listed, a resource not served yet included, while no watch is
+   * stale (heard nothing from the API server past the idle timeout, not back yet).
+   */
   ready(): boolean {
-    return this.resources.every((r) => this.options.state.collection(r.key)?.synced === true);
+    return this.stale.size === 0 && this.unlisted().length === 0;
+  }
+
+  /** Why not ready: resources not listed yet, the stale watches and since when. */
+  notReady(): string[] {
+    const unlisted = this.unlisted();
+    return [
+      ...(unlisted.length === 0 ? [] : [`not listed yet: ${unlisted.join(', ')}`]),
+      ...this.stale.reasons(),
+    ];
+  }
+
+  private unlisted(): string[] {
+    return this.resources
+      .filter((r) => this.options.state.collection(r.key)?.synced !== true)
+      .map((r) => r.key);
   }
 
   /** What the web page shows: each resource's object count, last event, watch restarts, last error. */
@@ -342,6 +363,8 @@ export class ReplicationSource implements Part {
         stats.lastError = { message: messageOf(err), at: new Date().toISOString() };
         log.warn({ err: messageOf(err), retryInMs }, 'watch failed, restarting');
       },
+      stale: (since, err) => this.stale.mark(key, since, err),
+      fresh: () => this.stale.clear(key),
     };
   }
 

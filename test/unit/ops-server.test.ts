@@ -38,6 +38,21 @@ describe('operations endpoint', () => {
       .get('/ready')
       .expect(503, { ready: false, checks: { opa: false } });
     await request(down).get('/health/').expect(503, { status: 'failing', parts: {} });
+    const stale = app({
+      readiness: () => ({
+        ready: false,
+        checks: { configmaps: false },
+        reasons: { configmaps: ['the watch of data ConfigMaps of opa has heard nothing …'] },
+      }),
+      health: () => ({ healthy: true, parts: {} }),
+    });
+    await request(stale)
+      .get('/ready')
+      .expect(503, {
+        ready: false,
+        checks: { configmaps: false },
+        reasons: { configmaps: ['the watch of data ConfigMaps of opa has heard nothing …'] },
+      });
   });
 
   it('serves /metrics as Prometheus text; HEAD has no body; anything else is 404', async () => {

@@ -66,6 +66,27 @@ describe('Supervisor', () => {
     await running;
   });
 
+  it("gives the reasons a part not ready states in /ready's reasons, and none for a ready part", async () => {
+    const events: string[] = [];
+    const stale = ['the watch of policy ConfigMaps of opa has heard nothing from the API server since …'];
+    const source = { ...part('source', events), ready: () => false, notReady: () => stale } satisfies Part;
+    const sink = {
+      ...part('sink', events),
+      notReady: () => ['never shown: the part is ready'],
+    } satisfies Part;
+    const supervisor = new Supervisor([sink, source], { logger: capturingLogger().logger, backoff: FAST });
+    const stop = new AbortController();
+    const running = supervisor.run(stop.signal);
+    await waitFor('both started', () => (events.length === 2 ? true : undefined));
+    expect(supervisor.readiness()).to.deep.equal({
+      ready: false,
+      checks: { sink: true, source: false },
+      reasons: { source: stale },
+    });
+    stop.abort();
+    await running;
+  });
+
   it('starts parts in order and stops them in reverse order', async () => {
     const events: string[] = [];
     const parts = [part('server', events), part('sink', events), part('source', events)];
