@@ -24,6 +24,7 @@ import {
 import type { OpaSyncProcess } from '../harness/opa-sync.js';
 import { cleanupAfterAll, evaluate, opaData, scrapeMetric, startSync } from '../harness/e2e.js';
 import { sortKeys } from '../harness/json.js';
+import { waitOpaMatchesCluster } from '../harness/cluster-model.js';
 
 const fixture = (name: string): string =>
   readFileSync(new URL(`../fixtures/seed/${name}`, import.meta.url), 'utf8');
@@ -418,6 +419,7 @@ describe('replication: Kubernetes resources into OPA data (real OPA + kube-apise
       ((await actual()) as Record<string, Record<string, unknown>>)[namespace] ?? {},
     ).sort();
     expect(names).to.deep.equal(['after-restart', 'while-stalled']);
+    await waitOpaMatchesCluster(opa, { namespaces: [], networkPolicies: { namespaces: [namespace] } });
   });
 });
 
