@@ -1,0 +1,230 @@
+// opa-sync's security promises, checked against the real components (kube-apiserver, OPA):
+// - RBAC: the rules deploy/kubernetes/rbac.yaml grants are enough, and each verb taken away breaks only
+//   the feature that needs it, with a log line naming the verb, the resource and the namespace;
+// (more below)
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import {
+  loadAllYaml,
+  NetworkingV1Api,
+  type V1ClusterRole,
+  type V1PolicyRule,
+  type V1Role,
+} from '@kubernetes/client-node';
+import { controlPlane, createNamespace, extraOpa, waitFor, type OpaServer } from '../harness/index.js';
+import { httpRequest } from '../harness/http.js';
+import type { OpaSyncProcess } from '../harness/opa-sync.js';
+import { deleteClusterRbac, serviceAccountKubeconfig } from '../harness/rbac.js';
+import {
+  DATA_LABEL,
+  cleanupAfterEach,
+  opaData,
+  putConfigMap,
+  startSync,
+  statusOf,
+  waitLog,
+  waitOk,
+  waitPolicy,
+} from '../harness/e2e.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const NETWORKPOLICIES = 'networking.k8s.io/v1/networkpolicies';
+
+/** The rules deploy/kubernetes/rbac.yaml gives opa-sync: the Role's (ConfigMaps) and the ClusterRole's. */
+function manifestRules(): { configmaps: V1PolicyRule[]; cluster: V1PolicyRule[] } {
+  const objects = loadAllYaml(readFileSync(path.join(root, 'deploy/kubernetes/rbac.yaml'), 'utf8')) as {
+    kind?: string;
+  }[];
+  const role = objects.find((o) => o.kind === 'Role') as V1Role | undefined;
+  const clusterRole = objects.find((o) => o.kind === 'ClusterRole') as V1ClusterRole | undefined;
+  expect(role?.rules, 'the Role of rbac.yaml').to.be.an('array');
+  expect(clusterRole?.rules, 'the ClusterRole of rbac.yaml').to.be.an('array');
+  return { configmaps: role!.rules!, cluster: clusterRole!.rules! };
+}
+
+/** `rules` with `verb` taken away from the rules on `resource` (a rule left with no verb is dropped). */
+function without(rules: V1PolicyRule[], resource: string, verb: string): V1PolicyRule[] {
+  const changed = rules
+    .map((r) => (r.resources?.includes(resource) ? { ...r, verbs: r.verbs.filter((v) => v !== verb) } : r))
+    .filter((r) => r.verbs.length > 0);
+  expect(JSON.stringify(changed), `${verb} on ${resource} is granted`).to.not.equal(JSON.stringify(rules));
+  return changed;
+}
+
+type Line = Record<string, unknown>;
+
+/** A log line that says the API server refused `verb` on `resource` (in `namespace`, or cluster-wide). */
+const refusal =
+  (verb: string, resource: string, namespace: string | undefined) =>
+  (line: Line): boolean => {
+    const text = JSON.stringify(line);
+    return (
+      text.includes(`cannot ${verb} resource \\"${resource}\\"`) &&
+      text.includes(namespace === undefined ? 'at the cluster scope' : `in the namespace \\"${namespace}\\"`)
+    );
+  };
+
+const forbiddenLines = (sync: OpaSyncProcess): Line[] =>
+  sync.logLines().filter((l) => JSON.stringify(l).includes('forbidden'));
+
+describe('security: RBAC is the minimum (a ServiceAccount with the manifest rules, one verb removed at a time)', function () {
+  this.timeout(180_000);
+  const stops = cleanupAfterEach();
+  const rules = manifestRules();
+
+  interface Scene {
+    ns: string;
+    opa: OpaServer;
+    sync: OpaSyncProcess;
+    policyId: string;
+    /** Whether the NetworkPolicy of the scene is in OPA's data. */
+    replicated: () => Promise<boolean>;
+    /** Whether the data ConfigMap of the scene is in OPA's data. */
+    dataLoaded: () => Promise<boolean>;
+  }
+
+  /**
+   * A namespace with a policy ConfigMap, a data ConfigMap and a NetworkPolicy, and opa-sync running as
+   * a ServiceAccount with these rules, watching that namespace and replicating NetworkPolicies.
+   */
+  async function scene(configmapRules: V1PolicyRule[], clusterRules: V1PolicyRule[]): Promise<Scene> {
+    const ns = await createNamespace('rbac');
+    stops.defer(() => deleteClusterRbac(ns, 'opa-sync'));
+    const kubeconfig = await serviceAccountKubeconfig(ns, 'opa-sync', [ns], configmapRules, { clusterRules });
+    await putConfigMap(ns, 'policy', { 'p.rego': 'package rbac.p\n\nallow := true\n' });
+    await putConfigMap(ns, 'data', { 'd.json': '{"x": 1}' }, { labels: DATA_LABEL });
+    const net = (await controlPlane()).kubeConfig().makeApiClient(NetworkingV1Api);
+    await net.createNamespacedNetworkPolicy({
+      namespace: ns,
+      body: { metadata: { name: 'np' }, spec: { podSelector: {} } },
+    });
+    const opa = stops.add(await extraOpa());
+    const sync = stops.add(
+      await startSync({
+        kubeconfig,
+        opa,
+        namespaces: ns,
+        args: [`--replicate-cluster=${NETWORKPOLICIES}`, '--opa-resync-interval=1s'],
+        waitReady: false,
+      }),
+    );
+    return {
+      ns,
+      opa,
+      sync,
+      policyId: `${ns}/policy/p.rego`,
+      replicated: async () => (await opaData(opa, `kubernetes/networkpolicies/${ns}/np`)) !== undefined,
+      dataLoaded: async () =>
+        JSON.stringify(await opaData(opa, `${ns}/data/d.json`)) === JSON.stringify({ x: 1 }),
+    };
+  }
+
+  const ready = async (sync: OpaSyncProcess): Promise<{ status: number; body: string }> =>
+    httpRequest(`${sync.opsUrl}/ready`);
+
+  const until = (what: string, probe: () => Promise<boolean>): Promise<true> =>
+    waitFor(what, async () => ((await probe()) ? true : undefined), { timeoutMs: 60_000 });
+
+  it('with exactly the manifest rules: policies, data, status annotations and replication all work, nothing refused', async function () {
+    const s = await scene(rules.configmaps, rules.cluster);
+    await s.sync.waitReady();
+    await waitOk(s.ns, 'policy');
+    await waitOk(s.ns, 'data');
+    await waitPolicy(s.opa, s.policyId);
+    await until('the data ConfigMap in OPA', s.dataLoaded);
+    await until('the NetworkPolicy in OPA', s.replicated);
+    expect(forbiddenLines(s.sync)).to.deep.equal([]);
+  });
+  it('without patch on configmaps: policies and data still load and replicate, no annotation is written, and the log names the verb, the resource and the namespace', async function () {
+    const s = await scene(without(rules.configmaps, 'configmaps', 'patch'), rules.cluster);
+    await s.sync.waitReady();
+    await waitPolicy(s.opa, s.policyId);
+    await until('the data ConfigMap in OPA', s.dataLoaded);
+    await until('the NetworkPolicy in OPA', s.replicated);
+    for (const name of ['policy', 'data']) {
+      await waitLog(
+        s.sync,
+        `the refused patch of ${name}`,
+        (l) =>
+          l.msg === 'could not write the status annotation' &&
+          l.configmap === `${s.ns}/${name}` &&
+          refusal('patch', 'configmaps', s.ns)(l),
+      );
+      expect(await statusOf(s.ns, name), name).to.equal(undefined);
+    }
+    // Nothing else was refused.
+    expect(forbiddenLines(s.sync).filter((l) => !refusal('patch', 'configmaps', s.ns)(l))).to.deep.equal([]);
+  });
+
+  it('without watch on configmaps: the listed policies load, /ready stays 503 naming the ConfigMaps, replication works, and the log names watch', async function () {
+    const s = await scene(without(rules.configmaps, 'configmaps', 'watch'), rules.cluster);
+    await waitLog(
+      s.sync,
+      'the refused ConfigMap watch, retried',
+      (l) => l.msg === 'ConfigMap watch failed, restarting' && refusal('watch', 'configmaps', s.ns)(l),
+      { count: 2 },
+    );
+    await waitPolicy(s.opa, s.policyId);
+    await until('the NetworkPolicy in OPA', s.replicated);
+    const answer = await ready(s.sync);
+    expect(answer.status).to.equal(503);
+    expect((JSON.parse(answer.body) as { checks: Record<string, boolean> }).checks).to.include({
+      configmaps: false,
+      replication: true,
+    });
+    expect(forbiddenLines(s.sync).filter((l) => !refusal('watch', 'configmaps', s.ns)(l))).to.deep.equal([]);
+  });
+
+  it('without list on configmaps: no policy loads, /ready stays 503 naming the ConfigMaps, replication works, and the log names list', async function () {
+    const s = await scene(without(rules.configmaps, 'configmaps', 'list'), rules.cluster);
+    await waitLog(
+      s.sync,
+      'the refused ConfigMap list, retried',
+      (l) => l.msg === 'ConfigMap watch failed, restarting' && refusal('list', 'configmaps', s.ns)(l),
+      { count: 2 },
+    );
+    await until('the NetworkPolicy in OPA', s.replicated);
+    const answer = await ready(s.sync);
+    expect(answer.status).to.equal(503);
+    expect((JSON.parse(answer.body) as { checks: Record<string, boolean> }).checks).to.include({
+      configmaps: false,
+      replication: true,
+    });
+    expect(
+      (JSON.parse((await s.opa.request('/v1/policies')).body) as { result: unknown[] }).result,
+    ).to.deep.equal([]);
+    expect(await statusOf(s.ns, 'policy')).to.equal(undefined);
+    expect(forbiddenLines(s.sync).filter((l) => !refusal('list', 'configmaps', s.ns)(l))).to.deep.equal([]);
+  });
+
+  for (const verb of ['list', 'watch']) {
+    it(`without ${verb} on networkpolicies: policies, data and annotations work, NetworkPolicies stay out of OPA, /ready stays 503 naming replication, and the log names ${verb}`, async function () {
+      const s = await scene(rules.configmaps, without(rules.cluster, 'networkpolicies', verb));
+      await waitOk(s.ns, 'policy');
+      await waitOk(s.ns, 'data');
+      await waitPolicy(s.opa, s.policyId);
+      await until('the data ConfigMap in OPA', s.dataLoaded);
+      await waitLog(
+        s.sync,
+        `the refused NetworkPolicy ${verb}, retried`,
+        (l) =>
+          l.msg === 'watch failed, restarting' &&
+          l.resource === NETWORKPOLICIES &&
+          refusal(verb, 'networkpolicies', undefined)(l),
+        { count: 2 },
+      );
+      expect(await s.replicated()).to.equal(false);
+      const answer = await ready(s.sync);
+      expect(answer.status).to.equal(503);
+      expect((JSON.parse(answer.body) as { checks: Record<string, boolean> }).checks).to.include({
+        configmaps: true,
+        replication: false,
+      });
+      expect(
+        forbiddenLines(s.sync).filter((l) => !refusal(verb, 'networkpolicies', undefined)(l)),
+      ).to.deep.equal([]);
+    });
+  }
+});
