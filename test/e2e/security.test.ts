@@ -1,8 +1,9 @@
 // opa-sync's security promises, checked against the real components (kube-apiserver, OPA):
 // - RBAC: the rules deploy/kubernetes/rbac.yaml grants are enough, and each verb taken away breaks only
 //   the feature that needs it, with a log line naming the verb, the resource and the namespace;
-// (more below)
-import { readFileSync } from 'node:fs';
+// - Secrets are replicated only with --replicate-allow-secrets.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
@@ -14,7 +15,9 @@ import {
   type V1Role,
 } from '@kubernetes/client-node';
 import { controlPlane, createNamespace, extraOpa, waitFor, type OpaServer } from '../harness/index.js';
-import { httpRequest } from '../harness/http.js';
+import { httpRequest, type HttpResponse } from '../harness/http.js';
+import { startOciRegistry } from '../harness/oci-registry.js';
+import { runDir } from '../harness/run-dir.js';
 import type { OpaSyncProcess } from '../harness/opa-sync.js';
 import { deleteClusterRbac, serviceAccountKubeconfig } from '../harness/rbac.js';
 import {
@@ -22,6 +25,8 @@ import {
   cleanupAfterEach,
   opaData,
   putConfigMap,
+  scrapeMetric,
+  startBundleSync,
   startSync,
   statusOf,
   waitLog,
@@ -225,6 +230,149 @@ describe('security: RBAC is the minimum (a ServiceAccount with the manifest rule
       expect(
         forbiddenLines(s.sync).filter((l) => !refusal(verb, 'networkpolicies', undefined)(l)),
       ).to.deep.equal([]);
+    });
+  }
+});
+
+describe('security: no secret in the logs, /metrics or any answer, at every log level and in both formats', function () {
+  this.timeout(240_000);
+  const stops = cleanupAfterEach();
+  const secret = (what: string): string => `${what}-${randomBytes(12).toString('hex')}`;
+
+  /** Every form a secret could take in a log line or an answer. */
+  const formsOf = (value: string): string[] => [
+    value,
+    Buffer.from(value).toString('base64'),
+    Buffer.from(value).toString('base64url'),
+    encodeURIComponent(value),
+  ];
+
+  /** Which of the secrets (any form) `text` holds, as `name: form`. */
+  function leaks(text: string, secrets: Readonly<Record<string, string>>): string[] {
+    const found: string[] = [];
+    for (const [name, value] of Object.entries(secrets)) {
+      for (const form of formsOf(value)) if (text.includes(form)) found.push(`${name}: ${form}`);
+    }
+    return found;
+  }
+
+  // debug is opa-sync's lowest level (it has no trace): pino only filters by level, so what warn and
+  // error write is a part of what debug writes; info is the default. Both formats serialize differently.
+  for (const [level, format] of [
+    ['debug', 'json'],
+    ['debug', 'text'],
+    ['info', 'json'],
+  ] as const) {
+    it(`--log-level=${level} --log-format=${format}: tokens of OPA, the bundle clients, the kubeconfig, the OCI registry and the HMAC signing key never show`, async function () {
+      const dir = mkdtempSync(path.join(runDir(), 'leaks-'));
+      const secrets = {
+        opaToken: secret('opa'),
+        wrongOpaToken: secret('opa-wrong'),
+        bundleToken1: secret('bundle1'),
+        bundleToken2: secret('bundle2'),
+        rotatedBundleToken: secret('bundle3'),
+        ociPassword: secret('oci'),
+        hmacKey: secret('hmac'),
+        kubeToken: '',
+        ociBasic: '',
+      };
+      const ns = await createNamespace('leaks');
+      stops.defer(() => deleteClusterRbac(ns, 'opa-sync'));
+      const kubeconfig = await serviceAccountKubeconfig(ns, 'opa-sync', [ns], manifestRules().configmaps);
+      const kube = JSON.parse(readFileSync(kubeconfig, 'utf8')) as { users: { user: { token: string } }[] };
+      secrets.kubeToken = kube.users[0]!.user.token;
+      expect(secrets.kubeToken).to.have.length.above(20);
+      const opa = stops.add(await extraOpa({ token: secrets.opaToken }));
+      const registry = stops.add(await startOciRegistry({ users: { pusher: secrets.ociPassword } }));
+      secrets.ociBasic = `pusher:${secrets.ociPassword}`;
+      const opaTokenFile = path.join(dir, 'opa-token');
+      const bundleTokenFile = path.join(dir, 'bundle-tokens');
+      const ociPasswordFile = path.join(dir, 'oci-password');
+      const hmacFile = path.join(dir, 'hmac');
+      writeFileSync(opaTokenFile, `${secrets.opaToken}\n`);
+      writeFileSync(bundleTokenFile, `# bundle clients\n${secrets.bundleToken1}\n${secrets.bundleToken2}\n`);
+      writeFileSync(ociPasswordFile, `${secrets.ociPassword}\n`);
+      writeFileSync(hmacFile, secrets.hmacKey);
+      await putConfigMap(ns, 'policy', { 'p.rego': 'package leaks\n\nallow := true\n' });
+      const sync = stops.add(
+        await startBundleSync({
+          kubeconfig,
+          opa,
+          namespaces: ns,
+          args: [
+            `--log-level=${level}`,
+            `--log-format=${format}`,
+            `--opa-auth-token-file=${opaTokenFile}`,
+            `--bundle-token-file=${bundleTokenFile}`,
+            `--bundle-signing-key=${hmacFile}`,
+            '--bundle-signing-alg=HS256',
+            `--oci-repository=${registry.host}/opa/{bundle}`,
+            '--oci-plain-http',
+            '--oci-username=pusher',
+            `--oci-password-file=${ociPasswordFile}`,
+            '--opa-resync-interval=1s',
+          ],
+        }),
+      );
+      await waitOk(ns, 'policy');
+      const bundle = `${sync.bundleUrl}/bundles/policies`;
+      const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` });
+
+      // Bundle clients and the page: none, a wrong and a right token.
+      const answers: string[] = [];
+      const keep = (res: { status: number; body: string; headers: Record<string, unknown> }): number => {
+        answers.push(res.body, JSON.stringify(res.headers));
+        return res.status;
+      };
+      expect(keep(await httpRequest(bundle))).to.equal(401);
+      expect(keep(await httpRequest(bundle, { headers: bearer(secrets.wrongOpaToken) }))).to.equal(401);
+      expect(keep(await httpRequest(bundle, { headers: bearer(secrets.bundleToken1) }))).to.equal(200);
+      const login = (token: string): Promise<HttpResponse> =>
+        httpRequest(`${sync.opsUrl}/ui/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: `token=${encodeURIComponent(token)}`,
+        });
+      expect(keep(await login(secrets.wrongOpaToken))).to.equal(401);
+      const loggedIn = await login(secrets.bundleToken2);
+      expect(loggedIn.status).to.equal(303);
+      const cookie = String(loggedIn.headers['set-cookie']).split(';')[0]!;
+      expect(keep(await httpRequest(`${sync.opsUrl}/ui`, { headers: { cookie } }))).to.equal(200);
+      expect(keep(await httpRequest(`${sync.opsUrl}/ui/state.json`, { headers: { cookie } }))).to.equal(200);
+      expect(
+        keep(await httpRequest(`${sync.bundleUrl}/v1/fleet`, { headers: bearer(secrets.bundleToken2) })),
+      ).to.equal(200);
+
+      // OPA's token rotated to a wrong one: OPA answers 401, which opa-sync logs; then the right one again.
+      writeFileSync(opaTokenFile, `${secrets.wrongOpaToken}\n`);
+      await putConfigMap(ns, 'policy', { 'p.rego': 'package leaks\n\nallow := false\n' });
+      await waitFor('the 401 of OPA in the log', () =>
+        readFileSync(sync.process.logFile, 'utf8').includes('OPA answered 401') ? true : undefined,
+      );
+      writeFileSync(opaTokenFile, `${secrets.opaToken}\n`);
+      await waitOk(ns, 'policy');
+
+      // The bundle tokens rotated: the old ones refused, the new one accepted.
+      writeFileSync(bundleTokenFile, `${secrets.rotatedBundleToken}\n`);
+      await waitFor('the rotated bundle token accepted', async () =>
+        (await httpRequest(bundle, { headers: bearer(secrets.rotatedBundleToken) })).status === 200
+          ? true
+          : undefined,
+      );
+      expect(keep(await httpRequest(bundle, { headers: bearer(secrets.bundleToken1) }))).to.equal(401);
+
+      await waitFor('a bundle pushed to the OCI registry', async () =>
+        (await scrapeMetric(sync, 'opa_sync_oci_pushes_total', { result: 'pushed' })) > 0 ? true : undefined,
+      );
+
+      for (const route of ['/metrics', '/health', '/ready']) {
+        answers.push((await httpRequest(`${sync.opsUrl}${route}`)).body);
+      }
+      await sync.stop();
+      const log = readFileSync(sync.process.logFile, 'utf8');
+      expect(log.length, 'the log').to.be.above(0);
+      expect(leaks(log, secrets), 'secrets in the log').to.deep.equal([]);
+      expect(leaks(answers.join('\n'), secrets), 'secrets in answers').to.deep.equal([]);
     });
   }
 });
