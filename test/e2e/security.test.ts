@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import {
+  CoreV1Api,
   loadAllYaml,
   NetworkingV1Api,
   type V1ClusterRole,
@@ -375,4 +376,50 @@ describe('security: no secret in the logs, /metrics or any answer, at every log 
       expect(leaks(answers.join('\n'), secrets), 'secrets in answers').to.deep.equal([]);
     });
   }
+});
+
+describe('security: Secrets are replicated only with --replicate-allow-secrets (a real Secret, both ways)', function () {
+  this.timeout(120_000);
+  const stops = cleanupAfterEach();
+  const VALUE = randomBytes(12).toString('hex');
+
+  async function secretIn(): Promise<string> {
+    const ns = await createNamespace('secrets');
+    await (
+      await controlPlane()
+    )
+      .kubeConfig()
+      .makeApiClient(CoreV1Api)
+      .createNamespacedSecret({
+        namespace: ns,
+        body: { metadata: { name: 'db' }, stringData: { password: VALUE } },
+      });
+    return ns;
+  }
+
+  for (const flag of ['--replicate=v1/secrets', '--replicate-cluster=v1/secrets', '--replicate=V1/Secrets']) {
+    it(`${flag} without the opt-in: refused at start (exit 2, naming the flag to pass), and nothing reaches OPA`, async function () {
+      await secretIn();
+      const opa = stops.add(await extraOpa());
+      const sync = stops.add(await startSync({ opa, args: [flag], waitReady: false }));
+      expect(await sync.process.exited).to.equal('exit 2');
+      const log = readFileSync(sync.process.logFile, 'utf8');
+      expect(log).to.include("replicating Secrets would expose them to every caller of OPA's data API");
+      expect(log).to.include('pass --replicate-allow-secrets to allow it');
+      expect(await opaData(opa, 'kubernetes')).to.equal(undefined);
+      expect(log).to.not.include(VALUE);
+    });
+  }
+
+  it('with --replicate-allow-secrets: the Secret is in OPA (as the API serves it, base64 data)', async function () {
+    const ns = await secretIn();
+    const opa = stops.add(await extraOpa());
+    stops.add(await startSync({ opa, args: ['--replicate=v1/secrets', '--replicate-allow-secrets'] }));
+    const doc = await waitFor('the Secret in OPA', async () => {
+      const value = (await opaData(opa, `kubernetes/secrets/${ns}/db`)) as
+        { data?: { password?: string } } | undefined;
+      return value?.data?.password;
+    });
+    expect(Buffer.from(doc, 'base64').toString()).to.equal(VALUE);
+  });
 });
