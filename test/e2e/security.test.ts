@@ -2,7 +2,7 @@
 // - RBAC: the rules deploy/kubernetes/rbac.yaml grants are enough, and each verb taken away breaks only
 //   the feature that needs it, with a log line naming the verb, the resource and the namespace;
 // - Secrets are replicated only with --replicate-allow-secrets.
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,19 +17,31 @@ import {
 } from '@kubernetes/client-node';
 import { controlPlane, createNamespace, extraOpa, waitFor, type OpaServer } from '../harness/index.js';
 import { httpRequest, type HttpResponse } from '../harness/http.js';
+import { opaWithConfig } from '../harness/bundles.js';
 import { startOciRegistry } from '../harness/oci-registry.js';
+import {
+  changeByte,
+  startTamperingProxy,
+  type Tampering,
+  type TamperingProxy,
+} from '../harness/tampering-proxy.js';
+import type { FleetBundleStatus } from '../../src/bundles/fleet.js';
 import { runDir } from '../harness/run-dir.js';
 import type { OpaSyncProcess } from '../harness/opa-sync.js';
 import { deleteClusterRbac, serviceAccountKubeconfig } from '../harness/rbac.js';
 import {
   DATA_LABEL,
+  cleanupAfterAll,
   cleanupAfterEach,
+  evaluate,
   opaData,
   putConfigMap,
   scrapeMetric,
   startBundleSync,
+  type BundleSync,
   startSync,
   statusOf,
+  waitDecision,
   waitLog,
   waitOk,
   waitPolicy,
@@ -422,4 +434,125 @@ describe('security: Secrets are replicated only with --replicate-allow-secrets (
     });
     expect(Buffer.from(doc, 'base64').toString()).to.equal(VALUE);
   });
+});
+
+describe('security: a signed bundle changed in transit is refused by OPA, which keeps the last good one', function () {
+  this.timeout(180_000);
+  const stops = cleanupAfterAll();
+  let ns: string;
+  let sync: BundleSync;
+  let proxy: TamperingProxy;
+  let opa: OpaServer;
+  let version = 1;
+
+  const policy = (v: number): Record<string, string> => ({
+    'p.rego': `package sec.signed\n\nmark := "untampered"\n\nversion := ${v}\n`,
+  });
+  const fleetEntry = async (): Promise<FleetBundleStatus | undefined> => {
+    const body = JSON.parse((await httpRequest(`${sync.bundleUrl}/v1/fleet`)).body) as {
+      instances: { labels: Record<string, string>; bundles: FleetBundleStatus[] }[];
+    };
+    return body.instances
+      .find((i) => i.labels.app === 'tamper-e2e')
+      ?.bundles.find((b) => b.name === 'policies');
+  };
+
+  before(async function () {
+    ns = await createNamespace('tamper');
+    const signer = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const keyFile = path.join(runDir(), `tamper-signing-${ns}.pem`);
+    writeFileSync(keyFile, signer.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    await putConfigMap(ns, 'p', policy(version));
+    sync = stops.add(
+      await startBundleSync({
+        namespaces: ns,
+        args: [`--bundle-signing-key=${keyFile}`, '--bundle-signing-keyid=fleet'],
+      }),
+    );
+    await waitOk(ns, 'p');
+    proxy = stops.add(await startTamperingProxy(sync.bundleUrl));
+    // Bundles through the proxy; status reports straight to opa-sync (its fleet view).
+    opa = stops.add(
+      await opaWithConfig({
+        labels: { app: 'tamper-e2e' },
+        services: { proxied: { url: proxy.url }, direct: { url: sync.bundleUrl } },
+        keys: {
+          fleet: {
+            algorithm: 'RS256',
+            key: signer.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+          },
+        },
+        bundles: {
+          policies: {
+            service: 'proxied',
+            resource: 'bundles/policies',
+            polling: { min_delay_seconds: 1, max_delay_seconds: 2 },
+            signing: { keyid: 'fleet' },
+          },
+        },
+        status: { service: 'direct' },
+      }),
+    );
+    await waitDecision(opa, 'sec/signed/version', version);
+  });
+
+  const tamperings: [string, Tampering, RegExp][] = [
+    [
+      'a byte of a policy',
+      {
+        entry: (name) => name.endsWith('/p.rego'),
+        change: (c) => changeByte(c, (t) => t.indexOf('untampered')),
+      },
+      /p\.rego: digest mismatch/,
+    ],
+    [
+      'a byte of the signature in .signatures.json',
+      {
+        entry: (name) => name.endsWith('.signatures.json'),
+        change: (c) => changeByte(c, (t) => t.lastIndexOf('.') + 10),
+      },
+      /failed to verify JWT signature/,
+    ],
+    [
+      'a byte of the revision in .manifest',
+      {
+        entry: (name) => name.endsWith('.manifest'),
+        change: (c) => changeByte(c, (t) => t.indexOf('"revision"') + 13),
+      },
+      /\.manifest: digest mismatch/,
+    ],
+  ];
+
+  for (const [what, how, reason] of tamperings) {
+    it(`${what} changed: OPA refuses the new revision (its status says why, shown in opa-sync's /v1/fleet) and keeps the last good one`, async function () {
+      const good = version;
+      const before = proxy.tampered();
+      proxy.tamper(how);
+      version += 1;
+      await putConfigMap(ns, 'p', policy(version));
+      await waitOk(ns, 'p');
+      const status = await waitFor(
+        `OPA's refusal of the changed bundle in the fleet view`,
+        async () => {
+          const entry = await fleetEntry();
+          return proxy.tampered() > before && entry?.code !== undefined ? entry : undefined;
+        },
+        { timeoutMs: 30_000 },
+      );
+      expect(JSON.stringify(status)).to.match(reason);
+      expect(await evaluate(opa, 'sec/signed/version')).to.equal(good);
+      expect(await evaluate(opa, 'sec/signed/mark')).to.equal('untampered');
+      const current = (await httpRequest(`${sync.bundleUrl}/bundles/policies`, { method: 'HEAD' })).headers
+        .etag;
+      expect(status.activeRevision, 'the active revision is the last good one').to.be.a('string');
+      expect(`"${status.activeRevision}"`).to.not.equal(current);
+
+      // The proxy stops tampering: the current revision activates, and the error clears.
+      proxy.tamper(undefined);
+      await waitDecision(opa, 'sec/signed/version', version, { timeoutMs: 30_000 });
+      await waitFor('the error gone from the fleet view', async () =>
+        (await fleetEntry())?.code === undefined ? true : undefined,
+      );
+    });
+  }
 });
