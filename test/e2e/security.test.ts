@@ -1,7 +1,14 @@
 // opa-sync's security promises, checked against the real components (kube-apiserver, OPA):
 // - RBAC: the rules deploy/kubernetes/rbac.yaml grants are enough, and each verb taken away breaks only
 //   the feature that needs it, with a log line naming the verb, the resource and the namespace;
-// - Secrets are replicated only with --replicate-allow-secrets.
+// - no secret (OPA's token, the bundle tokens, the kubeconfig's token, the OCI password, the HMAC signing
+//   key), nor its base64, in the log at any level, in /metrics or in any answer, through failed logins,
+//   a wrong OPA token and token rotations;
+// - Secrets are replicated only with --replicate-allow-secrets;
+// - a signed bundle changed in transit (test/harness/tampering-proxy.ts) is refused by OPA, which keeps
+//   the last good one, and opa-sync's fleet view shows why;
+// - the web page and the fleet API are behind the bundle tokens, and a refusal tells nothing of the
+//   policies.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -555,4 +562,134 @@ describe('security: a signed bundle changed in transit is refused by OPA, which 
       );
     });
   }
+});
+
+describe('security: the web page and the fleet API are behind the bundle tokens (--bundle-token-file)', function () {
+  this.timeout(120_000);
+  const stops = cleanupAfterAll();
+  const TOKEN = `page-${randomBytes(12).toString('hex')}`;
+  const PACKAGE = `hiddenpkg${randomBytes(4).toString('hex')}`;
+  let ns: string;
+  let sync: BundleSync;
+  let revision: string;
+
+  before(async function () {
+    ns = await createNamespace('wall');
+    const tokenFile = path.join(runDir(), `wall-tokens-${ns}`);
+    writeFileSync(tokenFile, `${TOKEN}\n`);
+    await putConfigMap(ns, 'secret-policy', { 'p.rego': `package ${PACKAGE}\n\nallow := true\n` });
+    await putConfigMap(ns, 'broken-policy', { 'b.rego': `package ${PACKAGE}.broken\n\nallow := count(1)\n` });
+    sync = stops.add(await startBundleSync({ namespaces: ns, args: [`--bundle-token-file=${tokenFile}`] }));
+    await waitOk(ns, 'secret-policy');
+    const head = await httpRequest(`${sync.bundleUrl}/bundles/policies`, {
+      method: 'HEAD',
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    revision = String(head.headers.etag).replaceAll('"', '');
+    // An OPA's status report, so that the fleet view has something to hide.
+    const report = await httpRequest(`${sync.bundleUrl}/status`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        labels: { id: 'wall-opa', app: PACKAGE },
+        bundles: { policies: { name: 'policies', active_revision: revision } },
+      }),
+    });
+    expect(report.status, report.body).to.equal(200);
+  });
+
+  const routes = (): { name: string; url: string; method?: string; body?: string; type?: string }[] => [
+    { name: 'bundle', url: `${sync.bundleUrl}/bundles/policies` },
+    { name: 'bundle HEAD', url: `${sync.bundleUrl}/bundles/policies`, method: 'HEAD' },
+    { name: 'bundle .tar.gz', url: `${sync.bundleUrl}/bundles/policies.tar.gz` },
+    { name: 'fleet', url: `${sync.bundleUrl}/v1/fleet` },
+    {
+      name: 'status report',
+      url: `${sync.bundleUrl}/status`,
+      method: 'POST',
+      body: JSON.stringify({ labels: { id: 'intruder' } }),
+      type: 'application/json',
+    },
+    { name: 'unknown bundle-port route', url: `${sync.bundleUrl}/v1/policies` },
+    { name: 'page', url: `${sync.opsUrl}/ui` },
+    { name: 'page, filtered', url: `${sync.opsUrl}/ui?ns=${ns}&errors=1` },
+    { name: 'page state', url: `${sync.opsUrl}/ui/state.json` },
+    { name: 'page events', url: `${sync.opsUrl}/ui/events`, method: 'HEAD' },
+  ];
+
+  /** What a refused answer must not tell: names, packages, revisions, errors of the policies. */
+  const secretsOfPolicies = (): string[] => [
+    ns,
+    PACKAGE,
+    'secret-policy',
+    'broken-policy',
+    revision,
+    'count(1)',
+  ];
+
+  const call = (
+    route: ReturnType<typeof routes>[number],
+    headers: Record<string, string>,
+  ): Promise<HttpResponse> =>
+    httpRequest(route.url, {
+      method: route.method ?? 'GET',
+      headers: { ...headers, ...(route.type === undefined ? {} : { 'content-type': route.type }) },
+      ...(route.body === undefined ? {} : { body: route.body }),
+    });
+
+  for (const [who, headers] of [
+    ['no token', {}],
+    ['a wrong token', { authorization: `Bearer wrong-${TOKEN}` }],
+    ['a prefix of the token', { authorization: `Bearer ${TOKEN.slice(0, -1)}` }],
+    ['the token in another scheme', { authorization: `Basic ${TOKEN}` }],
+    ['a wrong page cookie', { cookie: `opa_sync_ui=wrong-${TOKEN}` }],
+  ] as const) {
+    it(`${who}: every route answers 401, and no answer tells anything about the policies`, async function () {
+      for (const route of routes()) {
+        const res = await call(route, headers);
+        expect(res.status, `${route.name} with ${who}`).to.equal(401);
+        const told = `${JSON.stringify(res.headers)}\n${res.body}`;
+        for (const s of secretsOfPolicies()) expect(told, `${route.name} with ${who}`).to.not.include(s);
+        expect(res.headers.etag, route.name).to.equal(undefined);
+      }
+    });
+  }
+
+  it('the right token (bearer, or the page cookie after the login form): every route answers', async function () {
+    const want: Record<string, number> = {
+      'status report': 200,
+      'unknown bundle-port route': 404,
+    };
+    for (const route of routes()) {
+      const res = await call(route, { authorization: `Bearer ${TOKEN}` });
+      expect(res.status, route.name).to.equal(want[route.name] ?? 200);
+    }
+    const fleet = await httpRequest(`${sync.bundleUrl}/v1/fleet`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    expect(fleet.body).to.include(PACKAGE);
+    const login = await httpRequest(`${sync.opsUrl}/ui/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `token=${encodeURIComponent(TOKEN)}`,
+    });
+    expect(login.status).to.equal(303);
+    const cookie = String(login.headers['set-cookie']).split(';')[0]!;
+    for (const route of routes().filter((r) => r.url.startsWith(sync.opsUrl))) {
+      expect((await call(route, { cookie })).status, `${route.name} with the cookie`).to.equal(200);
+    }
+    // The cookie is the page's only: the bundle server does not take it.
+    const bundleWithCookie = await httpRequest(`${sync.bundleUrl}/v1/fleet`, { headers: { cookie } });
+    expect(bundleWithCookie.status).to.equal(401);
+    const page = await httpRequest(`${sync.opsUrl}/ui`, { headers: { cookie } });
+    expect(page.body).to.include('broken-policy');
+  });
+
+  it('the probes (/health, /ready) and /metrics stay open, and tell nothing about the policies', async function () {
+    for (const route of ['/health', '/ready', '/metrics']) {
+      const res = await httpRequest(`${sync.opsUrl}${route}`);
+      expect(res.status, route).to.equal(200);
+      for (const s of secretsOfPolicies()) expect(res.body, route).to.not.include(s);
+    }
+  });
 });
