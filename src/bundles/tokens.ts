@@ -3,11 +3,13 @@
 // it changes; this module adds what only the server needs: a watch on the file's folder, so that a
 // rotation (in place, by atomic replace, or by a Kubernetes Secret volume's symlink swap of `..data`)
 // is seen at once rather than on the next stat check, keeping the last good tokens when a re-read
-// fails, and the check itself: on every bundle request, so it allocates nothing (no regex match, no
-// digest, no promise) and takes a time that says nothing about the tokens.
+// fails, and the check itself: on every bundle request, so it parses the header in place (no regex
+// match, no promise) and compares with util/secret-compare.ts (timingSafeEqual over digests, the known
+// tokens digested once per read of the file), which takes a time that says nothing about the tokens.
 import { watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { InvalidInputError, messageOf } from '../util/errors.js';
+import { matchesAnySecret, secretDigest } from '../util/secret-compare.js';
 import type { Logger } from '../util/logger.js';
 import { TokenFileError, TokenFileReader, tokenFileLines } from '../util/token-file.js';
 
@@ -44,12 +46,12 @@ function isSpace(c: number): boolean {
 const BEARER = 'bearer';
 
 /**
- * Whether `header` is `Bearer <one of tokens>`: optional spaces, the scheme in any case, spaces, one
- * run of non-spaces, optional spaces. Reads the header in place. The comparison visits every character
- * of the presented token against every known token, whatever matches: its time depends on the length
- * of what was sent and the number of tokens, not on any token's content or length.
+ * Whether `header` is `Bearer <a token whose digest is in known>`: optional spaces, the scheme in any
+ * case, spaces, one run of non-spaces, optional spaces. Reads the header in place; the token is compared
+ * with matchesAnySecret (timingSafeEqual over SHA-256 digests, every known token visited), so its time
+ * depends on the number of tokens, not on any token's content or length.
  */
-export function bearerMatches(header: string, tokens: readonly string[]): boolean {
+export function bearerMatches(header: string, known: readonly Buffer[]): boolean {
   const n = header.length;
   let i = 0;
   while (i < n && isSpace(header.charCodeAt(i))) i += 1;
@@ -66,23 +68,14 @@ export function bearerMatches(header: string, tokens: readonly string[]): boolea
   const end = i;
   while (i < n && isSpace(header.charCodeAt(i))) i += 1;
   if (i !== n || end === start) return false;
-  const length = end - start;
-  let ok = 0;
-  for (const known of tokens) {
-    // Tokens are never empty (blank lines are not tokens), so `% known.length` is defined.
-    let diff = length ^ known.length;
-    for (let j = 0; j < length; j += 1) {
-      diff |= header.charCodeAt(start + j) ^ known.charCodeAt(j % known.length);
-    }
-    ok |= diff === 0 ? 1 : 0;
-  }
-  return ok === 1;
+  return matchesAnySecret(header.slice(start, end), known);
 }
 
 export class TokenFile {
   private readonly reader: TokenFileReader;
   private readonly logger: Logger;
-  private tokens: string[];
+  /** The tokens' digests, what a check compares with (util/secret-compare.ts); the tokens are not kept. */
+  private digests: Buffer[];
   /** performance.now() after which a check asks the reader whether the file changed. */
   private recheckAt = 0;
   private watcher: FSWatcher | undefined;
@@ -95,7 +88,7 @@ export class TokenFile {
     this.reader = new TokenFileReader(file);
     this.logger = logger;
     try {
-      this.tokens = tokensOf(this.reader.readSync().lines);
+      this.digests = tokensOf(this.reader.readSync().lines).map(secretDigest);
     } catch (err) {
       const reason = err instanceof TokenFileError ? err.reason : messageOf(err);
       throw new InvalidInputError(
@@ -104,7 +97,7 @@ export class TokenFile {
         { cause: err },
       );
     }
-    if (this.tokens.length === 0) {
+    if (this.digests.length === 0) {
       this.logger.warn(
         { file: this.reader.file },
         'the token file holds no token: every request will be refused',
@@ -113,7 +106,7 @@ export class TokenFile {
     this.startWatching();
   }
 
-  /** Whether `Authorization: Bearer <token>` names one of the file's tokens. Allocates nothing. */
+  /** Whether `Authorization: Bearer <token>` names one of the file's tokens, in constant time. */
   check(authorizationHeader: string | undefined): boolean {
     // The stat check catches up when the watch misses events (network file systems, some containers);
     // asked at most as often as the reader would stat, so that most checks start no read at all.
@@ -123,12 +116,12 @@ export class TokenFile {
       this.refresh(false);
     }
     if (authorizationHeader === undefined) return false;
-    return bearerMatches(authorizationHeader, this.tokens);
+    return bearerMatches(authorizationHeader, this.digests);
   }
 
   /** How many tokens are loaded (never the tokens themselves); for logs and tests. */
   count(): number {
-    return this.tokens.length;
+    return this.digests.length;
   }
 
   close(): void {
@@ -168,9 +161,9 @@ export class TokenFile {
       ({ lines, changed }) => {
         this.lastCheckError = undefined;
         if (this.closed || !changed) return;
-        const before = this.tokens.length;
-        this.tokens = tokensOf(lines);
-        this.logger.info({ file, tokens: this.tokens.length, before }, 'token file reloaded');
+        const before = this.digests.length;
+        this.digests = tokensOf(lines).map(secretDigest);
+        this.logger.info({ file, tokens: this.digests.length, before }, 'token file reloaded');
       },
       (err: unknown) => {
         if (this.closed) return;

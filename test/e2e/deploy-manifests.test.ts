@@ -480,13 +480,13 @@ describe('deploy/kubernetes: the manifests as written', function () {
     }
   });
 
-  it('grants configmaps get/list/watch/patch in each watched namespace and list/watch on networkpolicies', function () {
+  it('grants configmaps list/watch/patch in each watched namespace and list/watch on networkpolicies', function () {
     const subject = [{ kind: 'ServiceAccount', name: 'opa-sync', namespace: 'opa' }];
     const namespaces = flag(syncArgs, 'namespaces').split(',');
     for (const namespace of namespaces) {
       const role = objects.find((o) => o.kind === 'Role' && o.metadata?.namespace === namespace) as V1Role;
       expect(role.rules).to.deep.equal([
-        { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch', 'patch'] },
+        { apiGroups: [''], resources: ['configmaps'], verbs: ['list', 'watch', 'patch'] },
       ]);
       const binding = find<V1RoleBinding>('RoleBinding', role.metadata!.name!);
       expect(binding.roleRef).to.deep.equal({
@@ -811,7 +811,6 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
       }
     };
     const allowed = [
-      ['get', 'configmaps', '-n', 'opa'],
       ['list', 'configmaps', '-n', 'opa'],
       ['watch', 'configmaps', '-n', 'opa'],
       ['patch', 'configmaps', '-n', 'opa'],
@@ -819,6 +818,7 @@ describe('deploy/kubernetes on the real kube-apiserver: dry run, RBAC, opa-sync 
       ['watch', 'networkpolicies.networking.k8s.io', '--all-namespaces'],
     ];
     const refused = [
+      ['get', 'configmaps', '-n', 'opa'],
       ['list', 'configmaps', '-n', 'default'],
       ['list', 'configmaps', '--all-namespaces'],
       ['update', 'configmaps', '-n', 'opa'],
