@@ -243,7 +243,11 @@ export class BundlePublisher implements Part {
     let work = this.work.get(bundle);
     if (work === undefined) {
       work = {
-        checker: new RegoChecker({ opaBin: this.options.opaBin, v0: this.options.regoVersion === 0 }),
+        checker: new RegoChecker({
+          opaBin: this.options.opaBin,
+          // Not set: the binary's own default, as an OPA of its version without flags parses the bundle.
+          v0: this.options.regoVersion === undefined ? undefined : this.options.regoVersion === 0,
+        }),
         builder: new BundleBuilder(),
         // Bundle names may hold '/': the folder is named by number.
         folder: `b${this.work.size}`,
