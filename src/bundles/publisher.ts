@@ -26,6 +26,7 @@ import { bundleEntryProblem, bundleNameProblem, dataPathProblem } from '../util/
 import { BundleBuilder, deriveRoots, type BundleDocument, type BundleModule } from './build.js';
 import { OpaRunner } from './opa-runner.js';
 import { overlapRefusals } from './overlaps.js';
+import { opaMajorVersion } from './opa-rego-flags.js';
 import { RegoChecker } from './rego-checker.js';
 import type { BundleRegistry } from './registry.js';
 import type { SigningOptions } from './signing-key.js';
@@ -202,6 +203,7 @@ export class BundlePublisher implements Part {
     });
     this.signal = signal;
     this.runner = new OpaRunner();
+    void this.warnOfOpa0RegoV1();
     try {
       while (!signal.aborted) {
         if (!this.dirty || !this.options.state.sourcesSynced()) {
@@ -236,6 +238,20 @@ export class BundlePublisher implements Part {
       this.workDir = undefined;
       if (dir !== undefined) await rm(dir, { recursive: true, force: true });
     }
+  }
+
+  /**
+   * OPA 0.x activates a bundle whose manifest says `rego_version: 1` once, then parses the next revision
+   * of it as Rego v0 and refuses it (seen with OPA 0.70.0): said at start when --opa-bin is a 0.x.
+   */
+  private async warnOfOpa0RegoV1(): Promise<void> {
+    if (this.options.regoVersion !== 1) return;
+    const major = await opaMajorVersion(this.options.opaBin);
+    if (major !== 0) return;
+    this.options.logger.warn(
+      { opaBin: this.options.opaBin, regoVersion: 1 },
+      'the opa binary is OPA 0.x, which parses a bundle update as Rego v0 whatever its manifest says: for OPA 0.x, add `import rego.v1` to each module (and leave --bundle-rego-version unset) or run OPA with --v1-compatible',
+    );
   }
 
   /** The checker and builder of a bundle, and the name of its checker's folder. */
