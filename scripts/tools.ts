@@ -1,5 +1,7 @@
-// The real components opa-sync is tested against (OPA, the other OPA versions of the version matrix, etcd, kube-apiserver, kube-controller-manager,
-// kubectl, the CNCF distribution registry and the oras client for OCI publishing), built from Go modules once per machine into a versioned cache outside the work tree.
+// The real components opa-sync is tested against (OPA, the other OPA versions of the version matrix,
+// etcd, kube-apiserver, kube-controller-manager, kubectl, the CNCF distribution registry and the oras
+// client for OCI publishing), built from Go modules once per machine into a versioned cache outside the
+// work tree.
 //
 // Run alone with `npm run tools`; `npm test` runs it first and it returns at once when nothing is
 // missing. Each binary can be brought by the user instead (OPA_BIN, ETCD_BIN, KUBE_APISERVER_BIN,
