@@ -1,5 +1,7 @@
-// The real components opa-sync is tested against (OPA, etcd, kube-apiserver, kube-controller-manager,
-// kubectl, the CNCF distribution registry and the oras client for OCI publishing), built from Go modules once per machine into a versioned cache outside the work tree.
+// The real components opa-sync is tested against (OPA, the other OPA versions of the version matrix,
+// etcd, kube-apiserver, kube-controller-manager, kubectl, the CNCF distribution registry and the oras
+// client for OCI publishing), built from Go modules once per machine into a versioned cache outside the
+// work tree.
 //
 // Run alone with `npm run tools`; `npm test` runs it first and it returns at once when nothing is
 // missing. Each binary can be brought by the user instead (OPA_BIN, ETCD_BIN, KUBE_APISERVER_BIN,
@@ -16,6 +18,14 @@ import { OPA_VERSION, toolsCacheDir as cacheDirOf } from '../src/util/tools-cach
 import { formatDuration, timedStep } from './build-progress.js';
 
 export { OPA_VERSION };
+/**
+ * The other OPA versions that the version matrix (test/e2e/opa-matrix.test.ts) runs opa-sync against,
+ * beside OPA_VERSION, each built into `opa-<version>/opa` of the cache: the last 0.x (Rego v0 by
+ * default), the newest 1.0.x patch the Go module proxy serves, and the newest 1.x it serves. They never
+ * replace the default `opa` (requireTool('opa')) that everything else uses.
+ */
+export const MATRIX_OPA_VERSIONS = ['v0.70.0', 'v1.0.1', 'v1.22.4'] as const;
+export type MatrixOpaVersion = (typeof MATRIX_OPA_VERSIONS)[number];
 export const KUBERNETES_VERSION = 'v1.34.4';
 /** The CNCF distribution registry that OCI publishing is tested against. */
 export const REGISTRY_VERSION = 'v3.1.2';
@@ -120,6 +130,33 @@ export function requireTool(name: ToolName, env: Env = process.env): string {
   return found.path;
 }
 
+/** Where the tools script puts (or has put) OPA `version` of the matrix. */
+export function locateOpaVersion(version: MatrixOpaVersion, env: Env = process.env): ToolLocation {
+  const file = path.join(toolsCacheDir(env), `opa-${version}`, 'opa');
+  return { name: 'opa', path: file, from: 'cache', present: isExecutable(file) };
+}
+
+/**
+ * The opa binary of one version: OPA_VERSION is the default `opa` (OPA_BIN, else the cache); another
+ * version of the matrix is the cache's, or an error that says how to build it.
+ */
+export function requireOpa(version: string, env: Env = process.env): string {
+  if (version === OPA_VERSION) return requireTool('opa', env);
+  const matrix = MATRIX_OPA_VERSIONS.find((v) => v === version);
+  if (matrix === undefined) {
+    throw new Error(
+      `OPA ${version} is not one the tools script builds: ${[OPA_VERSION, ...MATRIX_OPA_VERSIONS].join(', ')}`,
+    );
+  }
+  const found = locateOpaVersion(matrix, env);
+  if (!found.present) {
+    throw new Error(
+      `the opa binary of OPA ${version} is not available: ${found.path} is missing: run \`npm run tools\` to build it`,
+    );
+  }
+  return found.path;
+}
+
 export interface EnsureOptions {
   /** Stops a build: go and its compilers are ended, nothing half-built is kept. */
   signal?: AbortSignal | undefined;
@@ -216,15 +253,24 @@ async function buildInto(targetDir: string, build: (scratch: string) => Promise<
   }
 }
 
-async function buildOpa(b: Builder, targetDir: string, index: number, count: number): Promise<void> {
+async function buildOpa(
+  b: Builder,
+  version: string,
+  targetDir: string,
+  index: number,
+  count: number,
+): Promise<void> {
+  // The default OPA and the matrix's each have their own estimate: the first builds OPA's modules, the
+  // others mostly reuse them from go's build cache.
+  const key = version === OPA_VERSION ? 'opa' : 'opa-matrix';
   await timedStep(
-    { ...stepOptions(b, index, count), key: 'opa', title: `building OPA ${OPA_VERSION}`, what: OPA_VERSION },
+    { ...stepOptions(b, index, count), key, title: `building OPA ${version}`, what: version },
     () =>
       buildInto(targetDir, (scratch) =>
         run(
           b,
           'go',
-          ['install', '-trimpath', '-ldflags=-s -w', `github.com/open-policy-agent/opa@${OPA_VERSION}`],
+          ['install', '-trimpath', '-ldflags=-s -w', `github.com/open-policy-agent/opa@${version}`],
           repoRoot,
           { GOBIN: scratch },
         ),
@@ -312,8 +358,12 @@ export async function ensureTools(
   only: readonly ToolName[] = TOOL_NAMES,
   env: Env = process.env,
   options: EnsureOptions = {},
+  opaVersions: readonly MatrixOpaVersion[] = [],
 ): Promise<void> {
-  const wanted = locateTools(env).filter((t) => only.includes(t.name));
+  const wanted = [
+    ...locateTools(env).filter((t) => only.includes(t.name)),
+    ...opaVersions.map((v) => locateOpaVersion(v, env)),
+  ];
   const broken = wanted.filter((t) => t.from === 'env' && !t.present);
   if (broken.length > 0) {
     throw new Error(broken.map((t) => `${TOOL_ENV[t.name]}=${t.path} is not an executable file`).join('; '));
@@ -332,7 +382,14 @@ export async function ensureTools(
       out.write(`[tools] ${message}\n`);
     },
   };
-  b.log(`missing: ${missing.map((t) => t.name).join(', ')} (cache: ${b.cacheDir})`);
+  // The matrix's OPAs by version; the default one is plain `opa`.
+  const label = (t: ToolLocation): string => {
+    const dir = path.basename(path.dirname(t.path));
+    return t.name === 'opa' && t.from === 'cache' && dir !== `opa-${OPA_VERSION}`
+      ? dir.replace('-', ' ')
+      : t.name;
+  };
+  b.log(`missing: ${missing.map(label).join(', ')} (cache: ${b.cacheDir})`);
   checkGo(b);
   const started = Date.now();
   const dirs = [...new Set(missing.map((t) => path.dirname(t.path)))];
@@ -341,11 +398,15 @@ export async function ensureTools(
     const goInstalled = (Object.keys(GO_INSTALLED) as GoInstalled[]).find(
       (tool) => GO_INSTALLED[tool].dir === path.basename(dir),
     );
-    if (path.basename(dir).startsWith('opa-')) await buildOpa(b, dir, i + 1, dirs.length);
+    const base = path.basename(dir);
+    if (base.startsWith('opa-')) await buildOpa(b, base.slice('opa-'.length), dir, i + 1, dirs.length);
     else if (goInstalled !== undefined) await buildGoInstalled(b, goInstalled, dir, i + 1, dirs.length);
     else await buildKubernetes(b, dir, i + 1, dirs.length);
   }
-  const stillMissing = locateTools(env).filter((t) => only.includes(t.name) && !t.present);
+  const stillMissing = [
+    ...locateTools(env).filter((t) => only.includes(t.name)),
+    ...opaVersions.map((v) => locateOpaVersion(v, env)),
+  ].filter((t) => !t.present);
   if (stillMissing.length > 0) {
     throw new Error(
       `the build finished but these are missing: ${stillMissing.map((t) => t.path).join(', ')}`,
@@ -357,23 +418,24 @@ export async function ensureTools(
 async function main(argv: string[]): Promise<void> {
   const quiet = argv.includes('--quiet-if-present');
   const onlyArg = argv.find((a) => a.startsWith('--only='));
-  const only = onlyArg
-    ? onlyArg
-        .slice('--only='.length)
-        .split(',')
-        .map((n) => {
-          if (!(TOOL_NAMES as readonly string[]).includes(n)) throw new Error(`--only: unknown tool ${n}`);
-          return n as ToolName;
-        })
-    : TOOL_NAMES;
+  // `--only=opa,opa-matrix`: opa-matrix names the other OPA versions of the version matrix.
+  const named = onlyArg?.slice('--only='.length).split(',');
+  for (const n of named ?? []) {
+    if (n !== 'opa-matrix' && !(TOOL_NAMES as readonly string[]).includes(n)) {
+      throw new Error(`--only: unknown tool ${n}`);
+    }
+  }
+  const only = named ? TOOL_NAMES.filter((n) => named.includes(n)) : TOOL_NAMES;
+  const opaVersions = named === undefined || named.includes('opa-matrix') ? MATRIX_OPA_VERSIONS : [];
   const controller = new AbortController();
   for (const name of ['SIGINT', 'SIGTERM'] as const) process.once(name, () => controller.abort(name));
-  await ensureTools(only, process.env, { signal: controller.signal });
+  await ensureTools(only, process.env, { signal: controller.signal }, opaVersions);
   const located = locateTools().filter((t) => only.includes(t.name));
   if (!quiet) {
     for (const t of located) {
       process.stdout.write(`[tools] ${t.name}: ${t.path}${t.from === 'env' ? ' (from env)' : ''}\n`);
     }
+    for (const v of opaVersions) process.stdout.write(`[tools] opa ${v}: ${locateOpaVersion(v).path}\n`);
   }
 }
 

@@ -26,6 +26,7 @@ import { bundleEntryProblem, bundleNameProblem, dataPathProblem } from '../util/
 import { BundleBuilder, deriveRoots, type BundleDocument, type BundleModule } from './build.js';
 import { OpaRunner } from './opa-runner.js';
 import { overlapRefusals } from './overlaps.js';
+import { opaMajorVersion } from './opa-rego-flags.js';
 import { RegoChecker } from './rego-checker.js';
 import type { BundleRegistry } from './registry.js';
 import type { SigningOptions } from './signing-key.js';
@@ -202,6 +203,7 @@ export class BundlePublisher implements Part {
     });
     this.signal = signal;
     this.runner = new OpaRunner();
+    void this.warnOfOpa0RegoV1();
     try {
       while (!signal.aborted) {
         if (!this.dirty || !this.options.state.sourcesSynced()) {
@@ -238,12 +240,30 @@ export class BundlePublisher implements Part {
     }
   }
 
+  /**
+   * OPA 0.x activates a bundle whose manifest says `rego_version: 1` once, then parses the next revision
+   * of it as Rego v0 and refuses it (seen with OPA 0.70.0): said at start when --opa-bin is a 0.x.
+   */
+  private async warnOfOpa0RegoV1(): Promise<void> {
+    if (this.options.regoVersion !== 1) return;
+    const major = await opaMajorVersion(this.options.opaBin);
+    if (major !== 0) return;
+    this.options.logger.warn(
+      { opaBin: this.options.opaBin, regoVersion: 1 },
+      'the opa binary is OPA 0.x, which parses a bundle update as Rego v0 whatever its manifest says: for OPA 0.x, add `import rego.v1` to each module (and leave --bundle-rego-version unset) or run OPA with --v1-compatible',
+    );
+  }
+
   /** The checker and builder of a bundle, and the name of its checker's folder. */
   private workOf(bundle: string): BundleWork {
     let work = this.work.get(bundle);
     if (work === undefined) {
       work = {
-        checker: new RegoChecker({ opaBin: this.options.opaBin, v0: this.options.regoVersion === 0 }),
+        checker: new RegoChecker({
+          opaBin: this.options.opaBin,
+          // Not set: the binary's own default, as an OPA of its version without flags parses the bundle.
+          v0: this.options.regoVersion === undefined ? undefined : this.options.regoVersion === 0,
+        }),
         builder: new BundleBuilder(),
         // Bundle names may hold '/': the folder is named by number.
         folder: `b${this.work.size}`,

@@ -22,8 +22,10 @@
 // parse, so when OPA's parser refused a changed module, that check is the whole set's answer if it
 // reports parse errors only.
 //
-// v0 modules (`--bundle-rego-version=0`): `rego.parse_module` reads v1 only, so footprints are unknown
-// and every check is a whole-set check, with packages from `opa inspect` as before (per text, cached).
+// v0 modules (`--bundle-rego-version=0`, or not set with an OPA 0.x binary, which parses v0 by default)
+// and any OPA 0.x binary: `rego.parse_module` of 1.x reads v1 only, that of 0.x v0 only, so footprints
+// are unknown and every check is a whole-set check, with packages from `opa inspect` as before (per
+// text, cached).
 import { mkdir, rm, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { LoadError } from '../model/outcome.js';
@@ -42,6 +44,7 @@ import {
   type OpaRun,
   type PackagePath,
 } from './validate.js';
+import { opaMajorVersion, parsesV0 } from './opa-rego-flags.js';
 
 /** Files written (or removed) at once when the folder is brought to a candidate set. */
 const WRITE_CONCURRENCY = 16;
@@ -50,7 +53,7 @@ const MAX_TARGETS = 500;
 
 export interface RegoCheckerOptions {
   opaBin: string;
-  /** Parse and compile as Rego v0 (`--v0-compatible`). */
+  /** Parse and compile as Rego v0 (true), v1 (false), or as the binary does by default (undefined). */
   v0?: boolean | undefined;
   timeoutMs?: number | undefined;
 }
@@ -94,12 +97,14 @@ export class RegoChecker {
   /** What the folder holds, by path; reset when the folder changes. */
   private written = new Map<string, string>();
   private dir: string | undefined;
-  private readonly v0: boolean;
+  private readonly v0: boolean | undefined;
+  /** No footprints, every check a whole-set check: v0 Rego, or an OPA 0.x binary (known at the first check). */
+  private wholeSets: boolean | undefined;
   private readonly timeoutMs: number;
   lastCheck: CheckStats = { changed: 0, checked: 0, whole: false, parsed: 0 };
 
   constructor(private readonly options: RegoCheckerOptions) {
-    this.v0 = options.v0 ?? false;
+    this.v0 = options.v0;
     this.timeoutMs = options.timeoutMs ?? 30_000;
   }
 
@@ -146,11 +151,16 @@ export class RegoChecker {
       return result;
     }
     const opa: OpaRun = { opaBin: this.options.opaBin, cwd: dir, timeoutMs: this.timeoutMs, signal, exec };
+    if (this.wholeSets === undefined) {
+      // OPA 0.x's `rego.parse_module` reads v0 only, and its v0 parser refuses the footprint query.
+      const major = await opaMajorVersion(this.options.opaBin);
+      this.wholeSets = parsesV0(major, this.v0) || major === 0;
+    }
     if (changed.length > 0 || removed.length > 0) {
       await this.syncFolder(candidate, dir);
       const reading = this.readNew(candidate, changed, opa);
       let plan: Plan;
-      if (this.clean.size === 0 || this.v0) {
+      if (this.clean.size === 0 || this.wholeSets) {
         // Nothing compiled yet, or v0 (no footprints): the whole set is checked, while the parser reads it.
         plan = { targets: [...candidate.keys()] };
       } else {
@@ -206,7 +216,7 @@ export class RegoChecker {
     removed: readonly (readonly [string, string])[],
     changedOnly: Promise<Map<string, LoadError[]>>,
   ): Promise<Plan> {
-    if (changed.some((p) => this.knownOf(p, candidate.get(p) ?? '')?.parsed === false && !this.v0)) {
+    if (changed.some((p) => this.knownOf(p, candidate.get(p) ?? '')?.parsed === false && !this.wholeSets)) {
       const errors = await changedOnly;
       const codes = errorCodes(errors);
       if (codes.length > 0 && codes.every((c) => c === 'rego_parse_error')) return { answer: errors };
@@ -232,8 +242,9 @@ export class RegoChecker {
   ): Promise<void> {
     const fresh = changed.filter((p) => this.knownOf(p, candidate.get(p) ?? '') === undefined);
     if (fresh.length === 0) return;
-    if (!this.v0) this.lastCheck.parsed = fresh.length;
-    const asts = this.v0 ? new Map<string, unknown>() : await this.parse(fresh, candidate, opa);
+    if (this.wholeSets !== true) this.lastCheck.parsed = fresh.length;
+    const asts =
+      this.wholeSets === true ? new Map<string, unknown>() : await this.parse(fresh, candidate, opa);
     for (const p of fresh) {
       const ast = asts.get(p);
       const footprint = ast === undefined ? undefined : footprintOf(ast);

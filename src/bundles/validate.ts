@@ -12,6 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { LoadError } from '../model/outcome.js';
 import { OpaSyncError, messageOf } from '../util/errors.js';
+import { opaMajorVersion, regoVersionFlags } from './opa-rego-flags.js';
 
 const run = promisify(execFile);
 /** OPA's reports on a thousand modules (ASTs, errors) are megabytes; execFile's default is 1 MiB. */
@@ -116,9 +117,9 @@ export function moduleArg(modulePath: string): string {
 export async function runCheck(
   opa: OpaRun,
   targets: readonly string[],
-  { v0 }: { v0: boolean },
+  { v0 }: { v0: boolean | undefined },
 ): Promise<Map<string, LoadError[]>> {
-  const flags = v0 ? ['--v0-compatible'] : [];
+  const flags = regoVersionFlags(await opaMajorVersion(opa.opaBin), v0);
   const exec = opa.exec ?? execHere;
   const check = await exec(opa.opaBin, ['check', '--format', 'json', ...flags, ...targets], opa).catch(
     (err: unknown) => {
@@ -178,8 +179,11 @@ export function errorCodes(errors: Map<string, LoadError[]>): string[] {
 }
 
 /** Runs `opa inspect` on `cwd` and returns the package of every module file in it, by module path. */
-export async function runInspect(opa: OpaRun, { v0 }: { v0: boolean }): Promise<Map<string, string>> {
-  const flags = v0 ? ['--v0-compatible'] : [];
+export async function runInspect(
+  opa: OpaRun,
+  { v0 }: { v0: boolean | undefined },
+): Promise<Map<string, string>> {
+  const flags = regoVersionFlags(await opaMajorVersion(opa.opaBin), v0);
   let namespaces: Record<string, string[]> | undefined;
   try {
     const inspected = await (opa.exec ?? execHere)(
@@ -207,7 +211,7 @@ export async function runInspect(opa: OpaRun, { v0 }: { v0: boolean }): Promise<
 export async function checkModules(
   opaBin: string,
   modules: readonly CandidateModule[],
-  { v0 = false, timeoutMs = 30_000 }: { v0?: boolean; timeoutMs?: number } = {},
+  { v0, timeoutMs = 30_000 }: { v0?: boolean | undefined; timeoutMs?: number } = {},
 ): Promise<CheckResult> {
   const result: CheckResult = { errors: new Map(), packages: new Map() };
   if (modules.length === 0) return result;

@@ -1,15 +1,18 @@
-// Real OPA servers for tests: `opa run --server` on a free loopback port, optionally with TLS and
-// bearer-token or client-certificate authentication, ready once /health answers.
+// Real OPA servers for tests: `opa run --server` on a free loopback port, of the default version or one of
+// the version matrix's, optionally with TLS and bearer-token or client-certificate authentication, ready
+// once /health answers.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import getPort from 'get-port';
-import { requireTool } from '../../scripts/tools.js';
+import { OPA_VERSION, requireOpa } from '../../scripts/tools.js';
 import { createServingCert, type CertificateAuthority } from './certs.js';
 import { httpRequest, type HttpOptions, type HttpResponse } from './http.js';
 import { startProcess, logTail, type ManagedProcess } from './processes.js';
 import { StopWaiting, waitFor } from './wait.js';
 
 export interface OpaOptions {
+  /** The OPA version to run: OPA_VERSION (the default `opa`) or one of MATRIX_OPA_VERSIONS. */
+  version?: string;
   /** Serve HTTPS with a certificate from this CA. */
   tlsCa?: CertificateAuthority;
   /** Require `Authorization: Bearer <token>` on every call (OPA's token authentication + a system.authz policy). */
@@ -29,6 +32,8 @@ export interface OpaOptions {
 
 export interface OpaServer {
   readonly name: string;
+  /** The OPA version it runs (`v1.22.3`). */
+  readonly version: string;
   /** Base URL, without the /v1 suffix. */
   readonly url: string;
   readonly process: ManagedProcess;
@@ -57,7 +62,8 @@ allow if input.identity == ${JSON.stringify(token)}
 }
 
 export async function startOpa(runFolder: string, options: OpaOptions = {}): Promise<OpaServer> {
-  const binary = requireTool('opa');
+  const version = options.version ?? OPA_VERSION;
+  const binary = requireOpa(version);
   const name = `opa-${++counter}`;
   const dir = path.join(runFolder, name);
   mkdirSync(dir, { recursive: true });
@@ -123,6 +129,7 @@ export async function startOpa(runFolder: string, options: OpaOptions = {}): Pro
   let current = await launch();
   return {
     name,
+    version,
     url,
     get process() {
       return current;

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
 import getPort from 'get-port';
-import { requireTool } from '../../scripts/tools.js';
+import { OPA_VERSION, requireOpa } from '../../scripts/tools.js';
 import { runDir } from './run-dir.js';
 import {
   controlPlane,
@@ -103,7 +103,23 @@ export const POD_DENIAL =
 export const RISKY_DENIAL =
   'The Network Policy: risky-policy could not be created because it violates the proprietary app security policy.';
 
-export async function runSeedScenario(variant: SeedVariant, io: ScenarioIO): Promise<ScenarioRecord> {
+/**
+ * The `opa run` flags of a variant on an OPA version: OPA 0.x parses Rego v0 by default, so the
+ * article's `--v0-compatible` is not needed there (its Rego is native).
+ */
+export function opaArgsOf(variant: SeedVariant, opaVersion: string): string[] {
+  return opaVersion.startsWith('v0.')
+    ? variant.opaArgs.filter((a) => a !== '--v0-compatible')
+    : [...variant.opaArgs];
+}
+
+/** The scenario with the webhook OPA (and the validating --opa-bin) of `opaVersion` (default OPA_VERSION). */
+export async function runSeedScenario(
+  variant: SeedVariant,
+  io: ScenarioIO,
+  { opaVersion = OPA_VERSION }: { opaVersion?: string } = {},
+): Promise<ScenarioRecord> {
+  const opaArgs = opaArgsOf(variant, opaVersion);
   const started: { stop(): Promise<void> }[] = [];
   const run = async (
     args: string[],
@@ -131,7 +147,7 @@ export async function runSeedScenario(variant: SeedVariant, io: ScenarioIO): Pro
     let opa: OpaServer;
     let sync: OpaSyncProcess;
     if (variant.dataBundle === undefined) {
-      opa = await extraOpa({ tlsCa: ca, extraArgs: variant.opaArgs });
+      opa = await extraOpa({ tlsCa: ca, extraArgs: opaArgs, version: opaVersion });
       started.push(opa);
       sync = await startSync({
         opa,
@@ -154,15 +170,19 @@ export async function runSeedScenario(variant: SeedVariant, io: ScenarioIO): Pro
       };
       const configFile = path.join(runDir(), `seed-opa-bundles-${port}.json`);
       writeFileSync(configFile, JSON.stringify(config));
-      opa = await extraOpa({ tlsCa: ca, extraArgs: [...variant.opaArgs, `--config-file=${configFile}`] });
+      opa = await extraOpa({
+        tlsCa: ca,
+        extraArgs: [...opaArgs, `--config-file=${configFile}`],
+        version: opaVersion,
+      });
       started.push(opa);
       sync = await startSync({
-        args: [`--bundle-addr=127.0.0.1:${port}`, `--opa-bin=${requireTool('opa')}`, ...variant.syncArgs],
+        args: [`--bundle-addr=127.0.0.1:${port}`, `--opa-bin=${requireOpa(opaVersion)}`, ...variant.syncArgs],
       });
     }
     started.push(sync);
     io.note(
-      `OPA ${opa.url} (${variant.opaArgs.join(' ') || 'Rego v1'}); opa-sync ${variant.syncArgs.join(' ')}`,
+      `OPA ${opaVersion} ${opa.url} (${opaArgs.join(' ') || 'its default Rego version'}); opa-sync ${variant.syncArgs.join(' ')}`,
     );
 
     const createPolicy = async (name: string, file: string, key?: string): Promise<string> => {

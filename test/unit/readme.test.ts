@@ -42,6 +42,11 @@ describe('README', () => {
     expect(text).to.include(`about ${Math.round(opa + kubernetes)} minutes on 2 cores, once`);
     expect(text).to.include(`OPA about ${opa} minutes, the Kubernetes components about ${kubernetes},`);
     expect(text).to.include(`about ${opa} minutes on 2 cores the first time`);
+    const matrix = FIRST_BUILD_SECONDS['opa-matrix'] / 60;
+    expect(text).to.include(
+      `the three other OPA versions of the version matrix, about ${matrix} minute each`,
+    );
+    expect(text).to.include(`Each takes about ${matrix} minute after the default OPA`);
   });
 
   it('shows the two commands that matter', () => {

@@ -5,8 +5,11 @@ import path from 'node:path';
 import { expect } from 'chai';
 import {
   KUBERNETES_VERSION,
+  MATRIX_OPA_VERSIONS,
   OPA_VERSION,
+  locateOpaVersion,
   locateTools,
+  requireOpa,
   requireTool,
   toolsCacheDir,
 } from '../../scripts/tools.js';
@@ -23,6 +26,23 @@ describe('test tools', () => {
     expect(located.find((t) => t.name === 'kube-apiserver')?.path).to.match(
       new RegExp(`^/y/k8s-${KUBERNETES_VERSION.replace(/\./g, '\\.')}-[0-9a-f]{12}/kube-apiserver$`),
     );
+  });
+
+  it("keeps the version matrix's OPAs beside the default one, never in its place", () => {
+    expect(MATRIX_OPA_VERSIONS).to.not.include(OPA_VERSION);
+    for (const v of MATRIX_OPA_VERSIONS) {
+      expect(locateOpaVersion(v, { OPA_SYNC_TOOLS_DIR: '/y' }).path).to.equal(`/y/opa-${v}/opa`);
+    }
+    expect(() => requireOpa('v0.70.0', { OPA_SYNC_TOOLS_DIR: empty })).to.throw(
+      /the opa binary of OPA v0\.70\.0 is not available: .*opa-v0\.70\.0\/opa is missing: run `npm run tools`/,
+    );
+    expect(() => requireOpa('v0.1.0', { OPA_SYNC_TOOLS_DIR: empty })).to.throw(
+      /OPA v0\.1\.0 is not one the tools script builds/,
+    );
+    const fake = path.join(empty, 'default-opa');
+    writeFileSync(fake, '#!/bin/sh\n');
+    chmodSync(fake, 0o755);
+    expect(requireOpa(OPA_VERSION, { OPA_BIN: fake, OPA_SYNC_TOOLS_DIR: empty })).to.equal(fake);
   });
 
   it('uses a binary the user brings through its environment variable', () => {
