@@ -5,6 +5,7 @@
 // their winner across an OPA restart, 1,000 policy ConfigMaps created at once all get annotated, and a
 // 401 from OPA on a whole-collection PUT (token rotated) is retried until the token is right again.
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
@@ -23,6 +24,8 @@ import {
   evaluate,
   opaData,
   putConfigMap,
+  scrapeMetric,
+  startBundleSync,
   startSync,
   statusOf,
   waitLog,
@@ -485,5 +488,250 @@ describe('a 401 from OPA on a whole-collection PUT (token rotated) is retried un
     );
     await putConfigMap(ns, 'pol2', { 'p.rego': 'package badinputs.token2\n\nallow := true\n' });
     await waitOk(ns, 'pol2');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// The bundle server
+
+interface RawAnswer {
+  status: number;
+  body: string;
+  /** Request body bytes written before the answer came. */
+  sent: number;
+  /** Whether the server closed the connection after answering. */
+  closed: boolean;
+}
+
+/**
+ * One request exactly as given (the path is not normalised, as URL and fetch would), with an optional
+ * body streamed in 64 KiB chunks until the answer comes or `streamBytes` are written.
+ */
+function rawRequest(
+  port: number,
+  method: string,
+  target: string,
+  headers: Record<string, string>,
+  body?: { text?: string; streamBytes?: number },
+): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    let sent = 0;
+    let answered = false;
+    const req = http.request(
+      { host: '127.0.0.1', port, method, path: target, headers, agent: false },
+      (res) => {
+        answered = true;
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const status = res.statusCode ?? 0;
+          // Closed: the socket goes away without the client ending it (it never ends a streaming body).
+          const socket = res.socket;
+          const timer = setTimeout(() => {
+            req.destroy();
+            resolve({ status, body: text, sent, closed: false });
+          }, 5000);
+          if (socket.destroyed) {
+            clearTimeout(timer);
+            resolve({ status, body: text, sent, closed: true });
+          } else
+            socket.once('close', () => {
+              clearTimeout(timer);
+              resolve({ status, body: text, sent, closed: true });
+            });
+        });
+      },
+    );
+    req.setTimeout(60_000, () => req.destroy(new Error(`${method} ${target}: no answer in 60 s`)));
+    req.on('error', (err) => {
+      // The server may cut the upload once it has answered: the answer is what counts.
+      if (!answered) reject(err);
+    });
+    if (body?.streamBytes !== undefined) {
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      const limit = body.streamBytes;
+      const pump = (): void => {
+        while (!answered && !req.destroyed && sent < limit) {
+          sent += chunk.length;
+          if (!req.write(chunk)) {
+            req.once('drain', pump);
+            return;
+          }
+        }
+        if (!answered && !req.destroyed) req.end();
+      };
+      req.write('{"labels":{"id":"huge"},"padding":"');
+      pump();
+    } else {
+      req.end(body?.text);
+    }
+  });
+}
+
+describe('bad input to the bundle server: huge and deep /status reports, hostile paths, headers and tokens (real opa-sync process)', function () {
+  this.timeout(180_000);
+  const suite = cleanupAfterAll();
+  const token = 'bad-inputs-fleet-token';
+  let port: number;
+  let sync: OpaSyncProcess & { bundleUrl: string };
+  const auth = { authorization: `Bearer ${token}` };
+  const fleetIds = async (): Promise<string[]> => {
+    const res = await rawRequest(port, 'GET', '/v1/fleet', auth);
+    expect(res.status).to.equal(200);
+    return (JSON.parse(res.body) as { instances: { id: string }[] }).instances.map((i) => i.id);
+  };
+  const stillServes = async (): Promise<void> => {
+    expect((await rawRequest(port, 'GET', '/bundles/policies', auth)).status).to.equal(200);
+  };
+
+  before(async () => {
+    const ns = await createNamespace('badinputs-bundles');
+    const tokenFile = path.join(runDir(), `bundle-token-${ns}`);
+    writeFileSync(tokenFile, `${token}\n`);
+    await putConfigMap(ns, 'p', { 'p.rego': 'package badinputs.bundle\n\nallow := true\n' });
+    sync = suite.add(await startBundleSync({ namespaces: ns, args: [`--bundle-token-file=${tokenFile}`] }));
+    port = Number(new URL(sync.bundleUrl).port);
+    await waitOk(ns, 'p');
+  });
+
+  it('a status report streamed without end (an OOM attempt) is refused with 413 long before it is all sent, and the connection is closed', async () => {
+    const rssBefore = await scrapeMetric(sync, 'process_resident_memory_bytes');
+    const res = await rawRequest(
+      port,
+      'POST',
+      '/status',
+      { ...auth, 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+      { streamBytes: 512 * 1024 * 1024 },
+    );
+    expect(res.status).to.equal(413);
+    expect((JSON.parse(res.body) as { code: string }).code).to.equal('request_too_large');
+    expect(res.sent, 'bytes sent before the answer').to.be.below(64 * 1024 * 1024);
+    expect(res.closed, 'the server closed the connection instead of reading the rest').to.equal(true);
+    const rssAfter = await scrapeMetric(sync, 'process_resident_memory_bytes');
+    expect(rssAfter - rssBefore, 'resident memory growth').to.be.below(64 * 1024 * 1024);
+    // A declared length over the limit is refused before any of it is read.
+    const declared = await rawRequest(port, 'POST', '/status', {
+      ...auth,
+      'content-type': 'application/json',
+      'content-length': String(10 * 1024 * 1024 * 1024),
+    });
+    expect(declared.status).to.equal(413);
+    expect(declared.closed).to.equal(true);
+    expect(await fleetIds()).to.not.include('huge');
+    await stillServes();
+  });
+
+  it('a status report nested 400,000 levels deep (under the size limit) is refused with 400, and the server stays up', async () => {
+    for (const [open, close] of [
+      ['[', ']'],
+      ['{"a":', '}'],
+    ] as const) {
+      const depth = Math.floor(900_000 / open.length / 2);
+      const text = `{"labels":{"id":"deep"},"x":${open.repeat(depth)}1${close.repeat(depth)}}`;
+      const res = await rawRequest(
+        port,
+        'POST',
+        '/status',
+        { ...auth, 'content-type': 'application/json' },
+        { text },
+      );
+      expect(res.status, res.body).to.equal(400);
+      expect((JSON.parse(res.body) as { code: string }).code).to.equal('invalid_status_report');
+    }
+    expect(await fleetIds()).to.not.include('deep');
+    await stillServes();
+  });
+
+  it('hostile paths (.., encoded dots and slashes, NUL, bad percent-encoding) get 400 or 404, never a file or a 500', async () => {
+    const paths = [
+      '/bundles/../bundles/policies',
+      '/bundles/%2e%2e/policies',
+      '/bundles/..%2fpolicies',
+      '/bundles/%2e%2e%2f%2e%2e%2fetc%2fpasswd',
+      '/bundles/policies%2f..%2f..%2fx',
+      '/bundles/a%2Fb',
+      '/bundles/%00',
+      '/bundles/%ff',
+      '/bundles/%',
+      '/bundles//policies',
+      `/bundles/${'a'.repeat(5000)}`,
+      '/status/..%2f..',
+    ];
+    for (const p of paths) {
+      const method = p.startsWith('/status') ? 'POST' : 'GET';
+      const res = await rawRequest(
+        port,
+        method,
+        p,
+        { ...auth, 'content-type': 'application/json' },
+        {
+          text: method === 'POST' ? '{"labels":{"id":"path"}}' : '',
+        },
+      );
+      expect([400, 404], `${method} ${p.slice(0, 80)}: ${res.status} ${res.body.slice(0, 200)}`).to.include(
+        res.status,
+      );
+      const code = (JSON.parse(res.body) as { code: string }).code;
+      expect(code, p.slice(0, 80)).to.be.oneOf([
+        'invalid_bundle_name',
+        'bundle_not_found',
+        'not_found',
+        'invalid_partition_name',
+      ]);
+    }
+    expect(await fleetIds()).to.not.include('path');
+    await stillServes();
+  });
+
+  it('wrong, malformed and oversized tokens and headers get 401 (or 431 for headers past the limit), on every route', async () => {
+    const wrong: Record<string, string>[] = [
+      {},
+      { authorization: '' },
+      { authorization: 'Bearer' },
+      { authorization: `Bearer ${token}x` },
+      { authorization: `Bearer x${token}` },
+      { authorization: `Bearer ${token.toUpperCase()}` },
+      { authorization: `Basic ${Buffer.from(`user:${token}`).toString('base64')}` },
+      { authorization: `Bearer ${token} ${token}` },
+      { authorization: `Bearer ${'t'.repeat(8000)}` },
+      { 'x-auth-token': token },
+    ];
+    for (const route of [
+      ['GET', '/bundles/policies'],
+      ['GET', '/v1/fleet'],
+      ['POST', '/status'],
+    ] as const) {
+      for (const headers of wrong) {
+        const res = await rawRequest(
+          port,
+          route[0],
+          route[1],
+          { ...headers, 'content-type': 'application/json' },
+          {
+            text: route[0] === 'POST' ? '{"labels":{"id":"intruder"}}' : '',
+          },
+        );
+        expect(res.status, `${route.join(' ')} with ${JSON.stringify(headers).slice(0, 80)}`).to.equal(401);
+      }
+      // The token in the query string is not a token.
+      const query = await rawRequest(port, route[0], `${route[1]}?token=${token}`, {});
+      expect(query.status).to.equal(401);
+    }
+    // The scheme is case-insensitive and spaces around the token are allowed, as OPA sends it.
+    expect(
+      (await rawRequest(port, 'GET', '/bundles/policies', { authorization: `bearer  ${token} ` })).status,
+    ).to.equal(200);
+    // Headers past Node's limit (16 KiB) are refused before any route.
+    const big = await rawRequest(port, 'GET', '/bundles/policies', {
+      ...auth,
+      'x-padding': 'p'.repeat(20_000),
+    });
+    expect(big.status).to.equal(431);
+    const many = Object.fromEntries(Array.from({ length: 3000 }, (_, i) => [`x-h-${i}`, 'v']));
+    const manyAnswer = await rawRequest(port, 'GET', '/bundles/policies', { ...auth, ...many });
+    expect([200, 431], 'thousands of small headers').to.include(manyAnswer.status);
+    expect(await fleetIds()).to.not.include('intruder');
+    await stillServes();
   });
 });
