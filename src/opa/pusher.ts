@@ -1053,6 +1053,11 @@ export class OpaPusher implements Part {
         await this.options.client.getData(rulePath(rule), signal);
         continue;
       } catch (err) {
+        // Refused (a 4xx, a path OPA cannot take): nothing to settle, and nothing of this origin's.
+        if (err instanceof PermanentError) {
+          this.log.debug({ rule, err: err.message }, 'a rule two modules define could not be evaluated');
+          continue;
+        }
         // No answer at all: OPA went away, and the origin's pass ends as for any other call.
         if (!(err instanceof OpaUnavailableError) || err.body === undefined) throw err;
         answer = err.body;
