@@ -60,6 +60,8 @@ interface ExpectedError {
   inner?: string[];
   /** Texts its message must contain ({ns}: the watched namespace). */
   mentions?: string[];
+  /** The module every one of OPA's detailed errors is located in (`location.file`). */
+  file?: string;
 }
 
 type Expected = { status: 'ok' } | { status: 'none' } | { status: 'error'; errors: ExpectedError[] };
@@ -176,7 +178,7 @@ function differences(a: Snapshot, b: Snapshot): string[] {
 interface StatusError {
   code: string;
   message: string;
-  errors?: { code: string; message: string }[];
+  errors?: { code: string; message: string; location?: { file?: string } }[];
 }
 
 /** Why the status value does not meet the expectation; undefined when it does. */
@@ -198,6 +200,9 @@ function mismatch(
     const inner = [...new Set((g.errors ?? []).map((e) => e.code))].sort();
     if (w.inner !== undefined && JSON.stringify(inner) !== JSON.stringify(w.inner))
       return `error ${i} has inner codes ${JSON.stringify(inner)}, not ${JSON.stringify(w.inner)}: ${value}`;
+    const files = (g.errors ?? []).map((e) => e.location?.file);
+    if (w.file !== undefined && (files.length === 0 || files.some((f) => f !== fill(w.file as string))))
+      return `error ${i} is located in ${JSON.stringify(files)}, not ${fill(w.file)}: ${value}`;
     for (const m of w.mentions ?? []) {
       if (!g.message.includes(fill(m))) return `error ${i} does not mention ${fill(m)}: ${value}`;
     }
