@@ -14,6 +14,7 @@ import type { RunningServer } from '../http/server-part.js';
 import { InvalidInputError, OpaSyncError } from '../util/errors.js';
 import type { UiRoute } from '../ui/ui-route.js';
 import type { Logger } from '../util/logger.js';
+import { limitBody } from './body-limit.js';
 import { nameFromPath, pathOf } from './bundle-request.js';
 import { answerFor, writeErrorAnswer } from './error-answer.js';
 import { BundleFastPath, isBundleRequest } from './fast-path.js';
@@ -45,6 +46,7 @@ export type BundleApp = (req: IncomingMessage, res: ServerResponse) => void;
 
 // OPA sends a few KB of JSON per report, plus a Prometheus dump when configured: well above express's 100 KB.
 const STATUS_BODY_LIMIT = '1mb';
+const STATUS_BODY_LIMIT_BYTES = 1024 * 1024;
 // After close(), held responses get this long to be written before their connections are cut.
 const CLOSE_GRACE_MS = 1000;
 // Connections a fleet opens at once (all of it, after a restart of this server) wait in the kernel's
@@ -87,7 +89,9 @@ export function createBundleApp(options: BundleServerOptions): BundleApp {
 
   const json = express.json({ limit: STATUS_BODY_LIMIT, type: ['application/json', 'application/*+json'] });
   // OPA appends its `partition_name`, when configured, to the status path.
-  app.post(/^\/status(?:\/.*)?$/, json, (req, res) => {
+  // Cut off at the limit while it arrives: json alone reads an oversized body to its end first.
+  const limit = limitBody(STATUS_BODY_LIMIT_BYTES);
+  app.post(/^\/status(?:\/.*)?$/, limit, json, (req, res) => {
     const path = rawPath(req);
     const partition = path === '/status' ? undefined : nameFromPath(path, '/status/', 'partition');
     const body: unknown = req.body;
@@ -131,7 +135,9 @@ export function createBundleApp(options: BundleServerOptions): BundleApp {
       res.destroy();
       return;
     }
-    writeErrorAnswer(res, req.method === 'HEAD', answer, false);
+    // A body refused for its size is not read to its end: the connection is closed after the answer,
+    // so a client streaming without end costs neither memory nor the time to read it all.
+    writeErrorAnswer(res, req.method === 'HEAD', answer, answer.status === 413);
   });
 
   const { ui } = options;

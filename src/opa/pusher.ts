@@ -20,6 +20,17 @@ import { isPathPrefix } from '../util/paths.js';
 import { StillWaiting } from '../util/still-waiting.js';
 import { OpaHttpError, type OpaClient, type OpaErrorBody } from './client.js';
 import { CollectionSync } from './collection-sync.js';
+import { OpaUnavailableError } from './errors.js';
+import {
+  HeldBackModules,
+  RuleIndex,
+  loserError,
+  parseDefaultConflict,
+  parseEvalConflict,
+  rulePath,
+  winnerError,
+  type HeldBack,
+} from './rule-conflicts.js';
 import { ReplicationConflicts, parseConflicts, type Exclusion } from './replication-conflicts.js';
 
 export type OpaApi = Pick<
@@ -128,6 +139,9 @@ export class OpaPusher implements Part {
   private readonly conflicts: ReplicationConflicts;
   /** Backoff of collections OPA refuses for another reason, by collection key. */
   private readonly collectionRetries = new Map<string, Retry>();
+  /** The rules each loaded module defines (rule-conflicts.ts), and the modules held back by a conflict. */
+  private readonly ruleIndex = new RuleIndex();
+  private readonly heldBack = new HeldBackModules();
 
   constructor(private readonly options: PusherOptions) {
     this.log = options.logger;
@@ -575,6 +589,7 @@ export class OpaPusher implements Part {
           this.options.metrics?.loadErrors.inc({ code: 'replicated_data_conflict' });
         }
       }
+      errors.push(...this.ruleConflictsOf(key, desired));
     } catch (err) {
       if (!(err instanceof RetryableError)) throw err;
       // OPA went away mid-way: report it, and let the checker bring everything back when it answers.
@@ -615,6 +630,7 @@ export class OpaPusher implements Part {
       for (const id of ids) {
         const text = wanted.get(id) as string;
         if (applied.modules.get(id) === text) continue;
+        if (this.stillHeldBack(id, text, errors)) continue;
         let failure = await this.attempt('policy', errors, () =>
           this.options.client.putPolicy(id, text, signal),
         );
@@ -629,9 +645,13 @@ export class OpaPusher implements Part {
             this.options.client.putPolicy(id, text, signal),
           );
         }
+        if (failure instanceof OpaHttpError)
+          failure = await this.settleDefaultConflict(id, text, failure, applied, errors, signal);
         // After a failed load OPA keeps the previous text, if any: which one is not known for sure.
         applied.modules.set(id, failure === undefined ? text : undefined);
         if (failure === undefined) {
+          this.loaded(id, text);
+          await this.settleValueConflicts(id, errors, signal);
           this.loadsSucceeded += 1;
           this.unloadedFor.delete(id);
           // Another text may no longer define the rules that kept objects out.
@@ -641,6 +661,8 @@ export class OpaPusher implements Part {
             if (why.needs === id) this.unloadedFor.delete(dependent);
           continue;
         }
+        // Held back by a conflicting rule: tried again when that changes, not with backoff.
+        if (this.heldBack.of(id) !== undefined) continue;
         pending = true;
         const why = this.unloadedFor.get(id);
         if (why !== undefined) errors.push(this.dependencyRemovedError(id, why, errors.pop()));
@@ -654,7 +676,9 @@ export class OpaPusher implements Part {
     }
     // Modules of this origin unloaded because a removed one needs them: tried again at once, so that
     // this outcome already says why they are not loaded.
-    const unloaded = [...wanted.keys()].filter((id) => !applied.modules.has(id)).sort();
+    const unloaded = [...wanted.keys()]
+      .filter((id) => !applied.modules.has(id) && this.heldBack.of(id) === undefined)
+      .sort();
     if (unloaded.length > 0) await load(unloaded);
     return pending;
   }
@@ -684,6 +708,8 @@ export class OpaPusher implements Part {
         owner.modules.delete(id);
         this.loadsSucceeded += 1;
         this.releaseConflicts(this.conflicts.release(id));
+        this.ruleIndex.remove(id);
+        this.releaseHeldBack(this.heldBack.release(id));
         return true;
       }
       const dependents = failure instanceof OpaHttpError ? this.dependentsIn(failure, id, visiting) : [];
@@ -883,6 +909,184 @@ export class OpaPusher implements Part {
       throw err;
     } finally {
       timer?.();
+    }
+  }
+
+  // ---- Rules two modules define differently (rule-conflicts.ts): the module sorting first is kept ----
+
+  /** A module just loaded: what it defines is indexed, and what it held back or was held back by is settled. */
+  private loaded(id: string, text: string): void {
+    this.ruleIndex.set(id, text);
+    const changed = this.heldBack.keptOutBy(id).filter((h) => h.winnerText !== text);
+    const own = this.heldBack.of(id);
+    for (const h of [...changed, ...(own === undefined ? [] : [own])]) this.heldBack.delete(h.loser);
+    this.releaseHeldBack([...changed, ...(own === undefined ? [] : [own])]);
+  }
+
+  /** Both sides of released conflicts are synced again: the loser may load now, the statuses change. */
+  private releaseHeldBack(released: readonly HeldBack[]): void {
+    for (const h of released) {
+      this.enqueue(h.loserKey);
+      this.enqueue(h.winnerKey);
+    }
+  }
+
+  /** True (and its status error added) while the module stays held back behind an unchanged winner. */
+  private stillHeldBack(id: string, text: string, errors: LoadError[]): boolean {
+    const held = this.heldBack.of(id);
+    if (held === undefined) return false;
+    const winner = this.ownerOf(held.winner);
+    if (held.loserText === text && winner?.applied.modules.get(held.winner) === held.winnerText) {
+      errors.push(loserError(held));
+      return true;
+    }
+    this.heldBack.delete(id);
+    this.enqueue(held.winnerKey);
+    return false;
+  }
+
+  /** The status errors of an origin's modules that keep another module out. */
+  private ruleConflictsOf(key: string, desired: OriginState | undefined): LoadError[] {
+    const errors: LoadError[] = [];
+    // A held-back module its origin no longer has keeps nothing out any more.
+    for (const held of this.heldBack.all()) {
+      if (held.loserKey !== key || desired?.modules.some((m) => m.id === held.loser) === true) continue;
+      this.heldBack.delete(held.loser);
+      this.enqueue(held.winnerKey);
+    }
+    for (const m of desired?.modules ?? []) {
+      for (const held of this.heldBack.keptOutBy(m.id)) {
+        if (held.winnerKey !== key) continue;
+        errors.push(winnerError(held));
+        this.options.metrics?.loadErrors.inc({ code: 'rule_conflict' });
+      }
+    }
+    return errors;
+  }
+
+  /** Records that `loser` is held back behind `winner` (both of opa-sync's, loaded or wanted). */
+  private holdBack(
+    kind: HeldBack['kind'],
+    rule: string,
+    loser: string,
+    winner: string,
+    opa: LoadError,
+  ): HeldBack {
+    const loserOwner = this.ownerOf(loser);
+    const winnerOwner = this.ownerOf(winner) as { key: string; applied: Applied };
+    const loserKey = loserOwner?.key ?? '';
+    const held: HeldBack = {
+      kind,
+      rule,
+      loser,
+      loserText: this.options.state.get(loserKey)?.modules.find((m) => m.id === loser)?.text,
+      loserKey,
+      loserOrigin: loserOwner === undefined ? 'unknown' : describeOrigin(loserOwner.applied.origin),
+      winner,
+      winnerText: winnerOwner.applied.modules.get(winner),
+      winnerKey: winnerOwner.key,
+      winnerOrigin: describeOrigin(winnerOwner.applied.origin),
+      opaError: opa,
+    };
+    this.heldBack.add(held);
+    this.log.warn(
+      { rule, module: loser, keptModule: winner, origin: held.loserOrigin, keptOrigin: held.winnerOrigin },
+      'two modules define a rule differently: the one whose id sorts first is kept, the other is not loaded',
+    );
+    return held;
+  }
+
+  /**
+   * OPA refused `id` for a second `default` rule of a rule another module of ours defines. The module
+   * whose id sorts first wins: if that is `id`, the others are unloaded and `id` is loaded again;
+   * otherwise `id` is held back. Returns the load's outcome (undefined: loaded).
+   */
+  private async settleDefaultConflict(
+    id: string,
+    text: string,
+    failure: OpaHttpError,
+    applied: Applied,
+    errors: LoadError[],
+    signal: AbortSignal,
+  ): Promise<PermanentError | undefined> {
+    const report = parseDefaultConflict(failure.body);
+    if (report === undefined || !report.files.includes(id)) return failure;
+    // Its origin owns it from now on, whatever OPA holds of it (as after any failed load).
+    if (!applied.modules.has(id)) applied.modules.set(id, undefined);
+    const others = report.files.filter((f) => f !== id);
+    // A module of someone else's: OPA's error stands as it is.
+    if (others.some((f) => this.ownerOf(f) === undefined)) return failure;
+    const winner = report.files[0] as string;
+    errors.pop();
+    if (winner !== id) {
+      const held = this.holdBack('default', report.rule, id, winner, report.opaError);
+      held.loserText = text;
+      errors.push(loserError(held));
+      this.enqueue(held.winnerKey);
+      return failure;
+    }
+    for (const loser of others) {
+      const owner = this.ownerOf(loser) as { key: string; applied: Applied };
+      const held = this.holdBack('default', report.rule, loser, id, report.opaError);
+      held.winnerText = text;
+      if (!(await this.removeModule(loser, owner.applied, [], signal, new Set()))) {
+        this.heldBack.delete(loser);
+        errors.push({ code: failure.body.code, message: failure.body.message, errors: [report.opaError] });
+        return failure;
+      }
+      // Removing it released what was recorded of it: recorded again, and its origin says why.
+      this.heldBack.add(held);
+      this.enqueue(owner.key);
+    }
+    return this.attempt('policy', errors, () => this.options.client.putPolicy(id, text, signal));
+  }
+
+  /**
+   * After `id` loaded: each rule it defines that another loaded module of ours defines too is evaluated
+   * once; a conflict OPA finds there (it would answer 500 to every query reaching it) is settled by
+   * unloading every module of it but the one whose id sorts first.
+   */
+  private async settleValueConflicts(id: string, errors: LoadError[], signal: AbortSignal): Promise<void> {
+    for (const rule of this.ruleIndex.shared(id)) {
+      let answer: OpaErrorBody | undefined;
+      try {
+        await this.options.client.getData(rulePath(rule), signal);
+        continue;
+      } catch (err) {
+        // Refused (a 4xx, a path OPA cannot take): nothing to settle, and nothing of this origin's.
+        if (err instanceof PermanentError) {
+          this.log.debug({ rule, err: err.message }, 'a rule two modules define could not be evaluated');
+          continue;
+        }
+        // No answer at all: OPA went away, and the origin's pass ends as for any other call.
+        if (!(err instanceof OpaUnavailableError) || err.body === undefined) throw err;
+        answer = err.body;
+      }
+      const report = parseEvalConflict(answer);
+      if (report === undefined) {
+        this.log.debug({ rule, err: answer.message }, 'a rule two modules define fails to evaluate');
+        continue;
+      }
+      if (report.files.some((f) => this.ownerOf(f) === undefined)) {
+        this.log.warn(
+          { rule: report.rule, modules: report.files },
+          'a rule conflicts with a module not of opa-sync',
+        );
+        continue;
+      }
+      const [winner, ...losers] = report.files as [string, ...string[]];
+      for (const loser of losers) {
+        const owner = this.ownerOf(loser) as { key: string; applied: Applied };
+        const held = this.holdBack('value', report.rule, loser, winner, report.opaError);
+        if (!(await this.removeModule(loser, owner.applied, [], signal, new Set()))) {
+          this.heldBack.delete(loser);
+          continue;
+        }
+        this.heldBack.add(held);
+        if (loser === id) errors.push(loserError(held));
+        else this.enqueue(owner.key);
+      }
+      if (winner !== id) this.enqueue((this.ownerOf(winner) as { key: string }).key);
     }
   }
 

@@ -79,6 +79,10 @@ export const ERROR_CODES = {
     meaning: 'a policy defines a rule where replicated objects go: those objects are left out of OPA',
     retryable: false,
   },
+  rule_conflict: {
+    meaning: 'two modules define one rule differently: the one whose id sorts first is loaded',
+    retryable: false,
+  },
   dependency_removed: {
     meaning: 'a module was unloaded because a module it needs was removed; it loads again once that is back',
     retryable: true,
