@@ -26,7 +26,7 @@ import {
   waitStatus,
 } from '../harness/e2e.js';
 import { httpRequest } from '../harness/http.js';
-import { bundleFiles } from '../harness/bundles.js';
+import { bundleFiles, downloadBundle } from '../harness/bundles.js';
 import { startOpaFaultProxy } from '../harness/opa-fault-proxy.js';
 import { requireTool } from '../../scripts/tools.js';
 import { startOpaSync } from '../harness/opa-sync.js';
@@ -394,6 +394,8 @@ describe('faults: OPA and opa-sync killed, hanging or failing (real OPA + kube-a
     const opa = each.add(await extraOpa());
     const proxy = each.add(await startOpaFaultProxy(opa.url));
     await putConfigMap(ns, 'before', { 'p.rego': 'package faults.before\n\nok := true\n' });
+    // The bundle server on too: it does not depend on the pushed OPA, and must keep serving.
+    const bundlePort = await getPort({ host: '127.0.0.1' });
     const sync = each.add(
       await startOpaSync([
         `--kubeconfig=${(await controlPlane()).kubeconfigFile}`,
@@ -401,6 +403,8 @@ describe('faults: OPA and opa-sync killed, hanging or failing (real OPA + kube-a
         `--namespaces=${ns}`,
         '--opa-timeout=1s',
         '--opa-resync-interval=2s',
+        `--bundle-addr=127.0.0.1:${bundlePort}`,
+        `--opa-bin=${requireTool('opa')}`,
       ]),
     );
     await waitOk(ns, 'before');
@@ -428,6 +432,12 @@ describe('faults: OPA and opa-sync killed, hanging or failing (real OPA + kube-a
         },
         { timeoutMs: 30_000 },
       );
+      // Meanwhile the bundle server serves the ConfigMap that OPA could not take.
+      const bundle = await waitFor('the bundle server to serve the new ConfigMap', async () => {
+        const got = await downloadBundle(`http://127.0.0.1:${bundlePort}`, 'policies');
+        return got.files.has(`${ns}/${name}/p.rego`) ? got : undefined;
+      });
+      expect(bundle.response.status).to.equal(200);
       report(`OPA ${mode}`, { msToStatus: Date.now() - since, status, ready: notReady.body });
       // Tried and timed out, or not tried while OPA was known to be down: the reason is OPA's either way.
       expect(status).to.match(mode === 'hang' ? /no answer within 1000 ms/ : /OPA answered 500/);
