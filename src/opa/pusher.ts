@@ -407,7 +407,12 @@ export class OpaPusher implements Part {
       }
       this.requestFullPush('OPA lost what opa-sync pushed (restarted?)');
     } catch (err) {
-      if (!(err instanceof RetryableError)) throw err;
+      if (!(err instanceof OpaSyncError)) throw err;
+      if (!(err instanceof RetryableError)) {
+        // Refused (a 401 after a token rotation, say): the origin's own calls meet it and report it.
+        this.log.warn({ err: messageOf(err) }, 'could not read the marker in OPA');
+        return true;
+      }
       this.lostOpa(err, 'the marker');
     }
     this.queue.add(key);
