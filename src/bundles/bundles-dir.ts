@@ -1,9 +1,10 @@
 // --bundles-dir: each published bundle as `<dir>/<name>.tar.gz`, for static hosting. Written to
-// `<file>.partial-<pid>` first, flushed to disk, and renamed, so a reader never sees half a bundle, and
-// neither does anyone after a crash (kill -9, or the machine going down): the file is the previous bundle
-// or the new one. What a crash leaves is a partial file; the first write into a folder removes those of
-// processes that no longer run, so they do not pile up over restarts.
-import { open, readdir, rename, unlink, mkdir } from 'node:fs/promises';
+// `<file>.partial-<pid>` first and renamed, so a reader never sees half a bundle, and neither does anyone
+// after opa-sync crashed (kill -9): the file is the previous bundle or the new one. (Not flushed to disk
+// before the rename: on a loaded disk an fsync per bundle held up every rebuild's statuses, and a machine
+// crash is the storage's to survive.) What a crash leaves is a partial file; the first write into a
+// folder removes those of processes that no longer run, so they do not pile up over restarts.
+import { readdir, rename, unlink, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 const PARTIAL = /\.tar\.gz\.partial-(\d+)$/;
@@ -16,13 +17,7 @@ export async function writeBundleFile(dir: string, name: string, bytes: Uint8Arr
   await mkdir(path.dirname(file), { recursive: true });
   await removeStalePartials(dir);
   const partial = `${file}.partial-${process.pid}`;
-  const handle = await open(partial, 'w');
-  try {
-    await handle.writeFile(bytes);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  await writeFile(partial, bytes);
   await rename(partial, file);
 }
 
