@@ -107,6 +107,9 @@ export async function createApp(config: Config, env: AppEnvironment): Promise<Ap
         config.configmaps && config.policies.enabled && !config.namespaces.all
           ? config.namespaces.names.map((ns) => `${ns}/`)
           : [],
+      // And the documents `data.<ns>.<name>` of data ConfigMaps (leftovers removed at start too).
+      ownedDataNamespaces:
+        config.configmaps && config.data.enabled && !config.namespaces.all ? config.namespaces.names : [],
     });
     sinks.push(pusher);
   } else if (replicating && config.bundles.replicated === undefined) {

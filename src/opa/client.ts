@@ -113,6 +113,18 @@ interface Exchange {
   path: string;
   body?: string;
   contentType?: string;
+  /** See `ReplayGuard`. */
+  beforeReplay?: ReplayGuard['beforeReplay'];
+}
+
+/**
+ * For a write that must not reach another OPA process than the one before (OPA may have restarted,
+ * empty, on the same address): whenever the call would go out on a new connection (none kept alive, or
+ * the kept-alive one turned out reset), `beforeReplay` is asked first, and the call is sent only if it
+ * resolves true; otherwise it fails as `opa_unreachable`, nothing sent.
+ */
+export interface ReplayGuard {
+  beforeReplay: () => Promise<boolean>;
 }
 
 interface Answer {
@@ -153,6 +165,7 @@ export class OpaClient {
   private readonly token: string | undefined;
   private readonly tokenFile: TokenFileReader | undefined;
   private readonly logger: Logger;
+  private opened = 0;
 
   /**
    * Takes options that `parseArgs` validated (see `OpaConnection`), and reads the CA and client
@@ -221,8 +234,17 @@ export class OpaClient {
   }
 
   /** PUT /v1/policies/<id>: loads or replaces a module. A compile error is an OpaHttpError (400, OPA's body). */
-  async putPolicy(id: string, text: string, signal?: AbortSignal): Promise<void> {
-    await this.call({ method: 'PUT', path: policyPath(id), body: text, contentType: 'text/plain' }, signal);
+  async putPolicy(id: string, text: string, signal?: AbortSignal, guard?: ReplayGuard): Promise<void> {
+    await this.call(
+      {
+        method: 'PUT',
+        path: policyPath(id),
+        body: text,
+        contentType: 'text/plain',
+        ...(guard === undefined ? {} : { beforeReplay: guard.beforeReplay }),
+      },
+      signal,
+    );
   }
 
   /** DELETE /v1/policies/<id>. Already gone (404) counts as done. */
@@ -353,6 +375,15 @@ export class OpaClient {
       if (signal?.aborted === true && err === signal.reason) throw err;
       return false;
     }
+  }
+
+  /**
+   * How many connections to OPA this client has opened so far. A call that goes out on a new connection
+   * may reach another OPA process than the calls before it (OPA restarted on the same address, and the
+   * old connection died with it): the pusher checks its marker before it writes on one.
+   */
+  connectionsOpened(): number {
+    return this.opened;
   }
 
   /** Destroys the agent's pooled sockets. Calls made afterwards open new connections. */
@@ -487,6 +518,24 @@ export class OpaClient {
       }
       signal?.addEventListener('abort', onAbort, { once: true });
 
+      const sendAgainIfSameOpa = (guard: ReplayGuard['beforeReplay'], cause: unknown): void => {
+        guard().then((same) => {
+          if (settled) return;
+          if (same) {
+            attempt(true);
+            return;
+          }
+          fail(
+            new OpaUnavailableError(
+              'opa_unreachable',
+              exchange.method,
+              url,
+              'OPA no longer holds what opa-sync pushed (it restarted): not sent before its data is back',
+              cause === undefined ? {} : { cause },
+            ),
+          );
+        }, fail);
+      };
       const attempt = (retry: boolean): void => {
         const req = this.transport.request({
           ...this.target,
@@ -496,10 +545,24 @@ export class OpaClient {
           agent: this.agent,
         });
         current = req;
+        // Held back: destroyed before it was sent, to ask the guard first (see ReplayGuard).
+        let heldBack = false;
+        req.once('socket', () => {
+          if (req.reusedSocket) return;
+          this.opened += 1;
+          // A guarded write goes out on a new connection only after the guard said it is the same OPA:
+          // the guard's own call opens the connection that the write then reuses.
+          if (!retry && exchange.beforeReplay !== undefined) {
+            heldBack = true;
+            req.destroy();
+            sendAgainIfSameOpa(exchange.beforeReplay, undefined);
+          }
+        });
         req.on('error', (err) => {
-          if (settled) return;
+          if (settled || heldBack) return;
           if (!retry && req.reusedSocket && isStaleSocketError(err)) {
-            attempt(true);
+            if (exchange.beforeReplay === undefined) attempt(true);
+            else sendAgainIfSameOpa(exchange.beforeReplay, err);
             return;
           }
           fail(

@@ -18,7 +18,7 @@ import { OpaSyncError, PermanentError, RetryableError, isAbortError, messageOf }
 import type { Logger } from '../util/logger.js';
 import { isPathPrefix } from '../util/paths.js';
 import { StillWaiting } from '../util/still-waiting.js';
-import { OpaHttpError, type OpaClient, type OpaErrorBody } from './client.js';
+import { OpaHttpError, type OpaClient, type OpaErrorBody, type ReplayGuard } from './client.js';
 import { CollectionSync } from './collection-sync.js';
 import { OpaUnavailableError } from './errors.js';
 import {
@@ -36,7 +36,8 @@ import { ReplicationConflicts, parseConflicts, type Exclusion } from './replicat
 export type OpaApi = Pick<
   OpaClient,
   'putPolicy' | 'deletePolicy' | 'listPolicyIds' | 'putData' | 'removeData' | 'getData' | 'patchData'
->;
+> &
+  Partial<Pick<OpaClient, 'connectionsOpened'>>;
 
 /** Where opa-sync keeps its marker in OPA's data: its absence means OPA lost what we pushed. */
 export const MARKER_PATH: readonly string[] = ['opa_sync', 'marker'];
@@ -58,6 +59,13 @@ export interface PusherOptions {
    * (left by an earlier opa-sync whose OPA did not restart) is removed. None: nothing is looked for.
    */
   ownedPolicyPrefixes?: readonly string[];
+  /**
+   * Namespaces whose data documents belong to opa-sync alone (each watched namespace, with data
+   * ConfigMaps on): once the initial load is done, a subtree `data.<namespace>.<name>` that no origin
+   * backs (a data ConfigMap deleted while no opa-sync ran, against an OPA that did not restart) is
+   * removed. None: nothing is looked for.
+   */
+  ownedDataNamespaces?: readonly string[];
 }
 
 /** What OPA holds because of one origin, as far as we know. */
@@ -109,6 +117,9 @@ function forget(applied: Applied): void {
   for (const doc of applied.documents.values()) doc.json = undefined;
 }
 
+/** The longest policy origins wait for the data they may read (see OpaPusher.pickOrigin). */
+const POLICY_HOLD_MAX_MS = 10_000;
+
 const DEFAULT_RETRY: BackoffOptions = { minMs: 1000, maxMs: 60_000, factor: 2, jitter: 0.2 };
 
 export class OpaPusher implements Part {
@@ -145,6 +156,12 @@ export class OpaPusher implements Part {
 
   constructor(private readonly options: PusherOptions) {
     this.log = options.logger;
+    this.reconnect = new Backoff({
+      minMs: Math.min(250, options.resyncIntervalMs),
+      maxMs: options.resyncIntervalMs,
+      factor: 2,
+      jitter: 0.2,
+    });
     this.conflicts = new ReplicationConflicts(options.state);
     this.collectionSync = new CollectionSync(
       this.conflicts.view,
@@ -198,20 +215,30 @@ export class OpaPusher implements Part {
         }
         const work = this.next();
         if (work === undefined) {
-          if (this.options.state.sourcesSynced() && this.reachable && !this.initialLoadDone) {
+          if (
+            this.options.state.sourcesSynced() &&
+            this.reachable &&
+            !this.initialLoadDone &&
+            this.queue.size === 0
+          ) {
             // Once, before the initial load counts as done: what an earlier run left is removed too.
             if (!this.orphansLookedFor) {
               this.orphansLookedFor = true;
               if (await this.queueOrphans(signal)) continue;
             }
+            if (!this.orphanDataLookedFor) {
+              this.orphanDataLookedFor = true;
+              await this.removeOrphanData(signal);
+            }
             this.initialLoadDone = true;
             this.log.info({ origins: this.options.state.size }, 'initial load into OPA done');
           }
+          if (!this.reachable) this.reportWaitingForOpa();
           await this.wake.wait(signal);
           continue;
         }
         if (work.kind === 'collection') await this.syncCollection(work.key, signal);
-        else await this.syncOrigin(work.key, signal);
+        else await this.syncOriginInSameOpa(work.key, signal);
       }
     } catch (err) {
       if (!isAbortError(err) && !signal.aborted) throw err;
@@ -229,6 +256,7 @@ export class OpaPusher implements Part {
   private changed(change: Change): void {
     switch (change.kind) {
       case 'origin':
+        if (!this.reachable && this.markerWritten) this.changedWhileUnreachable.add(change.key);
         this.enqueue(change.key);
         return;
       case 'entry':
@@ -283,18 +311,148 @@ export class OpaPusher implements Part {
   }
 
   private nextOrigin(): string | undefined {
-    const [key] = this.queue;
-    if (key === undefined) {
-      this.requeueUnblocked();
-      const [again] = this.queue;
-      if (again === undefined) return undefined;
-      this.queue.delete(again);
-      return again;
-    }
+    if (this.queue.size === 0) this.requeueUnblocked();
+    const key = this.pickOrigin();
+    if (key === undefined) return undefined;
     this.queue.delete(key);
     this.setQueueDepth();
     return key;
   }
+
+  /**
+   * Data before the policies that may read it: a queued data origin goes before every policy origin, and
+   * policy origins wait while the sources have not listed everything yet or a replicated collection is
+   * not loaded into this OPA (the first load, and after OPA restarted). Otherwise a policy would answer on
+   * empty data meanwhile (an admission policy that denies on what it finds would allow everything). The
+   * wait is bounded by POLICY_HOLD_MAX_MS: a collection that cannot be listed (RBAC) does not keep every
+   * policy out of OPA; /ready stays 503 until it is loaded.
+   */
+  private pickOrigin(): string | undefined {
+    let first: string | undefined;
+    for (const key of this.queue) {
+      if (key.startsWith('configmap:data:') || key.startsWith('file:data:')) return key;
+      first ??= key;
+    }
+    return first !== undefined && this.policiesMayLoad() ? first : undefined;
+  }
+
+  private policiesMayLoad(): boolean {
+    const state = this.options.state;
+    const waitingFor = state.sourcesSynced() ? [] : ['the sources’ initial lists'];
+    if (!this.collectionSync.allLoaded()) {
+      for (const key of state.collectionKeys()) {
+        if (!this.collectionQueue.has(key) && state.collection(key)?.synced === true) continue;
+        waitingFor.push(`collection ${key}`);
+      }
+      // Loaded-once is the collections' own bookkeeping: one being loaded right now is waited for too.
+      if (waitingFor.length === 0) waitingFor.push('the replicated collections');
+    }
+    if (waitingFor.length === 0) {
+      this.policyHold = undefined;
+      return true;
+    }
+    const now = Date.now();
+    if (this.policyHold === undefined) {
+      this.policyHold = { since: now, warned: false };
+      setTimeout(() => this.wake.wake(), POLICY_HOLD_MAX_MS).unref();
+    }
+    if (now - this.policyHold.since < POLICY_HOLD_MAX_MS) return false;
+    if (!this.policyHold.warned) {
+      this.policyHold.warned = true;
+      this.log.warn(
+        { waitingFor, waitedMs: now - this.policyHold.since },
+        'loading policies before the data they may read: it is not in OPA yet',
+      );
+    }
+    return true;
+  }
+
+  /**
+   * Origins that changed while OPA cannot be reached get a status that says so (their last status is
+   * about an older version): nothing else waits for OPA to tell the ConfigMap's owner what happens.
+   */
+  private reportWaitingForOpa(): void {
+    for (const key of this.changedWhileUnreachable) {
+      const origin = this.options.state.get(key)?.origin;
+      if (origin === undefined) continue;
+      const why = this.lastUnreachable === undefined ? '' : `: ${this.lastUnreachable}`;
+      this.options.onOutcome({
+        origin,
+        errors: [
+          {
+            code: 'opa_unreachable',
+            message: `not loaded yet: OPA is not reachable${why}; loaded once it answers`,
+          },
+        ],
+      });
+    }
+    this.changedWhileUnreachable.clear();
+  }
+
+  private readonly changedWhileUnreachable = new Set<string>();
+  /** The last reason OPA could not be reached. */
+  private lastUnreachable: string | undefined;
+
+  /** Since when policy origins wait for data (see pickOrigin), and whether that was said. */
+  private policyHold: { since: number; warned: boolean } | undefined;
+
+  /**
+   * syncOrigin, only into the OPA that holds opa-sync's marker: when the client opened a new connection
+   * since the marker was last seen, OPA may have restarted (empty) on the same address without any call
+   * failing; the marker is read first, and if it is gone everything is pushed again (data first) instead
+   * of this origin alone. Checked again afterwards when the origin's calls needed a new connection.
+   */
+  private async syncOriginInSameOpa(key: string, signal: AbortSignal): Promise<void> {
+    if (!(await this.sameOpa(key, signal))) return;
+    const before = this.options.client.connectionsOpened?.();
+    await this.syncOrigin(key, signal);
+    if (before !== this.options.client.connectionsOpened?.()) await this.sameOpa(key, signal);
+  }
+
+  /** False (and a full push asked for, with `key` in it) when OPA no longer holds the marker. */
+  private async sameOpa(key: string, signal: AbortSignal): Promise<boolean> {
+    const opened = this.options.client.connectionsOpened?.();
+    if (opened === undefined || opened === this.markerSeenOnConnections) return true;
+    try {
+      const marker = await this.options.client.getData(MARKER_PATH, signal);
+      if (marker.defined) {
+        this.markerSeenOnConnections = this.options.client.connectionsOpened?.();
+        return true;
+      }
+      this.requestFullPush('OPA lost what opa-sync pushed (restarted?)');
+    } catch (err) {
+      if (!(err instanceof OpaSyncError)) throw err;
+      if (!(err instanceof RetryableError)) {
+        // Refused (a 401 after a token rotation, say): the origin's own calls meet it and report it.
+        this.log.warn({ err: messageOf(err) }, 'could not read the marker in OPA');
+        return true;
+      }
+      this.lostOpa(err, 'the marker');
+    }
+    this.queue.add(key);
+    return false;
+  }
+
+  /**
+   * A module goes out on a new connection (none kept alive, or the kept-alive one was reset) only into
+   * the OPA that holds the marker; otherwise everything is pushed again, data first.
+   */
+  private replayGuard(signal: AbortSignal): ReplayGuard {
+    return {
+      beforeReplay: async () => {
+        const marker = await this.options.client.getData(MARKER_PATH, signal);
+        if (marker.defined) {
+          this.markerSeenOnConnections = this.options.client.connectionsOpened?.();
+          return true;
+        }
+        this.requestFullPush('OPA lost what opa-sync pushed (restarted?)');
+        return false;
+      },
+    };
+  }
+
+  /** connectionsOpened() when the marker was last seen in OPA (written, or read back). */
+  private markerSeenOnConnections: number | undefined;
 
   /**
    * Finds the modules OPA holds under opa-sync's own id prefixes that no origin backs, and queues their
@@ -341,6 +499,53 @@ export class OpaPusher implements Part {
     this.setQueueDepth();
     return queued > 0;
   }
+
+  /**
+   * Removes the documents OPA holds at `data.<namespace>.<name>` of an owned namespace that no origin
+   * backs: what a data ConfigMap deleted while no opa-sync ran left behind. A name where a policy's rules
+   * are (not a document) answers 404 to the removal, which leaves it as it is; one that OPA refuses (a
+   * bundle's root) is left too, and said.
+   */
+  private async removeOrphanData(signal: AbortSignal): Promise<void> {
+    const ours = this.ownedDataPaths();
+    for (const namespace of this.options.ownedDataNamespaces ?? []) {
+      let held: { defined: boolean; value?: unknown };
+      try {
+        held = await this.options.client.getData([namespace], signal);
+      } catch (err) {
+        if (!(err instanceof OpaSyncError)) throw err;
+        this.log.warn(
+          { namespace, err: messageOf(err) },
+          'could not read the data in OPA to remove what deleted ConfigMaps left behind',
+        );
+        continue;
+      }
+      const value = held.value;
+      if (!held.defined || value === null || typeof value !== 'object' || Array.isArray(value)) continue;
+      for (const name of Object.keys(value).sort()) {
+        const subtree = [namespace, name];
+        if (ours.some((p) => isPathPrefix(subtree, p) || isPathPrefix(p, subtree))) continue;
+        try {
+          await this.options.client.removeData(subtree, signal);
+          this.log.info({ path: subtree.join('/') }, 'data no ConfigMap backs was left in OPA: removed it');
+        } catch (err) {
+          if (err instanceof RetryableError) {
+            // As for modules left behind: looked for again at the next start.
+            this.lostOpa(err, `data ${subtree.join('/')}`);
+            return;
+          }
+          if (!(err instanceof PermanentError)) throw err;
+          this.log.warn(
+            { path: subtree.join('/'), err: messageOf(err) },
+            'data left in OPA could not be removed',
+          );
+        }
+      }
+      await this.pruneEmptyParents([namespace, ''], signal);
+    }
+  }
+
+  private orphanDataLookedFor = false;
 
   /** Origins that failed before another module loaded may compile now: try them at once. */
   private requeueUnblocked(): void {
@@ -398,20 +603,23 @@ export class OpaPusher implements Part {
       this.markerWritten = true;
     } catch (err) {
       if (signal.aborted) return;
+      const retryInMs = this.reconnect.next();
+      this.lastUnreachable = messageOf(err);
       if (this.reachable || !this.fullPushWarned) {
-        this.log.warn(
-          { err: messageOf(err), retryInMs: this.options.resyncIntervalMs },
-          'OPA is not reachable',
-        );
+        this.log.warn({ err: messageOf(err), retryInMs }, 'OPA is not reachable');
         this.fullPushWarned = true;
       }
       this.stillWaiting.failed(err);
       this.reachable = false;
+      this.reportWaitingForOpa();
       // The checker loop only watches the marker once a full push has happened: wait here instead.
-      await sleep(this.options.resyncIntervalMs, signal).catch(() => undefined);
+      await sleep(retryInMs, signal).catch(() => undefined);
       return;
     }
     this.fullPushWarned = false;
+    this.reconnect.reset();
+    this.changedWhileUnreachable.clear();
+    this.markerSeenOnConnections = this.options.client.connectionsOpened?.();
     this.stillWaiting.reached();
     this.reachable = true;
     this.fullPushWanted = false;
@@ -430,6 +638,11 @@ export class OpaPusher implements Part {
   }
 
   private fullPushWarned = false;
+  /**
+   * Between attempts to reach OPA again: from a quarter second (a restarted OPA answers within one) up to
+   * the resync interval, so that a restart heals in well under it and a long outage costs little.
+   */
+  private readonly reconnect: Backoff;
   private lastFullPushAt: string | undefined;
   private restartsDetected = 0;
   private lastRestartAt: string | undefined;
@@ -553,6 +766,7 @@ export class OpaPusher implements Part {
 
   /** OPA went away mid-way: the checker brings everything back once it answers. */
   private lostOpa(err: RetryableError, what: string): void {
+    this.lastUnreachable = err.message;
     this.reachable = false;
     this.fullPushWanted = true;
     this.log.warn({ target: what, err: err.message }, 'OPA is not reachable');
@@ -632,7 +846,7 @@ export class OpaPusher implements Part {
         if (applied.modules.get(id) === text) continue;
         if (this.stillHeldBack(id, text, errors)) continue;
         let failure = await this.attempt('policy', errors, () =>
-          this.options.client.putPolicy(id, text, signal),
+          this.options.client.putPolicy(id, text, signal, this.replayGuard(signal)),
         );
         // Replicated objects where the module defines a rule: taken out of its way, and it is loaded.
         if (failure instanceof OpaHttpError && this.excludeConflicts(failure.body, { moduleId: id, text })) {
@@ -642,7 +856,7 @@ export class OpaPusher implements Part {
               await this.syncCollectionNow(key, signal);
           }
           failure = await this.attempt('policy', errors, () =>
-            this.options.client.putPolicy(id, text, signal),
+            this.options.client.putPolicy(id, text, signal, this.replayGuard(signal)),
           );
         }
         if (failure instanceof OpaHttpError)
