@@ -27,7 +27,7 @@ export function kubeParts(
 ): KubeParts {
   const { watcher, patcher, api } = createKubeAdapters(
     config.kubeconfig === undefined ? { kind: 'in-cluster' } : { kind: 'file', path: config.kubeconfig },
-    { timeoutMs: KUBE_CALL_TIMEOUT_MS },
+    { timeoutMs: KUBE_CALL_TIMEOUT_MS, watchTimeoutSeconds: config.watchTimeoutSeconds },
   );
   const sources: Part[] = [];
   const rep = config.replication;

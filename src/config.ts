@@ -56,6 +56,8 @@ export interface OpaConnection {
 
 export interface Config {
   kubeconfig: string | undefined;
+  /** Server-side bound of each watch request (`timeoutSeconds`), in whole seconds. */
+  watchTimeoutSeconds: number;
   /** The connection fields are `OpaConnection`'s, with its rules; its token fields are `authToken*` here. */
   opa: {
     url: string;
@@ -399,6 +401,7 @@ function buildConfig(
 ): Config {
   const config: Config = {
     kubeconfig: unlessEmpty(values.kubeconfig),
+    watchTimeoutSeconds: Math.ceil(buildDuration('watch-timeout', values['watch-timeout'], problems) / 1000),
     opa: buildOpa(values, given, problems, warnings),
     log: buildLog(values, problems),
     policies: {
@@ -942,7 +945,11 @@ function isIPv6(text: string): boolean {
 /** setTimeout fires at once for delays above 2^31-1 ms; refuse them instead. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-function buildDuration(name: 'opa-timeout' | 'opa-resync-interval', raw: string, problems: string[]): number {
+function buildDuration(
+  name: 'opa-timeout' | 'opa-resync-interval' | 'watch-timeout',
+  raw: string,
+  problems: string[],
+): number {
   const ms = parseDurationMs(raw);
   if (ms === undefined) {
     problems.push(

@@ -29,6 +29,7 @@ const ADMISSION = [
 
 const DEFAULTS: Config = {
   kubeconfig: undefined,
+  watchTimeoutSeconds: 300,
   opa: {
     url: 'http://localhost:8181/v1',
     authToken: undefined,
@@ -160,6 +161,8 @@ describe('configuration (parseArgs)', () => {
       { argv: ['--opa-timeout=1500000ns'], pick: (c) => c.opa.timeoutMs, expected: 1.5 },
       { argv: ['--opa-resync-interval=1m'], pick: (c) => c.opa.resyncIntervalMs, expected: 60_000 },
       { argv: ['--opa-resync-interval', '.5s'], pick: (c) => c.opa.resyncIntervalMs, expected: 500 },
+      { argv: ['--watch-timeout=5s'], pick: (c) => c.watchTimeoutSeconds, expected: 5 },
+      { argv: ['--watch-timeout=1500ms'], pick: (c) => c.watchTimeoutSeconds, expected: 2 },
       { argv: ['--log-level=debug'], pick: (c) => c.log.level, expected: 'debug' },
       { argv: ['--log-level', 'warn'], pick: (c) => c.log.level, expected: 'warn' },
       { argv: ['--log-level=error'], pick: (c) => c.log.level, expected: 'error' },
@@ -267,6 +270,7 @@ describe('configuration (parseArgs)', () => {
         'opa-client-key-file': ['--opa-client-key-file=/k', '--opa-client-cert-file=/c'],
         'opa-timeout': ['--opa-timeout=1s'],
         'opa-resync-interval': ['--opa-resync-interval=1s'],
+        'watch-timeout': ['--watch-timeout=30s'],
         'log-level': ['--log-level=info'],
         'log-format': ['--log-format=json'],
         'enable-policies': ['--enable-policies=true'],
