@@ -8,18 +8,31 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { NetworkingV1Api, type V1NetworkPolicy } from '@kubernetes/client-node';
-import { controlPlane, createNamespace, extraOpa, waitFor, type OpaServer } from '../harness/index.js';
+import {
+  controlPlane,
+  createNamespace,
+  extraOpa,
+  kubectl,
+  waitFor,
+  type OpaServer,
+} from '../harness/index.js';
 import type { OpaSyncProcess } from '../harness/opa-sync.js';
 import {
   DATA_LABEL,
   POLICY_LABEL,
   STATUS,
+  OK,
   adminCore,
+  annotationsOf,
   cleanupAfterAll,
   deleteConfigMap,
   putConfigMap,
+  putPolicyOk,
   scrapeMetric,
   startSync,
+  statusOf,
+  waitError,
+  waitStatus,
 } from '../harness/e2e.js';
 import { waitOpaMatchesCluster, type ModelScope } from '../harness/cluster-model.js';
 import {
@@ -208,5 +221,47 @@ describe('churn: random ConfigMap and NetworkPolicy changes, OPA and every statu
         `${(total / durations.length / 1000).toFixed(1)} s a run on average`,
     );
     expect(durations).to.have.length(RUNS);
+  });
+});
+
+// Found by the churn above, each kept as a test of its own.
+describe('churn findings: the status of a ConfigMap whose labels change', function () {
+  this.timeout(180_000);
+  const cleanup = cleanupAfterAll();
+  let namespace: string;
+  let sync: OpaSyncProcess;
+
+  before(async () => {
+    namespace = await createNamespace('churn-found');
+    const opa = cleanup.add(await extraOpa());
+    sync = cleanup.add(await startSync({ opa, namespaces: namespace }));
+  });
+
+  // The API server reports a ConfigMap that left a label-selected watch as deleted, with its labels and
+  // annotations as they were before: opa-sync took that for a deletion and forgot its status.
+  it('a policy ConfigMap relabelled as data gets the data status, every time (no stale ok)', async () => {
+    const rego = { 'main.rego': 'package churn.found.lib\n\nf(x) := x + 1\n' };
+    for (let i = 0; i < 10; i += 1) {
+      const name = `relabel-${i}`;
+      await putPolicyOk(namespace, name, rego);
+      await putConfigMap(namespace, name, rego, { labels: { ...DATA_LABEL } });
+      const status = await waitError(namespace, name);
+      expect(JSON.parse(status), name).to.have.nested.property('error.code', 'invalid_json');
+      await waitFor('opa-sync to have nothing queued', async () =>
+        (await scrapeMetric(sync, 'opa_sync_queue_depth')) === 0 ? true : undefined,
+      );
+      expect(await statusOf(namespace, name), `${name} after opa-sync settled`).to.equal(status);
+    }
+  });
+
+  it('kubectl label …- (annotations kept) removes the status annotation; labelled again, it is written again', async () => {
+    const name = 'unlabel-by-kubectl';
+    await putPolicyOk(namespace, name, { 'main.rego': 'package churn.found.unlabel\n\nallow := true\n' });
+    await kubectl(['label', 'configmap', name, '-n', namespace, 'openpolicyagent.org/policy-']);
+    await waitFor('the status annotation removed', async () =>
+      (await annotationsOf(namespace, name))[STATUS] === undefined ? true : undefined,
+    );
+    await kubectl(['label', 'configmap', name, '-n', namespace, 'openpolicyagent.org/policy=rego']);
+    await waitStatus(namespace, name, (v) => v === OK);
   });
 });
