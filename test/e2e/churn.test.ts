@@ -46,7 +46,7 @@ import {
   type Step,
 } from '../harness/churn-model.js';
 
-const RUNS = Number(process.env.OPA_SYNC_CHURN_RUNS ?? '12');
+const RUNS = Number(process.env.OPA_SYNC_CHURN_RUNS ?? '60');
 const SEED =
   process.env.OPA_SYNC_CHURN_SEED === undefined ? undefined : Number(process.env.OPA_SYNC_CHURN_SEED);
 /** Per round: the settle waits are generous, the machine is shared. */
