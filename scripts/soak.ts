@@ -11,7 +11,7 @@
 // to docs/soak.md. Never part of `npm test`.
 //
 //   npm run soak -- --minutes 10 [--watch-timeout 5] [--opa-restart 30] [--rate 5] [--sample 5] [--warmup 2] [--seed 1]
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { NetworkingV1Api } from '@kubernetes/client-node';
@@ -338,7 +338,10 @@ async function main(): Promise<void> {
     '',
   ].join('\n');
   process.stdout.write(`${report}\n`);
-  writeFileSync(values.out, report);
+  // What people wrote under "## Notes" (how to read the figures) stays when the figures are renewed.
+  const previous = existsSync(values.out) ? readFileSync(values.out, 'utf8') : '';
+  const notes = previous.indexOf('\n## Notes\n');
+  writeFileSync(values.out, notes < 0 ? report : `${report}${previous.slice(notes)}`);
   log(`report written to ${values.out}`);
 }
 
