@@ -63,6 +63,8 @@ interface Applied {
 interface UnloadedFor {
   needs: string;
   origin: Origin;
+  /** The text that was unloaded (undefined: not known): a new text fails, if it does, on its own. */
+  text: string | undefined;
 }
 
 /** Rounds of "unload what OPA names, try the delete again" before a deletion is given up for now. */
@@ -643,7 +645,8 @@ export class OpaPusher implements Part {
         }
         pending = true;
         const why = this.unloadedFor.get(id);
-        if (why !== undefined) errors.push(this.dependencyRemovedError(id, why, errors.pop()));
+        if (why !== undefined && why.text !== undefined && why.text !== text) this.unloadedFor.delete(id);
+        else if (why !== undefined) errors.push(this.dependencyRemovedError(id, why, errors.pop()));
       }
     };
     await load([...wanted.keys()].sort());
@@ -693,6 +696,7 @@ export class OpaPusher implements Part {
       }
       for (const dependent of dependents) {
         const found = this.ownerOf(dependent);
+        const heldText = found?.applied.modules.get(dependent);
         if (
           found === undefined ||
           !(await this.removeModule(dependent, found.applied, errors, signal, visiting))
@@ -702,7 +706,7 @@ export class OpaPusher implements Part {
         }
         const stillWanted = this.options.state.get(found.key)?.modules.some((m) => m.id === dependent);
         if (stillWanted === true) {
-          this.unloadedFor.set(dependent, { needs: id, origin: owner.origin });
+          this.unloadedFor.set(dependent, { needs: id, origin: owner.origin, text: heldText });
           this.log.warn(
             { module: dependent, needs: id, origin: describeOrigin(found.applied.origin) },
             'unloaded a module: a module it needs is being removed',

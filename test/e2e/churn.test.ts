@@ -229,7 +229,7 @@ describe('churn: random ConfigMap and NetworkPolicy changes, OPA and every statu
 });
 
 // Found by the churn above, each kept as a test of its own.
-describe('churn findings: the status of a ConfigMap whose labels change', function () {
+describe('churn findings: statuses after relabels and removed dependencies', function () {
   this.timeout(180_000);
   const cleanup = cleanupAfterAll();
   let namespace: string;
@@ -267,5 +267,27 @@ describe('churn findings: the status of a ConfigMap whose labels change', functi
     );
     await kubectl(['label', 'configmap', name, '-n', namespace, 'openpolicyagent.org/policy=rego']);
     await waitStatus(namespace, name, (v) => v === OK);
+  });
+
+  // A module unloaded because a module it needs was removed, then changed into text that fails on its own:
+  // its status kept saying it was unloaded and would load again once that module was back.
+  it("a module unloaded for want of another, then changed, reports the new text's own error", async () => {
+    const lib = { 'lib.rego': 'package churn.found.dep.lib\n\nf(x) := x + 1\n' };
+    await putPolicyOk(namespace, 'dep-lib', lib);
+    await putPolicyOk(namespace, 'dep-user', {
+      'u.rego': 'package churn.found.dep.user\n\nvalue := data.churn.found.dep.lib.f(1)\n',
+    });
+    await deleteConfigMap(namespace, 'dep-lib');
+    const unloaded = JSON.parse(await waitError(namespace, 'dep-user')) as { error: { code: string } };
+    expect(unloaded.error.code).to.equal('dependency_removed');
+    await putConfigMap(namespace, 'dep-user', { 'u.rego': 'package churn.found.dep.user\n\nvalue := {\n' });
+    // (Until opa-sync has tried the new text, the annotation may show the last outcome again.)
+    const broken = JSON.parse(
+      await waitStatus(namespace, 'dep-user', (v) => v.includes('rego_parse_error')),
+    ) as {
+      error: { code: string; errors?: { code: string }[] };
+    };
+    expect(broken.error.code, JSON.stringify(broken)).to.equal('invalid_parameter');
+    expect([...new Set(broken.error.errors?.map((e) => e.code))]).to.deep.equal(['rego_parse_error']);
   });
 });
