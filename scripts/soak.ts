@@ -282,10 +282,11 @@ async function main(): Promise<void> {
   await sync.stop();
 
   const after = samples.filter((s) => s.t >= WARMUP_MIN);
-  const perHour = (of: (s: Sample) => number): number =>
+  const half = after.filter((s) => s.t >= (WARMUP_MIN + (samples[samples.length - 1]?.t ?? 0)) / 2);
+  const perHour = (of: (s: Sample) => number, among: readonly Sample[] = after): number =>
     fit(
-      after.map((s) => s.t / 60),
-      after.map(of),
+      among.map((s) => s.t / 60),
+      among.map(of),
     ).slope;
   const first = after[0] as Sample;
   const last = samples[samples.length - 1] as Sample;
@@ -294,15 +295,30 @@ async function main(): Promise<void> {
     after.map((s) => s.handles),
   ).slope;
   const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
+  const range = (of: (s: Sample) => number, show: (n: number) => string): string =>
+    `${show(Math.min(...after.map(of)))}–${show(Math.max(...after.map(of)))}`;
+  const row = (
+    what: string,
+    of: (s: Sample) => number,
+    show: (n: number) => string,
+    unit: string,
+  ): string[] => [
+    what,
+    `${show(of(first))}${unit}`,
+    `${show(of(last))}${unit}`,
+    `${range(of, show)}${unit}`,
+    `${show(perHour(of))}${unit}/h`,
+    `${show(perHour(of, half))}${unit}/h`,
+  ];
   const rows = [
-    [
-      'resident memory (RSS)',
-      `${mib(first.rss)} MiB`,
-      `${mib(last.rss)} MiB`,
-      `${mib(perHour((s) => s.rss))} MiB/h`,
-    ],
-    ['heap used', `${mib(first.heap)} MiB`, `${mib(last.heap)} MiB`, `${mib(perHour((s) => s.heap))} MiB/h`],
-    ['active handles', `${first.handles}`, `${last.handles}`, `${perHour((s) => s.handles).toFixed(1)} /h`],
+    row('resident memory (RSS)', (s) => s.rss, mib, ' MiB'),
+    row('heap used', (s) => s.heap, mib, ' MiB'),
+    row(
+      'active handles',
+      (s) => s.handles,
+      (n) => n.toFixed(1),
+      '',
+    ),
   ];
   const command = `npm run soak -- ${process.argv.slice(2).join(' ')}`.trim();
   const report = [
@@ -329,8 +345,8 @@ async function main(): Promise<void> {
     `- at the end, OPA held exactly what the cluster says ${(convergeMs / 1000).toFixed(1)} s after the churn ` +
       `stopped (waitOpaMatchesCluster), and /ready answered 200: ${alive}.`,
     '',
-    '| measure | after warm-up | at the end | growth (linear fit) |',
-    '| ------- | ------------- | ---------- | ------------------- |',
+    '| measure | after warm-up | at the end | range after warm-up | growth (linear fit) | growth, last half |',
+    '| ------- | ------------- | ---------- | ------------------- | ------------------- | ----------------- |',
     ...rows.map((r) => `| ${r.join(' | ')} |`),
     '',
     `Active handles against watch reconnects (fit of handles over watch requests ended): ` +
