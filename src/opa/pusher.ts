@@ -63,8 +63,8 @@ interface Applied {
 interface UnloadedFor {
   needs: string;
   origin: Origin;
-  /** The text that was unloaded (undefined: not known): a new text fails, if it does, on its own. */
-  text: string | undefined;
+  /** The text that was unloaded: a new text fails, if it does, on its own. */
+  text: string;
 }
 
 /** Rounds of "unload what OPA names, try the delete again" before a deletion is given up for now. */
@@ -645,7 +645,7 @@ export class OpaPusher implements Part {
         }
         pending = true;
         const why = this.unloadedFor.get(id);
-        if (why !== undefined && why.text !== undefined && why.text !== text) this.unloadedFor.delete(id);
+        if (why !== undefined && why.text !== text) this.unloadedFor.delete(id);
         else if (why !== undefined) errors.push(this.dependencyRemovedError(id, why, errors.pop()));
       }
     };
@@ -704,9 +704,12 @@ export class OpaPusher implements Part {
           errors.push(...refusal);
           return false;
         }
-        const stillWanted = this.options.state.get(found.key)?.modules.some((m) => m.id === dependent);
-        if (stillWanted === true) {
-          this.unloadedFor.set(dependent, { needs: id, origin: owner.origin, text: heldText });
+        const wanted = this.options.state.get(found.key)?.modules.find((m) => m.id === dependent);
+        if (wanted !== undefined) {
+          // Only a module loaded as wanted is unloaded for want of this one: one whose wanted text had
+          // failed already (OPA held an older one) goes on reporting its own error.
+          if (heldText === wanted.text)
+            this.unloadedFor.set(dependent, { needs: id, origin: owner.origin, text: wanted.text });
           this.log.warn(
             { module: dependent, needs: id, origin: describeOrigin(found.applied.origin) },
             'unloaded a module: a module it needs is being removed',
