@@ -25,9 +25,11 @@ export interface ConfigMapSourceOptions {
   metrics?: Metrics | undefined;
   /**
    * Told, on every event of a watched ConfigMap and before the desired state changes for it, what it
-   * holds: its annotations, or `undefined` when it is gone (the status writer's `observe`).
+   * holds: its annotations, `undefined` when it is gone, or `null` when a label-selected watch lost it
+   * (gone, or only relabelled: not known) (the status writer's `observe`).
    */
-  onAnnotations?: ((ref: ConfigMapRef, annotations: Record<string, string> | undefined) => void) | undefined;
+  onAnnotations?:
+    ((ref: ConfigMapRef, annotations: Record<string, string> | null | undefined) => void) | undefined;
 }
 
 interface Known {
@@ -147,10 +149,11 @@ export class ConfigMapSource implements Part {
         // A watch with a label selector also reports a ConfigMap whose label was removed (or swapped for
         // the other role's) as deleted, and the API server sends it as it was before the change, old
         // labels included: from the event alone a deleted ConfigMap and a relabelled one look the same.
-        // So the status writer is told it may still exist: it removes the status (or writes the other
-        // role's), and forgets the ConfigMap when the API server answers that it is gone.
+        // So the status writer is told it may still exist, holding it does not know what (`null`; the
+        // annotations of the event are old): it removes the status (or writes the other role's), and
+        // forgets the ConfigMap when the API server answers that it is gone.
         const gone = target.watch.labelSelector === undefined;
-        this.options.onAnnotations?.(refOf(cm), gone ? undefined : (cm.metadata?.annotations ?? {}));
+        this.options.onAnnotations?.(refOf(cm), gone ? undefined : null);
         this.remove(cm, role);
       },
       listed: () => {

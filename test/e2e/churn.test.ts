@@ -258,6 +258,20 @@ describe('churn findings: statuses after relabels and removed dependencies', fun
     }
   });
 
+  it('a policy ConfigMap relabelled as data, then back, ends with its policy status, every time', async () => {
+    const rego = (i: number): Record<string, string> => ({
+      'main.rego': `package churn.found.back${i}\n\nvalue := ${i}\n`,
+    });
+    for (let i = 0; i < 10; i += 1) {
+      const name = `back-${i}`;
+      await putPolicyOk(namespace, name, rego(i));
+      await putConfigMap(namespace, name, { 'a.json': '{"v":1}' }, { labels: { ...DATA_LABEL } });
+      await waitStatus(namespace, name, (v) => v === OK);
+      await putConfigMap(namespace, name, rego(i + 100));
+      await waitStatus(namespace, name, (v) => v === OK, { timeoutMs: 30_000 });
+    }
+  });
+
   it('kubectl label …- (annotations kept) removes the status annotation; labelled again, it is written again', async () => {
     const name = 'unlabel-by-kubectl';
     await putPolicyOk(namespace, name, { 'main.rego': 'package churn.found.unlabel\n\nallow := true\n' });
