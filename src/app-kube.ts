@@ -27,7 +27,11 @@ export function kubeParts(
 ): KubeParts {
   const { watcher, patcher, api } = createKubeAdapters(
     config.kubeconfig === undefined ? { kind: 'in-cluster' } : { kind: 'file', path: config.kubeconfig },
-    { timeoutMs: KUBE_CALL_TIMEOUT_MS, watchIdleTimeoutMs: config.kubeWatchIdleTimeoutMs },
+    {
+      timeoutMs: KUBE_CALL_TIMEOUT_MS,
+      watchIdleTimeoutMs: config.kubeWatchIdleTimeoutMs,
+      watchTimeoutSeconds: config.watchTimeoutSeconds,
+    },
   );
   const sources: Part[] = [];
   const rep = config.replication;

@@ -116,6 +116,11 @@ export const FLAGS = {
     source: true,
     help: "namespaces whose ConfigMaps are watched; '*' for all namespaces",
   },
+  'watch-timeout': {
+    kind: 'duration',
+    default: '5m',
+    help: 'server-side time limit of each watch of the API server (whole seconds); the watch then opens again from where it was',
+  },
   'status-annotation': {
     kind: 'list',
     default: ['openpolicyagent.org/policy-status'],

@@ -58,6 +58,8 @@ export interface Config {
   kubeconfig: string | undefined;
   /** --kube-watch-idle-timeout: a watch silent this long is taken for dead (at least 2 s). */
   kubeWatchIdleTimeoutMs: number;
+  /** Server-side bound of each watch request (`timeoutSeconds`), in whole seconds. */
+  watchTimeoutSeconds: number;
   /** The connection fields are `OpaConnection`'s, with its rules; its token fields are `authToken*` here. */
   opa: {
     url: string;
@@ -402,6 +404,7 @@ function buildConfig(
   const config: Config = {
     kubeconfig: unlessEmpty(values.kubeconfig),
     kubeWatchIdleTimeoutMs: buildWatchIdleTimeout(values['kube-watch-idle-timeout'], problems),
+    watchTimeoutSeconds: Math.ceil(buildDuration('watch-timeout', values['watch-timeout'], problems) / 1000),
     opa: buildOpa(values, given, problems, warnings),
     log: buildLog(values, problems),
     policies: {
@@ -953,7 +956,7 @@ function buildWatchIdleTimeout(raw: string, problems: string[]): number {
 }
 
 function buildDuration(
-  name: 'opa-timeout' | 'opa-resync-interval' | 'kube-watch-idle-timeout',
+  name: 'opa-timeout' | 'opa-resync-interval' | 'kube-watch-idle-timeout' | 'watch-timeout',
   raw: string,
   problems: string[],
 ): number {

@@ -107,14 +107,24 @@ export class StatusWriter implements Part {
   }
 
   /**
-   * What the ConfigMap source saw of a ConfigMap: its annotations, or `undefined` when it is gone.
+   * What the ConfigMap source saw of a ConfigMap: its annotations, `undefined` when it is gone, or
+   * `null` when it may be gone or may still exist with annotations not known (a label-selected watch
+   * reports a ConfigMap that lost its label as deleted, as it was before): its status is then written
+   * (or removed) again, and a 404 forgets it.
    * Call it before changing the desired state for the same event. A ConfigMap whose annotation differs
    * from its latest outcome (created again, or changed by someone else) is written again.
    */
-  observe(ref: ConfigMapRef, annotations: Readonly<Record<string, string>> | undefined): void {
+  observe(ref: ConfigMapRef, annotations: Readonly<Record<string, string>> | null | undefined): void {
     const key = cmKey(ref);
     if (annotations === undefined) {
       this.forget(key, ref);
+      return;
+    }
+    if (annotations === null) {
+      const known = this.known.get(key);
+      if (known === undefined) return;
+      known.holds = undefined;
+      this.enqueue(known.ref);
       return;
     }
     const holds: Record<string, string> = {};

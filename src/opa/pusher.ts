@@ -82,6 +82,8 @@ interface Applied {
 interface UnloadedFor {
   needs: string;
   origin: Origin;
+  /** The text that was unloaded: a new text fails, if it does, on its own. */
+  text: string;
 }
 
 /** Rounds of "unload what OPA names, try the delete again" before a deletion is given up for now. */
@@ -879,7 +881,8 @@ export class OpaPusher implements Part {
         if (this.heldBack.of(id) !== undefined) continue;
         pending = true;
         const why = this.unloadedFor.get(id);
-        if (why !== undefined) errors.push(this.dependencyRemovedError(id, why, errors.pop()));
+        if (why !== undefined && why.text !== text) this.unloadedFor.delete(id);
+        else if (why !== undefined) errors.push(this.dependencyRemovedError(id, why, errors.pop()));
       }
     };
     await load([...wanted.keys()].sort());
@@ -933,6 +936,7 @@ export class OpaPusher implements Part {
       }
       for (const dependent of dependents) {
         const found = this.ownerOf(dependent);
+        const heldText = found?.applied.modules.get(dependent);
         if (
           found === undefined ||
           !(await this.removeModule(dependent, found.applied, errors, signal, visiting))
@@ -940,9 +944,12 @@ export class OpaPusher implements Part {
           errors.push(...refusal);
           return false;
         }
-        const stillWanted = this.options.state.get(found.key)?.modules.some((m) => m.id === dependent);
-        if (stillWanted === true) {
-          this.unloadedFor.set(dependent, { needs: id, origin: owner.origin });
+        const wanted = this.options.state.get(found.key)?.modules.find((m) => m.id === dependent);
+        if (wanted !== undefined) {
+          // Only a module loaded as wanted is unloaded for want of this one: one whose wanted text had
+          // failed already (OPA held an older one) goes on reporting its own error.
+          if (heldText === wanted.text)
+            this.unloadedFor.set(dependent, { needs: id, origin: owner.origin, text: wanted.text });
           this.log.warn(
             { module: dependent, needs: id, origin: describeOrigin(found.applied.origin) },
             'unloaded a module: a module it needs is being removed',

@@ -26,9 +26,11 @@ export interface ConfigMapSourceOptions {
   metrics?: Metrics | undefined;
   /**
    * Told, on every event of a watched ConfigMap and before the desired state changes for it, what it
-   * holds: its annotations, or `undefined` when it is gone (the status writer's `observe`).
+   * holds: its annotations, `undefined` when it is gone, or `null` when a label-selected watch lost it
+   * (gone, or only relabelled: not known) (the status writer's `observe`).
    */
-  onAnnotations?: ((ref: ConfigMapRef, annotations: Record<string, string> | undefined) => void) | undefined;
+  onAnnotations?:
+    ((ref: ConfigMapRef, annotations: Record<string, string> | null | undefined) => void) | undefined;
 }
 
 interface Known {
@@ -156,10 +158,14 @@ export class ConfigMapSource implements Part {
       update: upsert,
       delete: (cm) => {
         unseen.delete(originKey(this.originOf(cm, role)));
-        // A watch with a label selector also reports a ConfigMap whose label was removed as deleted,
-        // with its new labels: that one still exists (its status is to be removed), a deleted one is gone.
-        const gone = target.watch.labelSelector === undefined || this.stillSelected(cm, role);
-        this.options.onAnnotations?.(refOf(cm), gone ? undefined : (cm.metadata?.annotations ?? {}));
+        // A watch with a label selector also reports a ConfigMap whose label was removed (or swapped for
+        // the other role's) as deleted, and the API server sends it as it was before the change, old
+        // labels included: from the event alone a deleted ConfigMap and a relabelled one look the same.
+        // So the status writer is told it may still exist, holding it does not know what (`null`; the
+        // annotations of the event are old): it removes the status (or writes the other role's), and
+        // forgets the ConfigMap when the API server answers that it is gone.
+        const gone = target.watch.labelSelector === undefined;
+        this.options.onAnnotations?.(refOf(cm), gone ? undefined : null);
         this.remove(cm, role);
       },
       listed: () => {
@@ -177,18 +183,6 @@ export class ConfigMapSource implements Part {
 
   private originOf(cm: V1ConfigMap, role: OriginRole): ConfigMapOrigin {
     return { kind: 'configmap', role, ...refOf(cm) };
-  }
-
-  private hasLabel(cm: V1ConfigMap, label: string, value: string): boolean {
-    return cm.metadata?.labels?.[label] === value;
-  }
-
-  /** Whether the ConfigMap still carries the label its watch of this role selects by. */
-  private stillSelected(cm: V1ConfigMap, role: OriginRole): boolean {
-    const { policies, data } = this.options;
-    return role === 'data'
-      ? this.hasLabel(cm, data.label, data.value)
-      : this.hasLabel(cm, policies.label, policies.value);
   }
 
   private upsert(cm: V1ConfigMap, role: OriginRole): void {

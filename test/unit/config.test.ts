@@ -30,6 +30,7 @@ const ADMISSION = [
 const DEFAULTS: Config = {
   kubeconfig: undefined,
   kubeWatchIdleTimeoutMs: 60_000,
+  watchTimeoutSeconds: 300,
   opa: {
     url: 'http://localhost:8181/v1',
     authToken: undefined,
@@ -162,6 +163,8 @@ describe('configuration (parseArgs)', () => {
       { argv: ['--kube-watch-idle-timeout=5s'], pick: (c) => c.kubeWatchIdleTimeoutMs, expected: 5_000 },
       { argv: ['--opa-resync-interval=1m'], pick: (c) => c.opa.resyncIntervalMs, expected: 60_000 },
       { argv: ['--opa-resync-interval', '.5s'], pick: (c) => c.opa.resyncIntervalMs, expected: 500 },
+      { argv: ['--watch-timeout=5s'], pick: (c) => c.watchTimeoutSeconds, expected: 5 },
+      { argv: ['--watch-timeout=1500ms'], pick: (c) => c.watchTimeoutSeconds, expected: 2 },
       { argv: ['--log-level=debug'], pick: (c) => c.log.level, expected: 'debug' },
       { argv: ['--log-level', 'warn'], pick: (c) => c.log.level, expected: 'warn' },
       { argv: ['--log-level=error'], pick: (c) => c.log.level, expected: 'error' },
@@ -270,6 +273,7 @@ describe('configuration (parseArgs)', () => {
         'opa-client-key-file': ['--opa-client-key-file=/k', '--opa-client-cert-file=/c'],
         'opa-timeout': ['--opa-timeout=1s'],
         'opa-resync-interval': ['--opa-resync-interval=1s'],
+        'watch-timeout': ['--watch-timeout=30s'],
         'log-level': ['--log-level=info'],
         'log-format': ['--log-format=json'],
         'enable-policies': ['--enable-policies=true'],

@@ -286,8 +286,8 @@ describe('ConfigMapSource', () => {
     await source().run(controller.signal);
   });
 
-  it('tells what it saw of each ConfigMap before changing the state: its annotations, or that it is gone', async () => {
-    const seen: [string, Record<string, string> | undefined, boolean][] = [];
+  it('tells what it saw of each ConfigMap before changing the state: its annotations, also when its watch reports it deleted', async () => {
+    const seen: [string, Record<string, string> | null | undefined, boolean][] = [];
     const s = source({
       onAnnotations: (ref, annotations) =>
         seen.push([
@@ -300,16 +300,19 @@ describe('ConfigMapSource', () => {
     const policies = await watcher.session(NS_PATH, POLICY_SELECTOR);
     const status = { 'openpolicyagent.org/policy-status': '{"status":"ok"}' };
     policies.list([cm('p', { 'p.rego': 'package p' }, { [POLICY]: 'rego' }, { annotations: status })]);
-    // The label removed: the watch reports it deleted, with its new labels; it still exists.
-    policies.delete(cm('p', { 'p.rego': 'package p' }, {}, { annotations: status, resourceVersion: '2' }));
+    // The label removed: the API server reports it deleted, as it was before (label included).
+    policies.delete(
+      cm('p', { 'p.rego': 'package p' }, { [POLICY]: 'rego' }, { annotations: status, resourceVersion: '2' }),
+    );
     policies.add(cm('q', { 'q.rego': 'package q' }, { [POLICY]: 'rego' }));
-    // Really deleted: it still carries the label.
+    // Really deleted: the same event. Both may still exist, holding what is not known (the status writer
+    // finds out with its PATCH).
     policies.delete(cm('q', { 'q.rego': 'package q' }, { [POLICY]: 'rego' }, { resourceVersion: '3' }));
     expect(seen).to.deep.equal([
       ['opa/p', status, false],
-      ['opa/p', status, true],
+      ['opa/p', null, true],
       ['opa/q', {}, false],
-      ['opa/q', undefined, true],
+      ['opa/q', null, true],
     ]);
     controller.abort();
     await run;
