@@ -38,6 +38,15 @@ const json = (value: unknown): string => JSON.stringify(sortKeys(value));
 const hasLabels = (cm: V1ConfigMap, labels: Readonly<Record<string, string>>): boolean =>
   Object.entries(labels).every(([k, v]) => cm.metadata?.labels?.[k] === v);
 
+/** A data key's document as the model compares it; a key that is not JSON yet annotated ok never matches. */
+function documentOf(text: string): string {
+  try {
+    return json(JSON.parse(text));
+  } catch {
+    return `(not JSON, yet annotated ok: ${text.slice(0, 40)})`;
+  }
+}
+
 /** The model of what OPA must hold now, read from the cluster. */
 export async function clusterModel(scope: ModelScope): Promise<ClusterModel> {
   const core = await adminCore();
@@ -60,7 +69,7 @@ export async function clusterModel(scope: ModelScope): Promise<ClusterModel> {
           model.unchecked.add(id);
           continue;
         }
-        if (isData) model.documents.set(id, json(JSON.parse(text)));
+        if (isData) model.documents.set(id, documentOf(text));
         else model.policies.set(id, text);
       }
     }
