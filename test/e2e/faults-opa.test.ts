@@ -229,6 +229,7 @@ describe('faults: OPA and opa-sync killed, hanging or failing (real OPA + kube-a
 
       // Churn: policies changed and deleted, NetworkPolicies changed and deleted, OPA killed meanwhile.
       const net = await networking();
+      let churned = 0;
       const churn = (async () => {
         await inParallel(
           Array.from({ length: 40 }, (_, i) => i),
@@ -236,6 +237,7 @@ describe('faults: OPA and opa-sync killed, hanging or failing (real OPA + kube-a
           async (i) => {
             if (i % 4 === 3) await deleteConfigMap(ns, cmName(i));
             else await putConfigMap(ns, cmName(i), { 'p.rego': policyText(i, 1) });
+            churned += 1;
           },
         );
         await inParallel(
@@ -252,7 +254,11 @@ describe('faults: OPA and opa-sync killed, hanging or failing (real OPA + kube-a
           },
         );
       })();
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Killed once the churn is under way: a quarter of the policy ConfigMaps changed.
+      await waitFor('the churn to be under way', () => (churned >= 10 ? true : undefined), {
+        timeoutMs: 60_000,
+        intervalMs: 10,
+      });
       guard.mark('kill-during-churn');
       await opa.restart();
       const churnRestartAt = Date.now();
@@ -504,7 +510,18 @@ describe('faults: OPA and opa-sync killed, hanging or failing (real OPA + kube-a
         timeoutMs: 60_000,
         intervalMs: 10,
       });
-      await new Promise((resolve) => setTimeout(resolve, Math.floor(Math.random() * 150)));
+      // A random moment into its rebuilds: after 0 to 3 more bundles written.
+      for (let more = Math.floor(Math.random() * 4); more > 0; more -= 1) {
+        const written = mtime();
+        await waitFor(
+          `round ${round}: another bundle written`,
+          () => (mtime() > written ? true : undefined),
+          {
+            timeoutMs: 60_000,
+            intervalMs: 5,
+          },
+        );
+      }
       process.kill(sync.process.pid, 'SIGKILL');
       killed.push(sync.process.pid);
       await sync.process.exited;
