@@ -191,9 +191,10 @@ describe('Kubernetes API faults: OPA ends equal to the cluster', function () {
     return { namespace, opa, sync, scope, direct };
   }
 
-  it('a frozen connection (open, forwarding nothing) is found dead and replaced: stale at most 2× the idle timeout, /ready 503 meanwhile', async () => {
+  /** A TCP proxy in front of the API server, and an admin kubeconfig that goes through it. */
+  async function proxiedKubeconfig(): Promise<{ proxy: TcpProxy; kubeconfig: string }> {
     const cp = await controlPlane();
-    const proxy: TcpProxy = stops.add(
+    const proxy = stops.add(
       await startTcpProxy({ host: '127.0.0.1', port: Number(new URL(cp.server).port) }),
     );
     const kubeconfig = writeKubeconfig(
@@ -203,6 +204,11 @@ describe('Kubernetes API faults: OPA ends equal to the cluster', function () {
       'admin',
       cp.adminToken,
     );
+    return { proxy, kubeconfig };
+  }
+
+  it('a frozen connection (open, forwarding nothing) is found dead and replaced: stale at most 2× the idle timeout, /ready 503 meanwhile', async () => {
+    const { proxy, kubeconfig } = await proxiedKubeconfig();
     const { namespace, opa, sync, scope, direct } = await scenario('frozen', kubeconfig);
     const readyWatch = watchReady(sync);
     // Every connection opa-sync has now (its three watches, kept-alive ones of its status patches)
@@ -235,16 +241,7 @@ describe('Kubernetes API faults: OPA ends equal to the cluster', function () {
 
   it('list requests and status patches on a frozen kept-alive connection time out; new connections work', async () => {
     const cp = await controlPlane();
-    const proxy = stops.add(
-      await startTcpProxy({ host: '127.0.0.1', port: Number(new URL(cp.server).port) }),
-    );
-    const kubeconfig = writeKubeconfig(
-      `${runDir()}/kubeconfig-proxy-${proxy.port}.json`,
-      `https://${proxy.address}`,
-      cp.ca.pem,
-      'admin',
-      cp.adminToken,
-    );
+    const { proxy, kubeconfig } = await proxiedKubeconfig();
     const namespace = await createNamespace('frozen-calls');
     await new Writer(cp.kubeConfig(), namespace).policy('p', 'true');
     const { KubeConfig } = await import('@kubernetes/client-node');
